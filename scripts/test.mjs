@@ -1,0 +1,65 @@
+// Runs the test layers in order, fast to slow:
+//   node scripts/test.mjs all | unit | interop | net | disk | vm ... [FILTER...]
+// FILTER words keep only test files whose path contains one of them.
+// Each layer is a folder under test/ whose *.test.ts files run with node:test
+// (TypeScript through tsx). Layers that drive real kernel features (network
+// namespaces, loop devices, QEMU) need root and fail loudly without it.
+import { spawnSync } from 'node:child_process';
+import { readdirSync, statSync } from 'node:fs';
+import { join, relative } from 'node:path';
+
+const root = new URL('..', import.meta.url).pathname;
+const LAYERS = [
+  { name: 'unit', concurrency: 2, root: false },
+  { name: 'interop', concurrency: 2, root: false },
+  { name: 'net', concurrency: 1, root: true },
+  { name: 'disk', concurrency: 1, root: true },
+  { name: 'vm', concurrency: 1, root: true },
+];
+
+const args = process.argv.slice(2);
+const wanted = new Set();
+const filters = [];
+for (const a of args) {
+  if (a === 'all') LAYERS.forEach((l) => wanted.add(l.name));
+  else if (LAYERS.some((l) => l.name === a)) wanted.add(a);
+  else filters.push(a);
+}
+if (wanted.size === 0) LAYERS.forEach((l) => wanted.add(l.name));
+
+function testFiles(dir) {
+  let out = [];
+  let names;
+  try { names = readdirSync(dir).sort(); } catch { return out; }
+  for (const name of names) {
+    const path = join(dir, name);
+    if (statSync(path).isDirectory()) out = out.concat(testFiles(path));
+    else if (name.endsWith('.test.ts')) out.push(path);
+  }
+  return out;
+}
+
+let failed = [];
+for (const layer of LAYERS) {
+  if (!wanted.has(layer.name)) continue;
+  let files = testFiles(join(root, 'test', layer.name));
+  if (filters.length) files = files.filter((f) => filters.some((w) => relative(root, f).includes(w)));
+  if (files.length === 0) continue;
+  if (layer.root && process.getuid && process.getuid() !== 0) {
+    console.error(`test: the ${layer.name} layer drives kernel features and needs root: run it with sudo`);
+    failed.push(layer.name);
+    continue;
+  }
+  const started = Date.now();
+  console.log(`\n=== ${layer.name} (${files.length} files)`);
+  const r = spawnSync(process.execPath, [
+    '--import', 'tsx', '--test', `--test-concurrency=${layer.concurrency}`,
+    '--test-reporter=spec', ...files.map((f) => relative(root, f)),
+  ], { cwd: root, stdio: 'inherit' });
+  console.log(`=== ${layer.name}: ${r.status === 0 ? 'passed' : 'FAILED'} in ${((Date.now() - started) / 1000).toFixed(1)} s`);
+  if (r.status !== 0) failed.push(layer.name);
+}
+if (failed.length) {
+  console.error(`\ntest: failed layers: ${failed.join(', ')}`);
+  process.exit(1);
+}
