@@ -1,0 +1,301 @@
+// Builds the "laptop" disk image the end-to-end test boots on the desktop VM:
+// GPT, an ext4 /boot and an ext4 root holding a minimal Debian made with
+// debootstrap, with linux-image-amd64, nbd-client, wireguard-tools, Node and
+// stiefelctl installed and `stiefelctl setup-server-os --root` run on it.
+//
+// Two stages, each cached under CACHE_DIR keyed by a hash of its inputs:
+//   base   debootstrap (+ dracut for that family): the slow part, minutes;
+//   image  base + this checkout's stiefelctl + setup-server-os + partitions:
+//          about a minute, redone whenever the bundle or the recipe changes.
+// The partitions are made with `mke2fs -d` from directories and put into
+// place with dd, so nothing is mounted on the host while building.
+import { createHash, randomBytes } from 'node:crypto';
+import { spawn } from 'node:child_process';
+import { existsSync, readFileSync } from 'node:fs';
+import { chmod, copyFile, mkdir, readdir, rename, rm, stat, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+
+export type LaptopFamily = 'initramfs-tools' | 'dracut';
+
+export interface LaptopImageOptions {
+  family: LaptopFamily;
+  /** Where the stages are cached. */
+  cacheDir: string;
+  /** The bundled CLI to install into the image (dist/stiefelctl.js). */
+  stiefelctl: string;
+  /** Progress lines for a person watching. */
+  log?: (line: string) => void;
+  mirror?: string;
+  suite?: string;
+}
+
+export interface LaptopImage {
+  /** The cached raw disk image; copy it before writing to it. */
+  path: string;
+  family: LaptopFamily;
+  kernelVersion: string;
+  rootUuid: string;
+  bootUuid: string;
+  /** Byte offset and size of the root partition inside the image. */
+  root: { offset: number; size: number };
+  boot: { offset: number; size: number };
+}
+
+const RECIPE_VERSION = 1;
+const SECTOR = 512;
+const BOOT_START_SECTOR = 2048;
+const BOOT_SIZE = 192 * 1024 * 1024;
+const ROOT_SIZE = 2048 * 1024 * 1024;
+const DISK_SIZE = BOOT_START_SECTOR * SECTOR + BOOT_SIZE + ROOT_SIZE + 1024 * 1024;
+// Fixed file-system UUIDs: the laptop OS's fstab and command line name them.
+const BOOT_UUID = '5713f2b0-0b00-4e00-8000-00000000b001';
+const ROOT_UUID = '5713f2b0-0b00-4e00-8000-00000000f002';
+
+const BASE_PACKAGES = [
+  'linux-image-amd64',
+  'nbd-client',
+  'wireguard-tools',
+  'systemd-sysv',
+  'udev',
+  'iproute2',
+  'kmod',
+  'e2fsprogs',
+  'libstdc++6',
+  'procps',
+];
+
+function sha256(...parts: (string | Buffer)[]): string {
+  const h = createHash('sha256');
+  for (const p of parts) h.update(p).update('\0');
+  return h.digest('hex');
+}
+
+function sh(file: string, args: string[], options: { cwd?: string; input?: string } = {}): Promise<string> {
+  return new Promise((resolve, reject) => {
+    const child = spawn(file, args, { cwd: options.cwd, stdio: ['pipe', 'pipe', 'pipe'] });
+    let out = '';
+    let err = '';
+    child.stdout.setEncoding('utf8').on('data', (d: string) => (out += d));
+    child.stderr.setEncoding('utf8').on('data', (d: string) => (err += d));
+    child.on('error', reject);
+    child.on('close', (code) => {
+      if (code === 0) resolve(out);
+      else reject(new Error(`${file} ${args.join(' ')} exited ${code}:\n${(err || out).trim().split('\n').slice(-15).join('\n')}`));
+    });
+    child.stdin.end(options.input ?? '');
+  });
+}
+
+/** Runs `fn` with /proc, /sys and /dev mounted inside `root`, unmounting them always. */
+async function withChrootMounts<T>(root: string, fn: () => Promise<T>): Promise<T> {
+  const mounted: string[] = [];
+  try {
+    for (const [what, where, args] of [
+      ['proc', 'proc', ['-t', 'proc']],
+      ['sysfs', 'sys', ['-t', 'sysfs']],
+      ['/dev', 'dev', ['--bind']],
+    ] as const) {
+      const target = join(root, where);
+      await mkdir(target, { recursive: true });
+      await sh('mount', [...args, what, target]);
+      mounted.unshift(target);
+    }
+    return await fn();
+  } finally {
+    for (const m of mounted) await sh('umount', ['-l', m]).catch(() => undefined);
+  }
+}
+
+async function buildBase(dir: string, options: Required<Pick<LaptopImageOptions, 'family' | 'mirror' | 'suite'>>, log: (l: string) => void): Promise<void> {
+  const tmp = `${dir}.tmp-${randomBytes(4).toString('hex')}`;
+  try {
+    log(`debootstrap ${options.suite} (${options.family}) into the cache; this takes a few minutes once`);
+    await sh('debootstrap', [
+      '--variant=minbase',
+      `--include=${[...BASE_PACKAGES, 'initramfs-tools'].join(',')}`,
+      options.suite,
+      tmp,
+      options.mirror,
+    ]);
+    if (options.family === 'dracut') {
+      log('installing dracut in place of initramfs-tools');
+      await copyFile('/etc/resolv.conf', join(tmp, 'etc/resolv.conf'));
+      await withChrootMounts(tmp, () =>
+        sh('chroot', [tmp, 'sh', '-c', 'DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends dracut']),
+      );
+      await rm(join(tmp, 'etc/resolv.conf'), { force: true });
+    }
+    await sh('sh', ['-c', `rm -rf ${tmp}/var/cache/apt/archives/*.deb ${tmp}/var/lib/apt/lists/*`]);
+    await rename(tmp, dir);
+  } catch (err) {
+    await rm(tmp, { recursive: true, force: true });
+    throw err;
+  }
+}
+
+async function kernelVersionOf(root: string): Promise<string> {
+  const versions = (await readdir(join(root, 'lib/modules'))).sort();
+  const v = versions.at(-1);
+  if (!v) throw new Error(`no kernel in ${root}/lib/modules`);
+  return v;
+}
+
+/** The marker service the end-to-end test waits for: proves the root is writable over the network. */
+const MARKER_SCRIPT = `#!/bin/sh
+# stiefelsystem end-to-end test marker: writes the token from the command
+# line onto the root file system (which lives on the laptop's disk, served
+# over NBD), syncs, reports on the console and powers off.
+set -u
+token=
+bench=
+for w in $(cat /proc/cmdline); do
+  case "$w" in
+    stiefel_e2e.token=*) token=\${w#stiefel_e2e.token=} ;;
+    stiefel_e2e.bench=*) bench=\${w#stiefel_e2e.bench=} ;;
+  esac
+done
+[ -n "$token" ] || exit 0
+console=/dev/ttyS0
+say() { echo "$*" > "$console"; }
+rootdev=$(findmnt -n -o SOURCE /)
+say "STIEFEL-E2E-ROOT $rootdev"
+if [ "$bench" = 1 ]; then
+  # Sequential throughput of the network disk, seen from the laptop OS.
+  r=$(dd if=/dev/nbd0 of=/dev/null bs=1M count=256 iflag=direct 2>&1 | tail -n1)
+  say "STIEFEL-E2E-BENCH read $r"
+  w=$(dd if=/dev/zero of=/var/tmp/stiefel-bench bs=1M count=128 oflag=direct conv=fsync 2>&1 | tail -n1)
+  rm -f /var/tmp/stiefel-bench
+  say "STIEFEL-E2E-BENCH write $w"
+fi
+mkdir -p /var/lib/stiefel-e2e
+echo "$token" > /var/lib/stiefel-e2e/marker
+sync
+say "STIEFEL-E2E-MARKER $token"
+systemctl --no-block poweroff
+`;
+
+const MARKER_UNIT = `[Unit]
+Description=stiefelsystem end-to-end test marker
+DefaultDependencies=no
+After=local-fs.target
+Wants=local-fs.target
+
+[Service]
+Type=oneshot
+ExecStart=/usr/local/sbin/stiefel-e2e-marker
+
+[Install]
+WantedBy=sysinit.target
+`;
+
+async function customize(root: string, options: LaptopImageOptions, log: (l: string) => void): Promise<void> {
+  await writeFile(join(root, 'etc/hostname'), 'laptop\n');
+  await writeFile(join(root, 'etc/hosts'), '127.0.0.1 localhost\n127.0.1.1 laptop\n');
+  await writeFile(
+    join(root, 'etc/fstab'),
+    `UUID=${ROOT_UUID} / ext4 defaults 0 1\nUUID=${BOOT_UUID} /boot ext4 defaults 0 2\n`,
+  );
+  // The command line this laptop boots with (systemd's kernel-install
+  // convention); setup-server-os records it for the server.
+  await mkdir(join(root, 'etc/kernel'), { recursive: true });
+  await writeFile(join(root, 'etc/kernel/cmdline'), `root=UUID=${ROOT_UUID} ro console=ttyS0 systemd.show_status=1\n`);
+  await writeFile(join(root, 'usr/local/sbin/stiefel-e2e-marker'), MARKER_SCRIPT, { mode: 0o755 });
+  await writeFile(join(root, 'etc/systemd/system/stiefel-e2e-marker.service'), MARKER_UNIT);
+  await mkdir(join(root, 'etc/systemd/system/sysinit.target.wants'), { recursive: true });
+  await sh('ln', ['-sf', '/etc/systemd/system/stiefel-e2e-marker.service', join(root, 'etc/systemd/system/sysinit.target.wants/')]);
+  await sh('chroot', [root, 'passwd', '-d', 'root']);
+
+  log('installing Node and stiefelctl into the laptop OS');
+  await copyFile(process.execPath, join(root, 'usr/local/bin/node'));
+  await chmod(join(root, 'usr/local/bin/node'), 0o755);
+  await mkdir(join(root, 'usr/local/lib/stiefelsystem'), { recursive: true });
+  await copyFile(options.stiefelctl, join(root, 'usr/local/lib/stiefelsystem/stiefelctl.js'));
+  await writeFile(join(root, 'usr/local/bin/stiefelctl'), '#!/bin/sh\nexec /usr/local/bin/node /usr/local/lib/stiefelsystem/stiefelctl.js "$@"\n', {
+    mode: 0o755,
+  });
+
+  log(`stiefelctl setup-server-os --root (${options.family}); regenerates the initramfs`);
+  await sh(process.execPath, [options.stiefelctl, 'setup-server-os', '--root', root, '--yes']);
+}
+
+async function assemble(root: string, out: string): Promise<void> {
+  const work = `${out}.parts`;
+  await rm(work, { recursive: true, force: true });
+  await mkdir(work, { recursive: true });
+  try {
+    const bootDir = join(work, 'boot');
+    await rename(join(root, 'boot'), bootDir);
+    await mkdir(join(root, 'boot'));
+    await sh('mke2fs', ['-q', '-F', '-t', 'ext4', '-b', '4096', '-U', BOOT_UUID, '-L', 'boot', '-d', bootDir, join(work, 'boot.ext4'), `${BOOT_SIZE / 1024}k`]);
+    await sh('mke2fs', ['-q', '-F', '-t', 'ext4', '-b', '4096', '-U', ROOT_UUID, '-L', 'root', '-d', root, join(work, 'root.ext4'), `${ROOT_SIZE / 1024}k`]);
+    await rm(out, { force: true });
+    await sh('truncate', ['-s', String(DISK_SIZE), out]);
+    const rootStart = BOOT_START_SECTOR + BOOT_SIZE / SECTOR;
+    await sh('sgdisk', [
+      `-n1:${BOOT_START_SECTOR}:+${BOOT_SIZE / 1024}K`, '-t1:ea00', '-c1:boot',
+      `-n2:${rootStart}:+${ROOT_SIZE / 1024}K`, '-t2:8304', '-c2:root',
+      out,
+    ]);
+    await sh('dd', [`if=${join(work, 'boot.ext4')}`, `of=${out}`, 'bs=1M', `seek=${(BOOT_START_SECTOR * SECTOR) / 2 ** 20}`, 'conv=notrunc,sparse', 'status=none']);
+    await sh('dd', [`if=${join(work, 'root.ext4')}`, `of=${out}`, 'bs=1M', `seek=${(rootStart * SECTOR) / 2 ** 20}`, 'conv=notrunc,sparse', 'status=none']);
+  } finally {
+    await rm(work, { recursive: true, force: true });
+  }
+}
+
+export function laptopLayout(): Pick<LaptopImage, 'rootUuid' | 'bootUuid' | 'root' | 'boot'> {
+  return {
+    rootUuid: ROOT_UUID,
+    bootUuid: BOOT_UUID,
+    boot: { offset: BOOT_START_SECTOR * SECTOR, size: BOOT_SIZE },
+    root: { offset: BOOT_START_SECTOR * SECTOR + BOOT_SIZE, size: ROOT_SIZE },
+  };
+}
+
+export async function buildLaptopImage(options: LaptopImageOptions): Promise<LaptopImage> {
+  const log = options.log ?? (() => undefined);
+  const suite = options.suite ?? 'bookworm';
+  const mirror = options.mirror ?? 'http://deb.debian.org/debian';
+  await mkdir(options.cacheDir, { recursive: true });
+
+  const baseKey = sha256('base', String(RECIPE_VERSION), suite, mirror, options.family, BASE_PACKAGES.join(','));
+  const baseDir = join(options.cacheDir, `laptop-base-${options.family}-${baseKey.slice(0, 16)}`);
+  if (!existsSync(baseDir)) await buildBase(baseDir, { family: options.family, suite, mirror }, log);
+  else log(`laptop base system (${options.family}) from the cache`);
+
+  const imageKey = sha256(
+    'image',
+    baseKey,
+    readFileSync(options.stiefelctl),
+    readFileSync(process.execPath),
+    MARKER_SCRIPT,
+    MARKER_UNIT,
+    readFileSync(__filename),
+  );
+  const path = join(options.cacheDir, `laptop-${options.family}-${imageKey.slice(0, 16)}.img`);
+  const kernelVersion = await kernelVersionOf(baseDir);
+  if (existsSync(path)) {
+    log(`laptop disk image (${options.family}) from the cache`);
+  } else {
+    const root = join(options.cacheDir, `laptop-root-${options.family}-${randomBytes(4).toString('hex')}`);
+    try {
+      log('copying the base system');
+      await sh('cp', ['-a', baseDir, root]);
+      await customize(root, options, log);
+      log('making the ext4 file systems and the GPT disk image');
+      const tmpImage = `${path}.tmp`;
+      await assemble(root, tmpImage);
+      await rename(tmpImage, path);
+    } finally {
+      await rm(root, { recursive: true, force: true });
+    }
+    // Keep the cache from growing without bound: drop older images of this family.
+    for (const name of await readdir(options.cacheDir)) {
+      const full = join(options.cacheDir, name);
+      if (name.startsWith(`laptop-${options.family}-`) && full !== path) await rm(full, { recursive: true, force: true });
+    }
+  }
+  await stat(path);
+  return { path, family: options.family, kernelVersion, ...laptopLayout() };
+}
+
