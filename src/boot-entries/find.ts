@@ -205,13 +205,14 @@ export async function findBootEntries(source: string, options: FindBootEntriesOp
       try {
         const dev = offset === 0 && size === 0 ? device : await attachLoop(device, offset, size, mountOpts);
         const dir = await mountReadOnly(dev, v.probe.kind, mountOpts);
+        log.debug(`mounted ${v.name} at ${dir}`);
         trees.push({ dir, partition: v.name, fsUuid: v.probe.uuid, fsLabel: v.probe.label, ...(v.number ? { number: v.number } : {}), ...(v.isEsp ? { isEsp: true } : {}) });
         volumes.push({ name: v.name, what: `${v.probe.kind}${v.probe.uuid ? ` ${v.probe.uuid}` : ''}`, problem: null });
       } catch (err) {
         if (!(err instanceof StiefelError)) throw err;
         const why = v.probe.kind === 'vfat' ? `${err.message} (does this kernel have vfat?)` : err.message;
         volumes.push({ name: v.name, what: v.probe.kind, problem: why });
-        log.warn(`${v.name}: ${why}`);
+        log.debug(`${v.name}: ${why}`);
       }
     };
     for (const v of plain) await mountVolume(v, v.device, v.offset, v.size);

@@ -14,6 +14,8 @@ import type { FsKind } from './fs-probe';
 
 export const TEMP_PREFIX = 'stf4-';
 
+const firstLine = (text: string): string => text.trim().split('\n')[0]!.trim();
+
 export interface MountOptions {
   runner: CommandRunner;
   cleanup: CleanupStack;
@@ -45,7 +47,7 @@ export async function attachLoop(file: string, offset: number, size: number, o: 
   // Register the undo before judging the result: a device that exists must go.
   if (dev.startsWith('/dev/')) o.cleanup.push(`loop device ${dev}`, async () => void (await runChecked(o.runner, 'E_LOOP_DETACH', 'losetup', ['--detach', dev])));
   if (r.code !== 0 || !dev.startsWith('/dev/')) {
-    throw new StiefelError('E_LOOP', `losetup ${args.join(' ')} failed: ${r.stderr.trim() || `exit code ${r.code}`}`);
+    throw new StiefelError('E_LOOP', `losetup ${args.join(' ')} failed: ${firstLine(r.stderr) || `exit code ${r.code}`}`);
   }
   return dev;
 }
@@ -59,7 +61,7 @@ export async function mountReadOnly(device: string, kind: FsKind, o: MountOption
   const args = ['-t', m.type, '-o', m.options, device, dir];
   const r = await o.runner.run('mount', args);
   if (r.code !== 0) {
-    throw new StiefelError('E_MOUNT', `mount ${args.join(' ')} failed: ${r.stderr.trim() || `exit code ${r.code}`}`);
+    throw new StiefelError('E_MOUNT', `mount ${args.join(' ')} failed: ${firstLine(r.stderr) || `exit code ${r.code}`}`);
   }
   o.cleanup.push(`mount ${dir}`, async () => void (await runChecked(o.runner, 'E_UMOUNT', 'umount', [dir])));
   return dir;
