@@ -68,7 +68,7 @@ interface Frame {
   menu: MenuItem[];
   /** Non-null inside a branch or loop we could not decide. */
   uncertain: string | null;
-  positional: string[];
+  positional: Value[];
 }
 
 const MAX_STEPS = 200_000;
@@ -176,6 +176,10 @@ export class GrubEvaluator {
 
   variable(frame: Frame, name: string): Value {
     if (/^[0-9]+$/.test(name)) return frame.positional[Number(name) - 1] ?? '';
+    if (name === '@' || name === '*') {
+      const bad = frame.positional.find(isUnknown);
+      return bad ?? (frame.positional as string[]).join(' ');
+    }
     if (name === '#') return String(frame.positional.length);
     if (name === '?') return '0';
     return frame.env.vars.get(name) ?? '';
@@ -297,6 +301,17 @@ export class GrubEvaluator {
       this.assign(frame, text.slice(0, eq), isUnknown(value) ? value : value.join(' '));
       return true;
     }
+    const fnByName = nameWord !== null ? this.functions.get(nameWord) : undefined;
+    if (fnByName) {
+      // Arguments that cannot be known stay unknown inside the function.
+      const positional: Value[] = [];
+      for (const w of words.slice(1)) {
+        const f = this.expand(frame, w);
+        if (isUnknown(f)) positional.push(f);
+        else positional.push(...f);
+      }
+      return this.callFunction(frame, fnByName, positional);
+    }
     const expanded = this.expandAll(frame, words);
     if (isUnknown(expanded)) {
       // The command itself depends on an unknown value.
@@ -346,16 +361,7 @@ export class GrubEvaluator {
         break;
     }
     const fn = this.functions.get(name);
-    if (fn) {
-      if (this.depth >= MAX_DEPTH) return new Unknown('functions nest too deep');
-      this.depth++;
-      const saved = frame.positional;
-      frame.positional = args;
-      const r = this.run(frame, fn);
-      frame.positional = saved;
-      this.depth--;
-      return r;
-    }
+    if (fn) return this.callFunction(frame, fn, args);
     // Commands that store a result in a variable we cannot compute.
     const setArg = args.find((a) => a.startsWith('--set'));
     if (setArg) {
@@ -365,6 +371,17 @@ export class GrubEvaluator {
     if (PREDICATES_UNKNOWN.has(name)) return new Unknown(`\`${name}\` succeeds or fails only on the real machine`);
     if (HARMLESS.has(name)) return true;
     return new Unknown(`unknown command \`${name}\``);
+  }
+
+  callFunction(frame: Frame, body: Statement[], args: Value[]): Tri {
+    if (this.depth >= MAX_DEPTH) return new Unknown('functions nest too deep');
+    this.depth++;
+    const saved = frame.positional;
+    frame.positional = args;
+    const r = this.run(frame, body);
+    frame.positional = saved;
+    this.depth--;
+    return r;
   }
 
   searchTarget(words: Word[]): string | null {
