@@ -73,8 +73,8 @@ export interface GptHeader {
 
 /** Decodes and checks a GPT header sector; null with a reason when invalid. */
 export function decodeGptHeader(sector: Uint8Array): { header: GptHeader } | { problem: string } {
+  if (sector.length < 8 || Buffer.from(sector.subarray(0, 8)).toString('latin1') !== GPT_SIGNATURE) return { problem: 'no "EFI PART" signature' };
   if (sector.length < 92) return { problem: 'GPT header sector is short' };
-  if (Buffer.from(sector.subarray(0, 8)).toString('latin1') !== GPT_SIGNATURE) return { problem: 'no "EFI PART" signature' };
   const headerSize = u32(sector, 12);
   if (headerSize < 92 || headerSize > sector.length) return { problem: `GPT header size ${headerSize} is invalid` };
   const copy = Uint8Array.from(sector.subarray(0, headerSize));

@@ -121,3 +121,9 @@ test('partition tables and file system probes never throw on arbitrary disks', a
     { numRuns: 500 },
   );
 });
+
+test('a small file that is no disk has no partition table (not a "corrupt GPT")', async () => {
+  const d = Buffer.from('laptop\n');
+  const readAt = async (o: number, l: number) => d.subarray(Math.min(o, d.length), Math.min(o + l, d.length));
+  assert.equal(await readPartitionTable(readAt, d.length), null);
+});
