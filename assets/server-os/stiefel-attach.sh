@@ -145,7 +145,9 @@ stiefel_main() {
 		esac
 	fi
 
-	set -- "$host" "$STIEFEL_NBD_PORT" "$STIEFEL_NBD_DEVICE" -b 4096 -systemd-mark
+	# The logical block size must be the laptop disk's own (512 on most disks):
+	# partition tables count in those units.
+	set -- "$host" "$STIEFEL_NBD_PORT" "$STIEFEL_NBD_DEVICE" -b "${STIEFEL_NBD_BLOCK_SIZE:-512}" -systemd-mark
 	[ -n "$STIEFEL_NBD_EXPORT" ] && set -- "$@" -N "$STIEFEL_NBD_EXPORT"
 	stiefel_say "attaching $STIEFEL_NBD_DEVICE from $host port $STIEFEL_NBD_PORT"
 	tries=0
@@ -155,9 +157,12 @@ stiefel_main() {
 		sleep 1
 	done
 
-	# The partitions appear as uevents; udev then makes the /dev/disk/by-* links.
 	stiefel_wait 100 '[ "$(cat /sys/block/nbd0/size 2>/dev/null || echo 0)" != 0 ]' ||
 		stiefel_fail "$STIEFEL_NBD_DEVICE stayed empty"
+	# The kernel reads the partition table of a newly connected nbd device at
+	# its next open, and udev does not open nbd disks: open it once ourselves.
+	# The partitions then appear as uevents and udev makes the /dev/disk/by-* links.
+	exec 3< "$STIEFEL_NBD_DEVICE" && exec 3<&-
 	command -v udevadm >/dev/null 2>&1 && udevadm settle --timeout=10 2>/dev/null
 	parts=
 	for _p in /sys/block/nbd0/nbd0p*; do
