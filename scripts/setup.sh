@@ -17,7 +17,7 @@ PACKAGES="
   qemu-system-x86 linux-image-amd64
   kexec-tools wireguard-tools busybox-static cryptsetup-bin lvm2
   systemd-boot-efi dosfstools mtools fdisk gdisk
-  debootstrap
+  debootstrap patch
 "
 
 missing=""

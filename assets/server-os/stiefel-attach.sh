@@ -34,7 +34,8 @@ stiefel_fail() {
 
 # The value of a stiefel.NAME= word on the command line, empty if absent.
 stiefel_param() {
-	for w in $(cat /proc/cmdline); do
+	read -r _cmdline < /proc/cmdline
+	for w in $_cmdline; do
 		case "$w" in
 			"stiefel.$1="*) echo "${w#stiefel.$1=}"; return 0 ;;
 		esac

@@ -9,6 +9,12 @@ function lines(text: string | null): string[] {
   return l;
 }
 
+/** diff's range: `start,count`, the count left out when it is 1, start 0-based when empty. */
+function range(start: number, count: number): string {
+  if (count === 0) return `${start},0`;
+  return count === 1 ? `${start + 1}` : `${start + 1},${count}`;
+}
+
 type Op = { kind: ' ' | '-' | '+'; text: string; a: number; b: number };
 
 function ops(a: string[], b: string[]): Op[] {
@@ -26,8 +32,9 @@ function ops(a: string[], b: string[]): Op[] {
   let j = 0;
   while (i < n || j < m) {
     if (i < n && j < m && a[i] === b[j]) out.push({ kind: ' ', text: a[i++]!, a: i, b: ++j });
-    else if (j < m && (i >= n || lcs[i]![j + 1]! >= lcs[i + 1]![j]!)) out.push({ kind: '+', text: b[j++]!, a: i, b: j });
-    else out.push({ kind: '-', text: a[i++]!, a: i, b: j });
+    // Removals before additions, as diff(1) shows them.
+    else if (i < n && (j >= m || lcs[i + 1]![j]! >= lcs[i]![j + 1]!)) out.push({ kind: '-', text: a[i++]!, a: i, b: j });
+    else out.push({ kind: '+', text: b[j++]!, a: i, b: j });
   }
   return out;
 }
@@ -60,10 +67,11 @@ export function unifiedDiff(path: string, before: string | null, after: string |
     const bStart = hunk[0]!.kind === '-' ? hunk[0]!.b : hunk[0]!.b - 1;
     const aLen = hunk.filter((o) => o.kind !== '+').length;
     const bLen = hunk.filter((o) => o.kind !== '-').length;
-    out.push(`@@ -${aLen ? aStart + 1 : aStart},${aLen} +${bLen ? bStart + 1 : bStart},${bLen} @@`);
+    out.push(`@@ -${range(aStart, aLen)} +${range(bStart, bLen)} @@`);
     for (const o of hunk) out.push(`${o.kind}${o.text}`);
     k = stop;
   }
-  if (before !== null && after !== null && before.endsWith('\n') !== after.endsWith('\n')) out.push('\\ No newline at end of file');
+  const unterminated = (t: string | null): boolean => t !== null && t !== '' && !t.endsWith('\n');
+  if (unterminated(before) || unterminated(after)) out.push('\\ No newline at end of file');
   return `${out.join('\n')}\n`;
 }

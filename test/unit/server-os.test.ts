@@ -1,0 +1,260 @@
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { execFileSync, spawnSync } from 'node:child_process';
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import fc from 'fast-check';
+import { unifiedDiff } from '../../src/server-os/diff';
+import {
+  ATTACH_PATH,
+  BOOT_RECORD_PATH,
+  addMkinitcpioHook,
+  cleanCmdline,
+  desiredFiles,
+  grubDefaultCmdline,
+  planChanges,
+  removeMkinitcpioHook,
+  rootFromFstab,
+  type CurrentFile,
+} from '../../src/server-os/plan';
+import { applyServerOs, planServerOs } from '../../src/server-os/setup';
+import type { CommandRunner } from '../../src/disk/runner';
+import { silentLogger } from '../../src/log';
+import { readAsset } from '../../src/assets';
+import { StiefelError } from '../../src/errors';
+import { runCli } from '../helpers/cli';
+import { requireTool } from '../helpers/tools';
+
+const noNetworkManagers = { networkManager: false, networkd: false, mkinitcpioConf: null };
+
+test('unified diff: GNU patch turns the old text into the new one with it', () => {
+  requireTool('patch');
+  const dir = mkdtempSync(join(tmpdir(), 'stf6-diff-'));
+  try {
+    const line = fc.constantFrom('a', 'b', 'c', 'd', 'e', '', 'x y');
+    const text = fc.array(line, { maxLength: 30 }).map((l) => (l.length ? `${l.join('\n')}\n` : ''));
+    fc.assert(
+      fc.property(text, text, (before, after) => {
+        fc.pre(before !== after);
+        writeFileSync(join(dir, 'old'), before);
+        writeFileSync(join(dir, 'fix.diff'), unifiedDiff('/old', before, after));
+        rmSync(join(dir, 'new'), { force: true });
+        const r = spawnSync('patch', ['-s', '-o', join(dir, 'new'), join(dir, 'old'), join(dir, 'fix.diff')], { encoding: 'utf8' });
+        assert.equal(r.status, 0, r.stdout + r.stderr);
+        assert.equal(readFileSync(join(dir, 'new'), 'utf8'), after);
+      }),
+      { numRuns: 200 },
+    );
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+test('unified diff: the same hunks as GNU diff -u for a simple change', () => {
+  requireTool('diff');
+  const dir = mkdtempSync(join(tmpdir(), 'stf6-diff-'));
+  try {
+    const before = 'one\ntwo\nthree\nfour\nfive\nsix\nseven\neight\nnine\nten\n';
+    const after = 'one\ntwo\nTHREE\nfour\nfive\nsix\nseven\neight\nnine\nten\neleven\n';
+    writeFileSync(join(dir, 'a'), before);
+    writeFileSync(join(dir, 'b'), after);
+    const gnu = spawnSync('diff', ['-u', join(dir, 'a'), join(dir, 'b')], { encoding: 'utf8' }).stdout;
+    const body = (d: string): string => d.split('\n').filter((l) => !l.startsWith('---') && !l.startsWith('+++')).join('\n');
+    assert.equal(body(unifiedDiff('/x', before, after)), body(gnu));
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+test('unified diff of a new file shows every line added from /dev/null', () => {
+  assert.equal(unifiedDiff('/etc/x', null, 'one\ntwo\n'), '--- /dev/null\n+++ b/etc/x\n@@ -0,0 +1,2 @@\n+one\n+two\n');
+  assert.equal(unifiedDiff('/etc/x', 'same\n', 'same\n'), '');
+});
+
+test('each family gets the shared attach script, its own adapter, and the boot record', () => {
+  const record = (family: 'initramfs-tools' | 'dracut' | 'mkinitcpio') => ({ family, cmdline: 'root=UUID=1 ro' });
+  const present = (family: 'initramfs-tools' | 'dracut' | 'mkinitcpio') =>
+    desiredFiles(record(family), { ...noNetworkManagers, mkinitcpioConf: family === 'mkinitcpio' ? 'HOOKS=(base udev block filesystems fsck)\n' : null })
+      .filter((f) => f.content !== null)
+      .map((f) => f.path)
+      .sort();
+  assert.deepEqual(present('initramfs-tools'), [
+    BOOT_RECORD_PATH,
+    '/etc/initramfs-tools/hooks/stiefelsystem',
+    '/etc/initramfs-tools/scripts/local-top/stiefelsystem',
+    ATTACH_PATH,
+  ].sort());
+  assert.deepEqual(present('dracut'), [
+    BOOT_RECORD_PATH,
+    '/etc/dracut.conf.d/stiefelsystem.conf',
+    ATTACH_PATH,
+    '/usr/lib/dracut/modules.d/90stiefelsystem/module-setup.sh',
+    '/usr/lib/dracut/modules.d/90stiefelsystem/stiefel-cmdline.sh',
+  ].sort());
+  assert.deepEqual(present('mkinitcpio'), [
+    BOOT_RECORD_PATH,
+    '/etc/initcpio/hooks/stiefelsystem',
+    '/etc/initcpio/install/stiefelsystem',
+    '/etc/mkinitcpio.conf',
+    ATTACH_PATH,
+  ].sort());
+  const withManagers = desiredFiles(record('dracut'), { networkManager: true, networkd: true, mkinitcpioConf: null });
+  assert.ok(withManagers.some((f) => f.path === '/etc/NetworkManager/conf.d/stiefelsystem.conf' && f.content?.includes('unmanaged-devices=interface-name:stiefellink')));
+  assert.ok(withManagers.some((f) => f.path === '/etc/systemd/network/00-stiefelsystem.network' && f.content?.includes('Unmanaged=yes')));
+});
+
+test('planning is idempotent, and uninstalling removes every file', () => {
+  const record = { family: 'initramfs-tools' as const, cmdline: 'root=UUID=1 ro' };
+  const desired = desiredFiles(record, noNetworkManagers);
+  const empty = new Map<string, CurrentFile>();
+  const first = planChanges(desired, empty);
+  assert.ok(first.length >= 4);
+  assert.ok(first.every((c) => c.before === null && c.after !== null));
+  const installed = new Map(desired.map((d) => [d.path, { content: d.content, mode: d.content === null ? null : d.mode }]));
+  assert.deepEqual(planChanges(desired, installed), []);
+  const uninstall = planChanges(desiredFiles(null, noNetworkManagers), installed);
+  assert.equal(uninstall.length, first.length);
+  assert.ok(uninstall.every((c) => c.after === null));
+  // A switch to dracut removes the initramfs-tools adapter.
+  const toDracut = planChanges(desiredFiles({ ...record, family: 'dracut' }, noNetworkManagers), installed);
+  assert.ok(toDracut.some((c) => c.path === '/etc/initramfs-tools/hooks/stiefelsystem' && c.after === null));
+});
+
+test('mkinitcpio HOOKS: our hook goes before filesystems, once, and comes out again', () => {
+  const conf = '# comment\nMODULES=()\nHOOKS=(base udev autodetect modconf block filesystems keyboard fsck)\n';
+  const added = addMkinitcpioHook(conf);
+  assert.match(added, /^HOOKS=\(base udev autodetect modconf block stiefelsystem filesystems keyboard fsck\)$/m);
+  assert.equal(addMkinitcpioHook(added), added);
+  assert.equal(removeMkinitcpioHook(added), conf);
+  assert.throws(() => addMkinitcpioHook('HOOKS=(base systemd autodetect block filesystems)\n'), /systemd-based initramfs/);
+  assert.throws(() => addMkinitcpioHook('MODULES=()\n'), /no HOOKS=/);
+});
+
+test('the recorded command line drops what bootloaders and stiefelsystem add', () => {
+  assert.equal(
+    cleanCmdline('BOOT_IMAGE=/vmlinuz-6.1 root=UUID=abc ro quiet stiefel.mac=52:54:00:00:00:01 nbdroot=x netroot=nbd:y initrd=\\initrd splash'),
+    'root=UUID=abc ro quiet splash',
+  );
+  assert.equal(rootFromFstab('# x\nUUID=r1 / ext4 defaults 0 1\nUUID=b1 /boot ext4 defaults 0 2\n'), 'root=UUID=r1');
+  assert.equal(rootFromFstab('UUID=b1 /boot ext4 defaults 0 2\n'), null);
+  assert.equal(grubDefaultCmdline('GRUB_CMDLINE_LINUX_DEFAULT="quiet splash"\nGRUB_CMDLINE_LINUX=""\n'), 'quiet splash');
+});
+
+function fakeRoot(family: 'initramfs-tools' | 'dracut'): string {
+  const root = mkdtempSync(join(tmpdir(), 'stf6-root-'));
+  mkdirSync(join(root, 'usr/sbin'), { recursive: true });
+  mkdirSync(join(root, 'usr/bin'), { recursive: true });
+  mkdirSync(join(root, 'etc/kernel'), { recursive: true });
+  mkdirSync(join(root, 'boot'));
+  writeFileSync(join(root, family === 'dracut' ? 'usr/bin/dracut' : 'usr/sbin/update-initramfs'), '#!/bin/sh\n', { mode: 0o755 });
+  writeFileSync(join(root, 'etc/kernel/cmdline'), 'root=UUID=feed ro console=ttyS0\n');
+  return root;
+}
+
+function scriptedRunner(failOn?: string): CommandRunner & { calls: string[] } {
+  const calls: string[] = [];
+  return {
+    calls,
+    async run(file, args) {
+      const line = [file, ...args].join(' ');
+      calls.push(line);
+      if (failOn && line.includes(failOn)) return { code: 1, stdout: '', stderr: 'E: mkinitramfs failure cpio 141' };
+      return { code: 0, stdout: '', stderr: '' };
+    },
+  };
+}
+
+test('apply: writes files with their modes, regenerates in a chroot and unmounts after', async () => {
+  const root = fakeRoot('initramfs-tools');
+  try {
+    const plan = await planServerOs({ root, uninstall: false });
+    assert.equal(plan.record?.family, 'initramfs-tools');
+    assert.equal(plan.record?.cmdline, 'root=UUID=feed ro console=ttyS0');
+    const runner = scriptedRunner();
+    const result = await applyServerOs(plan, { runner, log: silentLogger });
+    assert.deepEqual(result.regenerated, ['update-initramfs', '-u', '-k', 'all']);
+    assert.deepEqual(runner.calls, [
+      `mount -t proc proc ${root}/proc`,
+      `mount -t sysfs sysfs ${root}/sys`,
+      `mount --bind /dev ${root}/dev`,
+      `chroot ${root} update-initramfs -u -k all`,
+      `umount ${root}/dev`,
+      `umount ${root}/sys`,
+      `umount ${root}/proc`,
+    ]);
+    assert.equal(readFileSync(join(root, ATTACH_PATH), 'utf8'), readAsset('server-os/stiefel-attach.sh'));
+    assert.equal(statSync(join(root, ATTACH_PATH)).mode & 0o777, 0o755);
+    assert.deepEqual(JSON.parse(readFileSync(join(root, BOOT_RECORD_PATH), 'utf8')).family, 'initramfs-tools');
+    // Twice: nothing to change, nothing run.
+    const again = await planServerOs({ root, uninstall: false });
+    assert.deepEqual(again.changes, []);
+  } finally {
+    rmSync(root, { recursive: true, force: true });
+  }
+});
+
+test('apply: a failed regeneration puts every file back as it was', async () => {
+  const root = fakeRoot('dracut');
+  try {
+    writeFileSync(join(root, 'boot/stiefelsystem-os.json'), 'old record\n');
+    const plan = await planServerOs({ root, uninstall: false });
+    const runner = scriptedRunner('dracut --force');
+    await assert.rejects(applyServerOs(plan, { runner, log: silentLogger }), (err: unknown) => err instanceof StiefelError && /cpio 141/.test(err.message));
+    assert.equal(readFileSync(join(root, 'boot/stiefelsystem-os.json'), 'utf8'), 'old record\n');
+    assert.throws(() => statSync(join(root, ATTACH_PATH)), /ENOENT/);
+    assert.throws(() => statSync(join(root, 'etc/dracut.conf.d/stiefelsystem.conf')), /ENOENT/);
+    assert.ok(runner.calls.some((c) => c.startsWith('umount')), 'unmounted after the failure');
+  } finally {
+    rmSync(root, { recursive: true, force: true });
+  }
+});
+
+test('CLI: --dry-run shows the diffs and changes nothing; mistakes are one line', async () => {
+  const root = fakeRoot('initramfs-tools');
+  try {
+    const dry = await runCli(['setup-server-os', '--root', root, '--dry-run']);
+    assert.equal(dry.code, 0, dry.stderr);
+    assert.match(dry.stdout, /^\+\+\+ b\/etc\/initramfs-tools\/hooks\/stiefelsystem$/m);
+    assert.match(dry.stdout, /^\+\+\+ b\/boot\/stiefelsystem-os\.json$/m);
+    assert.match(dry.stderr, /dry run: \d+ file\(s\) to write .*update-initramfs -u -k all; nothing was changed/);
+    assert.equal(execFileSync('find', [root, '-newer', join(root, 'etc/kernel/cmdline'), '-type', 'f'], { encoding: 'utf8' }), '');
+
+    const noTty = await runCli(['setup-server-os', '--root', root], { detached: true });
+    assert.equal(noTty.code, 2);
+    assert.equal(noTty.stderr.trim().split('\n').at(-1), "stiefelctl setup-server-os: no terminal to ask on: pass --yes to apply, or --dry-run to only look (see 'stiefelctl setup-server-os --help')");
+
+    const badFamily = await runCli(['setup-server-os', '--family', 'genkernel', '--dry-run']);
+    assert.equal(badFamily.code, 2);
+    assert.match(badFamily.stderr, /--family must be one of initramfs-tools, dracut, mkinitcpio, not 'genkernel'/);
+
+    const missing = await runCli(['setup-server-os', '--root', join(root, 'nope'), '--dry-run']);
+    assert.equal(missing.code, 1);
+    assert.equal(missing.stderr.trim().split('\n').length, 1);
+    assert.match(missing.stderr, /is not a directory; --root takes the laptop OS's mounted root directory/);
+
+    const empty = mkdtempSync(join(tmpdir(), 'stf6-empty-'));
+    const none = await runCli(['setup-server-os', '--root', empty, '--dry-run']);
+    rmSync(empty, { recursive: true });
+    assert.equal(none.code, 1);
+    assert.match(none.stderr, /no initramfs generator found .* pass --family/);
+  } finally {
+    rmSync(root, { recursive: true, force: true });
+  }
+});
+
+test('the attach script is valid POSIX sh and does nothing without stiefel.mac=', () => {
+  const script = readAsset('server-os/stiefel-attach.sh');
+  for (const shell of ['dash', 'busybox']) {
+    requireTool(shell);
+    const args = shell === 'busybox' ? ['sh', '-n'] : ['-n'];
+    const r = spawnSync(shell, args, { input: script, encoding: 'utf8' });
+    assert.equal(r.status, 0, `${shell}: ${r.stderr}`);
+  }
+  // This host's /proc/cmdline has no stiefel parameters: the script must
+  // return at once, silently, without loading modules or touching interfaces.
+  assert.doesNotMatch(readFileSync('/proc/cmdline', 'utf8'), /stiefel\.mac=/);
+  const r = spawnSync('/bin/sh', ['-c', script], { encoding: 'utf8', env: { PATH: '/nonexistent' } });
+  assert.equal(r.status, 0);
+  assert.equal(r.stdout + r.stderr, '');
+});
