@@ -82,6 +82,7 @@ function sh(file: string, args: string[], options: { cwd?: string; input?: strin
       if (code === 0) resolve(out);
       else reject(new Error(`${file} ${args.join(' ')} exited ${code}:\n${(err || out).trim().split('\n').slice(-15).join('\n')}`));
     });
+    child.stdin.on('error', () => undefined);
     child.stdin.end(options.input ?? '');
   });
 }
