@@ -21,7 +21,7 @@ import { silentLogger, type Logger } from '../log';
 import { VERSION } from '../version';
 import { DEFAULT_LEVEL, writeCompressed, type Compression } from './compress';
 import { ImageTree, ImageTreeError } from './image-tree';
-import { kernelZstdSupport, locateKernel } from './kernel';
+import { kernelZstdSupport, locateKernel, type RdSupport } from './kernel';
 import { libraryClosure, readLdSoConfDirs } from './libraries';
 import { regenerateDepmod, selectModules } from './modules';
 import { PACKAGES, formatPackages } from './packages';
@@ -123,6 +123,48 @@ const PART = {
   base: 'init, config, /etc',
 } as const;
 
+export interface CompressionChoice {
+  compression: Compression;
+  /** Why, for the summary. */
+  reason: string;
+  zstd?: string;
+  warning?: string;
+}
+
+/**
+ * zstd when the kernel can unpack it (CONFIG_RD_ZSTD=y) and the zstd program
+ * is there, else gzip, which every initramfs-capable kernel unpacks. An
+ * explicit --compress is honoured, or refused when the kernel cannot unpack it.
+ */
+export function chooseCompression(input: {
+  requested: Compression | undefined;
+  release: string;
+  rd: RdSupport;
+  /** The zstd program, when installed. */
+  zstd: string | undefined;
+}): CompressionChoice {
+  const { requested, rd, zstd } = input;
+  if (requested !== undefined) {
+    if (requested === 'zstd' && rd.known && !rd.zstd) {
+      throw new StiefelError('E_IMAGE_COMPRESS', `kernel ${input.release} cannot unpack a zstd initramfs (no CONFIG_RD_ZSTD=y in ${rd.source}): use --compress gzip`);
+    }
+    if (requested === 'zstd' && zstd === undefined) {
+      throw new StiefelError('E_IMAGE_TOOL', `'zstd' is not installed: install ${formatPackages(PACKAGES.zstd)}, or use --compress gzip`);
+    }
+    return { compression: requested, reason: '--compress', zstd: requested === 'zstd' ? zstd : undefined };
+  }
+  if (!rd.known) return { compression: 'gzip', reason: 'the kernel config was not found, so zstd support is unknown' };
+  if (!rd.zstd) return { compression: 'gzip', reason: `no CONFIG_RD_ZSTD=y in ${rd.source}` };
+  if (zstd === undefined) {
+    return {
+      compression: 'gzip',
+      reason: 'zstd is not installed',
+      warning: `zstd is not installed (${formatPackages(PACKAGES.zstd)}); compressing with gzip instead`,
+    };
+  }
+  return { compression: 'zstd', reason: `CONFIG_RD_ZSTD=y in ${rd.source}`, zstd };
+}
+
 /** A reader that reads each file once, keyed by its real path. */
 function cachingReader(): { read: (p: string) => Promise<Buffer>; get: (realPath: string) => Buffer | undefined } {
   const byReal = new Map<string, Promise<Buffer>>();
@@ -176,34 +218,14 @@ export async function buildImage(options: BuildImageOptions, ctx: BuildContext =
   }
   const depmod = await findProgram({ name: 'depmod', packages: PACKAGES.kmod }, options.searchDirs);
 
-  const rd = await kernelZstdSupport(kernel, modulesDir);
-  let compression: Compression;
-  let compressionReason: string;
-  if (options.compress !== undefined) {
-    compression = options.compress;
-    compressionReason = '--compress';
-    if (compression === 'zstd' && rd.known && !rd.zstd) {
-      throw new StiefelError('E_IMAGE_COMPRESS', `kernel ${kernel.release} cannot unpack a zstd initramfs (no CONFIG_RD_ZSTD=y in ${rd.source}): use --compress gzip`);
-    }
-  } else if (rd.known && rd.zstd) {
-    compression = 'zstd';
-    compressionReason = `CONFIG_RD_ZSTD=y in ${rd.source}`;
-  } else {
-    compression = 'gzip';
-    compressionReason = rd.known ? `no CONFIG_RD_ZSTD=y in ${rd.source}` : 'the kernel config was not found, so zstd support is unknown';
-  }
-  let zstd: string | undefined;
-  if (compression === 'zstd') {
-    zstd = await lookupProgram('zstd', options.searchDirs);
-    if (zstd === undefined) {
-      if (options.compress === 'zstd') {
-        throw new StiefelError('E_IMAGE_TOOL', `'zstd' is not installed: install ${formatPackages(PACKAGES.zstd)}, or use --compress gzip`);
-      }
-      log.warn(`zstd is not installed (${formatPackages(PACKAGES.zstd)}); compressing with gzip instead`);
-      compression = 'gzip';
-      compressionReason = 'zstd is not installed';
-    }
-  }
+  const choice = chooseCompression({
+    requested: options.compress,
+    release: kernel.release,
+    rd: await kernelZstdSupport(kernel, modulesDir),
+    zstd: await lookupProgram('zstd', options.searchDirs),
+  });
+  if (choice.warning !== undefined) log.warn(choice.warning);
+  const { compression, reason: compressionReason, zstd } = choice;
   const level = options.compressLevel ?? DEFAULT_LEVEL[compression];
   const stripTool = options.strip === false ? undefined : await lookupProgram('strip', options.searchDirs);
   if (options.strip === true && stripTool === undefined) {
