@@ -32,7 +32,7 @@ Options:
   --modules-dir PATH   its modules (default /lib/modules/RELEASE)
   --compress METHOD    zstd, gzip or none; default zstd when the kernel's config
                        says CONFIG_RD_ZSTD=y, else gzip
-  --level N            compression level (default: zstd 19, gzip 9)
+  --level N            compression level (default: zstd 9, gzip 6)
   --config FILE        embed FILE as /etc/stiefelsystem/config.yaml
   --secret FILE        embed FILE as /etc/stiefelsystem/secret (mode 0600)
   --add-module NAME    carry this module too (repeatable); it must exist

@@ -14,7 +14,7 @@ export type Compression = 'zstd' | 'gzip' | 'none';
 export const COMPRESSIONS: readonly Compression[] = ['zstd', 'gzip', 'none'];
 
 /** Levels chosen by measurement (see BENCHMARKS.md). */
-export const DEFAULT_LEVEL: Record<Compression, number> = { zstd: 19, gzip: 9, none: 0 };
+export const DEFAULT_LEVEL: Record<Compression, number> = { zstd: 9, gzip: 6, none: 0 };
 
 export interface CompressOptions {
   method: Compression;

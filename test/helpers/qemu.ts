@@ -13,6 +13,7 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { createWriteStream, mkdtempSync, readFileSync, rmSync, unlinkSync, type WriteStream } from 'node:fs';
 import { tmpdir } from 'node:os';
+import { connect } from 'node:net';
 import { join } from 'node:path';
 import { requireTool } from './tools';
 
@@ -61,6 +62,8 @@ export interface VmOptions {
   extraArgs?: string[];
   /** The QEMU binary; $QEMU or qemu-system-x86_64 by default. */
   qemu?: string;
+  /** Open a QMP socket so the test can drive QEMU (hotplug, link down, ...) with vm.qmp(). */
+  qmp?: boolean;
 }
 
 export interface VmExit {
@@ -120,7 +123,7 @@ function netdevArg(id: string, n: NetdevSpec): string {
 }
 
 /** The QEMU command line for `options` (exported for tests of the helper itself). */
-export function qemuArgs(options: VmOptions, pidfile: string): string[] {
+export function qemuArgs(options: VmOptions, pidfile: string, qmpSocket?: string): string[] {
   const args = [
     '-machine', 'q35,accel=tcg',
     '-cpu', 'max',
@@ -148,6 +151,7 @@ export function qemuArgs(options: VmOptions, pidfile: string): string[] {
     args.push('-drive', drive.join(','));
     args.push('-device', `${d.model ?? 'virtio-blk-pci'},drive=disk${i}${d.serial ? `,serial=${d.serial}` : ''}`);
   });
+  if (qmpSocket !== undefined) args.push('-qmp', `unix:${qmpSocket},server=on,wait=off`);
   args.push(...(options.extraArgs ?? []));
   return args;
 }
@@ -164,6 +168,7 @@ export class QemuVm {
   #exit: VmExit | undefined;
   #waiters = new Set<() => void>();
   #pidfile: string;
+  #qmpSocket: string | undefined;
 
   constructor(options: VmOptions) {
     installExitHook();
@@ -174,9 +179,10 @@ export class QemuVm {
     this.dir = mkdtempSync(join(tmpdir(), `${options.name.replace(/[^A-Za-z0-9_-]/g, '_')}-`));
     this.logPath = join(this.dir, 'console.log');
     this.#pidfile = join(this.dir, 'qemu.pid');
+    this.#qmpSocket = options.qmp ? join(this.dir, 'qmp.sock') : undefined;
     this.#log = createWriteStream(this.logPath);
     // setpriv execs QEMU (same PID) with the parent-death signal set: QEMU dies with this process.
-    this.#child = spawn('setpriv', ['--pdeathsig', 'KILL', '--', qemu, ...qemuArgs(options, this.#pidfile)], {
+    this.#child = spawn('setpriv', ['--pdeathsig', 'KILL', '--', qemu, ...qemuArgs(options, this.#pidfile, this.#qmpSocket)], {
       stdio: ['pipe', 'pipe', 'pipe'],
     });
     live.add(this);
@@ -252,6 +258,49 @@ export class QemuVm {
       };
       this.#waiters.add(waiter);
       check();
+    });
+  }
+
+  /**
+   * Runs one QMP command (`device_add`, `set_link`, `query-status`, ...) and
+   * resolves with its `return` value; a QMP error rejects. Needs `qmp: true`.
+   */
+  qmp(execute: string, args?: Record<string, unknown>, timeoutMs = 10_000): Promise<unknown> {
+    const path = this.#qmpSocket;
+    if (path === undefined) return Promise.reject(new Error(`VM ${this.name} was started without qmp: true`));
+    return new Promise((resolve, reject) => {
+      const sock = connect(path);
+      let buf = '';
+      let stage = 0; // 0: greeting, 1: capabilities negotiated, 2: command sent
+      const timer = setTimeout(() => finish(new Error(`QMP ${execute} on VM ${this.name}: no answer within ${timeoutMs} ms`)), timeoutMs);
+      const finish = (err: Error | undefined, value?: unknown): void => {
+        clearTimeout(timer);
+        sock.destroy();
+        if (err) reject(err);
+        else resolve(value);
+      };
+      sock.on('error', (err) => finish(err));
+      sock.setEncoding('utf8').on('data', (d: string) => {
+        buf += d;
+        let nl;
+        while ((nl = buf.indexOf('\n')) >= 0) {
+          const line = buf.slice(0, nl).trim();
+          buf = buf.slice(nl + 1);
+          if (line === '') continue;
+          const msg = JSON.parse(line) as { QMP?: unknown; return?: unknown; error?: { desc?: string }; event?: string };
+          if (msg.event !== undefined) continue;
+          if (msg.error !== undefined) return finish(new Error(`QMP ${execute} on VM ${this.name}: ${msg.error.desc ?? JSON.stringify(msg.error)}`));
+          if (stage === 0 && msg.QMP !== undefined) {
+            stage = 1;
+            sock.write(`${JSON.stringify({ execute: 'qmp_capabilities' })}\n`);
+          } else if (stage === 1 && 'return' in msg) {
+            stage = 2;
+            sock.write(`${JSON.stringify(args ? { execute, arguments: args } : { execute })}\n`);
+          } else if (stage === 2 && 'return' in msg) {
+            return finish(undefined, msg.return);
+          }
+        }
+      });
     });
   }
 

@@ -1,0 +1,95 @@
+// stiefelOS booted in QEMU (software emulation): the image build-image writes
+// from this host's Debian 6.1 kernel and programs, with its default settings.
+//
+// Budget (2 shared cores): build ~10 s, self-test boot ~25 s, rescue/hotplug
+// boot ~25 s. Limits below are 3x what a quiet machine needs.
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { runCli } from '../helpers/cli';
+import { withVms } from '../helpers/qemu';
+import { requireTool } from '../helpers/tools';
+
+const KERNEL = '/boot/vmlinuz-6.1.0-56-amd64';
+/** QEMU start to STIEFEL-SELFTEST-OK takes ~25 s here when the machine is quiet. */
+const SELFTEST_LIMIT_MS = 90_000;
+/** QEMU start to the rescue shell: ~15 s. */
+const RESCUE_LIMIT_MS = 60_000;
+
+const work = mkdtempSync(join(tmpdir(), 'stf5-vm-'));
+const out = join(work, 'image');
+
+before(async () => {
+  requireTool('qemu-system-x86_64');
+  const r = await runCli(['build-image', '--kernel', KERNEL, '--out', out], { env: { ...process.env } });
+  assert.equal(r.code, 0, `build-image failed:\n${r.stderr}`);
+});
+after(() => rmSync(work, { recursive: true, force: true }));
+
+test('stiefel.role=selftest with one virtio NIC prints STIEFEL-SELFTEST-OK and powers off', { timeout: SELFTEST_LIMIT_MS + 60_000 }, async () => {
+  await withVms(
+    [
+      {
+        name: 'stf5-selftest',
+        kernel: join(out, 'vmlinuz'),
+        initrd: join(out, 'initrd.img'),
+        append: 'console=ttyS0 stiefel.role=selftest panic=-1',
+        memoryMiB: 512,
+        nics: [{ netdev: { type: 'user' }, mac: '52:54:00:5f:00:01' }],
+      },
+    ],
+    async ([vm]) => {
+      const started = Date.now();
+      const verdict = await vm!.waitFor(/STIEFEL-SELFTEST-(OK|FAILED: [^\r\n]*)/, SELFTEST_LIMIT_MS);
+      const seconds = (Date.now() - started) / 1000;
+      assert.equal(verdict[0], 'STIEFEL-SELFTEST-OK', `the self-test failed:\n${vm!.tail(30)}`);
+      const text = vm!.console;
+      for (const check of ['node', 'kexec', 'ip', 'wg', 'cryptsetup', 'lvm', 'blkid', 'mount', 'umount', 'modprobe', 'busybox', 'module nbd', 'module wireguard']) {
+        assert.match(text, new RegExp(`^selftest: ok +${check}: `, 'm'), check);
+      }
+      // The NIC got the link-local address derived from its MAC (EUI-64).
+      assert.match(text, /^selftest: ok +nic: eth0 fe80::5054:ff:fe5f:1\r?$/m);
+      assert.match(text, /^stiefelOS: modules loaded: \d+ in \d rounds/m);
+      const exit = await vm!.waitForExit(30_000);
+      assert.equal(exit.code, 0, 'QEMU exits by itself when the guest powers off');
+      console.log(`# QEMU start to STIEFEL-SELFTEST-OK: ${seconds.toFixed(1)} s`);
+    },
+  );
+});
+
+test('a failing role shows its error and a rescue shell on the console; a hot-plugged NIC gets its driver', { timeout: RESCUE_LIMIT_MS + 90_000 }, async () => {
+  await withVms(
+    [
+      {
+        name: 'stf5-rescue',
+        kernel: join(out, 'vmlinuz'),
+        initrd: join(out, 'initrd.img'),
+        append: 'console=ttyS0 stiefel.role=bogus panic=-1',
+        memoryMiB: 512,
+        qmp: true,
+        // An empty PCIe slot and a network backend for the NIC plugged in later.
+        extraArgs: ['-device', 'pcie-root-port,id=hotslot,chassis=1,slot=1', '-netdev', 'user,id=hotnet'],
+      },
+    ],
+    async ([vm]) => {
+      await vm!.waitFor(/^stiefelOS: unknown stiefel\.role=bogus \(server, client or selftest\)/m, RESCUE_LIMIT_MS);
+      await vm!.waitFor(/starting a rescue shell on the console/, 10_000);
+      // The shell answers.
+      const mark = vm!.console.length;
+      vm!.send('echo "answer-$((6 * 7))"\n');
+      await vm!.waitFor(/answer-42/, 20_000, mark);
+      // No NIC yet; plug one in, and the hotplug helper loads virtio_pci and virtio_net.
+      vm!.send('ls /sys/class/net | tr "\\n" " "; echo ":before"\n');
+      const before = await vm!.waitFor(/(\S[^\r\n]*):before/, 20_000, mark);
+      assert.doesNotMatch(before[1]!, /eth0/);
+      await vm!.qmp('device_add', { driver: 'virtio-net-pci', id: 'hotnic', bus: 'hotslot', netdev: 'hotnet' });
+      const mark2 = vm!.console.length;
+      vm!.send('i=0; while [ ! -e /sys/class/net/eth0 ] && [ $i -lt 60 ]; do sleep 1; i=$((i+1)); done; echo "hotplug-$(cat /sys/class/net/eth0/address 2>/dev/null || echo none)-$(grep -c ^virtio_net /proc/modules)"\n');
+      const m = await vm!.waitFor(/hotplug-([0-9a-f:]+|none)-(\d)/, 90_000, mark2);
+      assert.notEqual(m[1], 'none', 'eth0 appeared after the hotplug');
+      assert.equal(m[2], '1', 'virtio_net was loaded');
+    },
+  );
+});
