@@ -214,7 +214,7 @@ export async function buildImage(options: BuildImageOptions, ctx: BuildContext =
   const programs: Array<{ spec: ProgramSpec; path: string }> = [];
   for (const spec of [...IMAGE_PROGRAMS, BUSYBOX]) programs.push({ spec, path: await findProgram(spec, options.searchDirs) });
   for (const name of options.extraPrograms ?? []) {
-    programs.push({ spec: { name: posix.basename(name), packages: { debian: '?', fedora: '?', arch: '?' } }, path: await findProgram(name, options.searchDirs) });
+    programs.push({ spec: { name: posix.basename(name) }, path: await findProgram(name, options.searchDirs) });
   }
   const depmod = await findProgram({ name: 'depmod', packages: PACKAGES.kmod }, options.searchDirs);
 
@@ -237,7 +237,9 @@ export async function buildImage(options: BuildImageOptions, ctx: BuildContext =
     throw new StiefelError('E_IMAGE_OUT', `cannot create the output directory ${options.outDir}: ${errnoCode(err) ?? String(err)}`);
   });
   const work = posix.join(options.outDir, `.stiefel-build-${randomBytes(6).toString('hex')}`);
-  await mkdir(work);
+  await mkdir(work).catch((err: unknown) => {
+    throw new StiefelError('E_IMAGE_OUT', `cannot write into the output directory ${options.outDir}: ${errnoCode(err) ?? String(err)} (choose another --out, or run as root)`);
+  });
   const tmpInitrd = posix.join(options.outDir, `.initrd.img.${randomBytes(6).toString('hex')}.tmp`);
   const tmpKernel = posix.join(options.outDir, `.vmlinuz.${randomBytes(6).toString('hex')}.tmp`);
   try {

@@ -10,7 +10,7 @@ import { StiefelError, errnoCode } from '../errors';
 import type { Logger } from '../log';
 import { ElfError, readElfSection } from '../elf/elf';
 import { buildModuleIndex, moduleClosure, resolveModule, type ModuleIndex } from '../kmod/closure';
-import { DepmodParseError, filterModulesOrder, modinfoFirmware } from '../kmod/depmod-files';
+import { DepmodParseError, filterModulesOrder, modinfoFirmware, parseModinfo } from '../kmod/depmod-files';
 import { MODULE_GROUPS, type ModuleGroup } from './module-groups';
 import { kernelModulesPackages, formatPackages, PACKAGES } from './packages';
 import { forEachLimited } from './for-each-limited';
@@ -139,12 +139,19 @@ export async function selectModules(options: ModuleSelectionOptions, log: Logger
     for (const n of group.required ?? []) want(n, true, `stiefelOS needs it for ${group.name}`);
   }
   for (const n of options.extraModules ?? []) want(n, true, 'asked for with --add-module');
-  const closure = moduleClosure(index, roots);
+  let closure;
+  try {
+    closure = moduleClosure(index, roots);
+  } catch (err) {
+    if (err instanceof DepmodParseError) throw new StiefelError('E_IMAGE_MODULES_DIR', `${options.modulesDir}/modules.dep: ${err.message}`);
+    throw err;
+  }
   if (closure.unresolvedSoftdeps.length > 0) log.debug(`soft dependencies not in this kernel: ${closure.unresolvedSoftdeps.join(' ')}`);
   if (absent.length > 0) log.debug(`wanted modules this kernel does not have: ${absent.join(' ')}`);
 
   const firmwareDir = options.firmwareDir ?? '/lib/firmware';
   const declared = new Set<string>();
+  const vermagics = new Map<string, string>();
   await forEachLimited(closure.paths, 8, async (p) => {
     const elf = await readModuleElf(posix.join(options.modulesDir, p), read);
     let modinfo: Uint8Array | undefined;
@@ -155,7 +162,18 @@ export async function selectModules(options: ModuleSelectionOptions, log: Logger
       throw err;
     }
     for (const fw of modinfo ? modinfoFirmware(modinfo) : []) declared.add(fw);
+    const vermagic = modinfo ? parseModinfo(modinfo).find((e) => e.key === 'vermagic')?.value : undefined;
+    if (vermagic !== undefined) vermagics.set(p, vermagic.split(' ')[0]!);
   });
+  // A module loads only into the kernel it was built for (its vermagic).
+  for (const [p, release] of [...vermagics].sort()) {
+    if (release !== options.release) {
+      throw new StiefelError(
+        'E_IMAGE_MODULES_DIR',
+        `the modules in ${options.modulesDir} were built for kernel ${release} (${p}), not ${options.release}: pass --modules-dir /lib/modules/${options.release} or the --kernel they belong to`,
+      );
+    }
+  }
   const firmware: FirmwareFile[] = [];
   const firmwareMissing: string[] = [];
   // The kernel's own search order (drivers/base/firmware_loader/main.c, fw_path[]).

@@ -7,7 +7,8 @@ import { PACKAGES, formatPackages, type PackageNames } from './packages';
 export interface ProgramSpec {
   /** The command name, searched for on the host. */
   name: string;
-  packages: PackageNames;
+  /** Where known: named in the error when the program is missing. */
+  packages?: PackageNames;
   /** More names for the same multi-call binary, made as symlinks next to it. */
   links?: string[];
 }
@@ -74,6 +75,7 @@ export async function findProgram(spec: ProgramSpec | string, dirs: readonly str
   }
   const found = await lookupProgram(name, dirs);
   if (found !== undefined) return found;
-  const hint = typeof spec === 'string' ? 'install the package that provides it' : `install ${formatPackages(spec.packages)}`;
+  const packages = typeof spec === 'string' ? undefined : spec.packages;
+  const hint = packages ? `install ${formatPackages(packages)}` : 'install the package that provides it';
   throw new StiefelError('E_IMAGE_PROGRAM', `program '${name}' is not installed (not in ${dirs.join(':')}): ${hint}`);
 }
