@@ -36,6 +36,10 @@ Options:
   --config FILE        embed FILE as /etc/stiefelsystem/config.yaml
   --secret FILE        embed FILE as /etc/stiefelsystem/secret (mode 0600)
   --add-module NAME    carry this module too (repeatable); it must exist
+  --exclude-module X   leave out a module (a name) or every module below a
+                       directory of the modules tree (a path with '/', e.g.
+                       kernel/drivers/net/ethernet/mellanox/); repeatable.
+                       Modules that others need stay.
   --add-program NAME   carry this program and its libraries too (repeatable)
   --bundle PATH        the bundled stiefelctl.js to carry (default: the one
                        running; required when not running from the bundle)
@@ -70,6 +74,7 @@ export const buildImageCommand: Command = {
         config: { type: 'string' },
         secret: { type: 'string' },
         'add-module': { type: 'string', multiple: true },
+        'exclude-module': { type: 'string', multiple: true },
         'add-program': { type: 'string', multiple: true },
         bundle: { type: 'string' },
         'no-strip': { type: 'boolean' },
@@ -118,6 +123,7 @@ export const buildImageCommand: Command = {
         config: abs(values.config),
         secret: abs(values.secret),
         extraModules: values['add-module'],
+        excludeModules: values['exclude-module'],
         extraPrograms: values['add-program'],
         searchDirs: programSearchDirs(ctx.env.PATH),
         sourceDateEpoch,

@@ -63,6 +63,7 @@ export interface BuildImageOptions {
   /** A secret file to embed at /etc/stiefelsystem/secret (mode 0600). */
   secret?: string;
   extraModules?: readonly string[];
+  excludeModules?: readonly string[];
   extraPrograms?: readonly string[];
   /** Where programs are looked for (see programSearchDirs). */
   searchDirs: readonly string[];
@@ -101,7 +102,7 @@ export interface BuildSummary {
     unpackedBytes: number;
     entries: number;
   };
-  modules: { count: number; builtin: number; absent: string[]; firmware: number; firmwareMissing: string[] };
+  modules: { count: number; builtin: number; absent: string[]; excluded: number; firmware: number; firmwareMissing: string[] };
   programs: Array<{ name: string; path: string }>;
   libraries: string[];
   stripped: Array<{ path: string; before: number; after: number }>;
@@ -247,7 +248,7 @@ export async function buildImage(options: BuildImageOptions, ctx: BuildContext =
 
     progress({ phase: 'modules', message: `choosing modules of ${kernel.release}` });
     const selection = await selectModules(
-      { release: kernel.release, modulesDir, extraModules: options.extraModules, firmwareDir: options.firmwareDir, read: reader.read },
+      { release: kernel.release, modulesDir, extraModules: options.extraModules, excludeModules: options.excludeModules, firmwareDir: options.firmwareDir, read: reader.read },
       log.child('modules'),
     );
     progress({ phase: 'modules', message: `${selection.paths.length} modules: running depmod` });
@@ -373,6 +374,7 @@ export async function buildImage(options: BuildImageOptions, ctx: BuildContext =
         count: selection.paths.length,
         builtin: selection.builtin.length,
         absent: selection.absent,
+        excluded: selection.excluded.length,
         firmware: selection.firmware.length,
         firmwareMissing: selection.firmwareMissing,
       },

@@ -23,6 +23,8 @@ export interface ModuleSelectionOptions {
   modulesDir: string;
   /** Extra modules the user asked for (--add-module): each must exist. */
   extraModules?: readonly string[];
+  /** Modules to leave out (--exclude-module): names, or directory prefixes such as kernel/drivers/net/ethernet/mellanox/. */
+  excludeModules?: readonly string[];
   groups?: readonly ModuleGroup[];
   /** Where firmware is looked for; /lib/firmware by default. */
   firmwareDir?: string;
@@ -47,6 +49,8 @@ export interface ModuleSelection {
   firmware: FirmwareFile[];
   /** Declared firmware that is not installed on this host. */
   firmwareMissing: string[];
+  /** Modules --exclude-module took out of the wanted set (a dependency of another module stays). */
+  excluded: string[];
 }
 
 async function readOptional(path: string): Promise<Buffer | undefined> {
@@ -124,9 +128,13 @@ export async function selectModules(options: ModuleSelectionOptions, log: Logger
       `module '${name}' does not exist for kernel ${options.release} (${why}; not in ${options.modulesDir}/modules.dep or modules.builtin)` +
         (name === 'wireguard' ? `: kernels before 5.6 need 'wireguard-dkms' (Debian, Arch)` : ''),
     );
+  const requiredPaths = new Set<string>();
   const want = (name: string, required: boolean, why: string): void => {
     const r = resolveModule(index, name);
-    for (const p of r.paths) roots.add(p);
+    for (const p of r.paths) {
+      roots.add(p);
+      if (required) requiredPaths.add(p);
+    }
     if (r.paths.length === 0) {
       if (r.builtin) builtin.push(name);
       else if (required) throw missingRequired(name, why);
@@ -137,6 +145,18 @@ export async function selectModules(options: ModuleSelectionOptions, log: Logger
     for (const dir of group.dirs ?? []) for (const p of allPaths) if (p.startsWith(dir)) roots.add(p);
     for (const n of group.names ?? []) want(n, false, group.name);
     for (const n of group.required ?? []) want(n, true, `stiefelOS needs it for ${group.name}`);
+  }
+  const excluded = new Set<string>();
+  for (const ex of options.excludeModules ?? []) {
+    const prefix = ex.replace(/^\/+/, '');
+    const matches = ex.includes('/') ? allPaths.filter((p) => p.startsWith(prefix)) : resolveModule(index, ex).paths;
+    if (matches.length === 0) {
+      throw new StiefelError('E_IMAGE_MODULE', `--exclude-module ${ex} matches no module of kernel ${options.release} in ${options.modulesDir}`);
+    }
+    for (const p of matches) {
+      if (requiredPaths.has(p)) throw new StiefelError('E_IMAGE_MODULE', `--exclude-module ${ex} would leave out ${p}, which stiefelOS needs`);
+      if (roots.delete(p)) excluded.add(p);
+    }
   }
   for (const n of options.extraModules ?? []) want(n, true, 'asked for with --add-module');
   let closure;
@@ -193,7 +213,7 @@ export async function selectModules(options: ModuleSelectionOptions, log: Logger
     }
     if (!found) firmwareMissing.push(fw);
   }
-  return { index, paths: closure.paths, builtin, absent, firmware, firmwareMissing };
+  return { index, paths: closure.paths, builtin, absent, firmware, firmwareMissing, excluded: [...excluded].filter((p) => !closure.paths.includes(p)).sort() };
 }
 
 export interface DepmodOptions {

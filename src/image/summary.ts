@@ -12,7 +12,7 @@ export function formatSummary(s: BuildSummary): string {
   rows.push(['kernel', `${s.kernel.release} from ${s.kernel.source}`]);
   rows.push([
     'modules',
-    `${s.modules.count} (+${s.modules.builtin} wanted ones built in), firmware files: ${s.modules.firmware}` +
+    `${s.modules.count} (+${s.modules.builtin} wanted ones built in${s.modules.excluded > 0 ? `, ${s.modules.excluded} excluded` : ''}), firmware files: ${s.modules.firmware}` +
       (s.modules.firmwareMissing.length > 0 ? ` (${s.modules.firmwareMissing.length} declared but not installed)` : ''),
   ]);
   rows.push(['programs', s.programs.map((p) => p.name).join(', ') + `; ${s.libraries.length} shared libraries`]);

@@ -74,3 +74,17 @@ test('depmod data regenerated for a subset names exactly that subset, the same w
   for (const bin of ['modules.dep.bin', 'modules.alias.bin', 'modules.symbols.bin']) assert.ok(a.has(bin), bin);
   assert.equal(a.get('modules.order')!.toString().trim().split('\n').length, paths.length);
 });
+
+test('--exclude-module leaves out modules by name or directory, but not what stiefelOS or other modules need', async () => {
+  const s = await selectModules(
+    { release: RELEASE, modulesDir: MODULES, excludeModules: ['kernel/drivers/net/ethernet/mellanox/', 'e1000e', 'libphy'] },
+    silentLogger,
+  );
+  assert.ok(!s.paths.some((p) => p.includes('/mellanox/')));
+  assert.ok(!s.paths.includes('kernel/drivers/net/ethernet/intel/e1000e/e1000e.ko'));
+  assert.ok(s.paths.includes('kernel/drivers/net/phy/libphy.ko'), 'libphy stays: r8169 and others need it');
+  assert.ok(s.excluded.includes('kernel/drivers/net/ethernet/intel/e1000e/e1000e.ko'));
+  assert.ok(!s.excluded.includes('kernel/drivers/net/phy/libphy.ko'));
+  await assert.rejects(selectModules({ release: RELEASE, modulesDir: MODULES, excludeModules: ['nbd'] }, silentLogger), /would leave out kernel\/drivers\/block\/nbd\.ko, which stiefelOS needs/);
+  await assert.rejects(selectModules({ release: RELEASE, modulesDir: MODULES, excludeModules: ['stf5_nothing'] }, silentLogger), /--exclude-module stf5_nothing matches no module/);
+});
