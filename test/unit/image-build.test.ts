@@ -16,6 +16,7 @@ import { chooseCompression } from '../../src/image/build';
 import type { BuildSummary } from '../../src/image/build';
 import { CLI, runCli, type RunResult } from '../helpers/cli';
 import { requireTool } from '../helpers/tools';
+import { makeElf } from './fixtures/make-elf';
 
 const S_IFMT = 0o170000;
 const KERNEL = '/boot/vmlinuz-6.1.0-56-amd64';
@@ -204,6 +205,13 @@ interface BadCase {
 test('bad input: one line naming the fix, non-zero exit, and the old image untouched', async () => {
   const empty = join(work, 'empty-modules');
   mkdirSync(empty);
+  // Modules built for another kernel (synthetic modules carrying another vermagic).
+  const otherModules = join(work, 'modules-5.10.0-99');
+  mkdirSync(join(otherModules, 'kernel'), { recursive: true });
+  writeFileSync(join(otherModules, 'modules.dep'), 'kernel/nbd.ko:\nkernel/wireguard.ko:\n');
+  for (const m of ['nbd', 'wireguard']) {
+    writeFileSync(join(otherModules, `kernel/${m}.ko`), makeElf({ type: 1, sections: { '.modinfo': Buffer.from(`license=GPL\0vermagic=5.10.0-99-amd64 SMP mod_unload modversions \0name=${m}\0`) } }));
+  }
   const notKernel = join(work, 'not-a-kernel');
   writeFileSync(notKernel, 'just text, not a kernel\n'.repeat(100));
   // A PATH with every tool the build needs except wg.
@@ -226,6 +234,13 @@ test('bad input: one line naming the fix, non-zero exit, and the old image untou
       code: 1,
       message: /no kernel modules for 6\.1\.0-56-amd64 at \/nonexistent\/stf5-modules: install 'linux-image-6\.1\.0-56-amd64' \(Debian\), .*Fedora.*Arch.*, or pass --modules-dir DIR$/,
     },
+    {
+      name: 'modules of another kernel',
+      args: ['--modules-dir', otherModules],
+      code: 1,
+      message: /the modules in .*modules-5\.10\.0-99 were built for kernel 5\.10\.0-99-amd64 \(kernel\/nbd\.ko\), not 6\.1\.0-56-amd64: pass --modules-dir \/lib\/modules\/6\.1\.0-56-amd64/,
+    },
+    { name: 'output path that is a file', args: ['--out', config], code: 1, message: /cannot create the output directory .*config\.yaml: EEXIST/ },
     { name: 'modules directory without modules.dep', args: ['--modules-dir', empty], code: 1, message: /has no modules\.dep: run 'depmod 6\.1\.0-56-amd64' as root/ },
     {
       name: 'a program that is not installed',
