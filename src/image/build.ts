@@ -7,12 +7,11 @@
 // inode numbers; file modes are normalised; nothing from the clock or the
 // build's temporary paths goes in. Atomic: both files are written under
 // temporary names in the output directory and renamed at the very end.
-import { randomBytes } from 'node:crypto';
+import { createHash, randomBytes } from 'node:crypto';
 import { execFile } from 'node:child_process';
 import { copyFile, lstat, mkdir, readFile, readlink, realpath, rename, rm, stat, unlink } from 'node:fs/promises';
 import { posix } from 'node:path';
 import { promisify } from 'node:util';
-import { createHash } from 'node:crypto';
 import { readAsset } from '../assets';
 import { newcChunks } from '../cpio/newc';
 import { ElfError, readElfSections } from '../elf/elf';
@@ -230,8 +229,21 @@ export async function buildImage(options: BuildImageOptions, ctx: BuildContext =
   const level = options.compressLevel ?? DEFAULT_LEVEL[compression];
   const stripTool = options.strip === false ? undefined : await lookupProgram('strip', options.searchDirs);
   if (options.strip === true && stripTool === undefined) {
-    throw new StiefelError('E_IMAGE_TOOL', `'strip' is not installed: install ${formatPackages(PACKAGES.strip)}, or leave out --strip`);
+    throw new StiefelError('E_IMAGE_TOOL', `'strip' is not installed: install ${formatPackages(PACKAGES.strip)}, or build with --no-strip`);
   }
+  throwIfAborted(signal);
+
+  // Modules and libraries are chosen (and every missing one reported) before
+  // anything is written.
+  const reader = cachingReader();
+  progress({ phase: 'modules', message: `choosing modules of ${kernel.release}` });
+  const selection = await selectModules(
+    { release: kernel.release, modulesDir, extraModules: options.extraModules, excludeModules: options.excludeModules, firmwareDir: options.firmwareDir, read: reader.read },
+    log.child('modules'),
+  );
+  progress({ phase: 'programs', message: 'finding shared libraries' });
+  const confDirs = await readLdSoConfDirs();
+  const closure = await libraryClosure([options.node, ...programs.map((p) => p.path)], { confDirs, read: reader.read });
   throwIfAborted(signal);
 
   await mkdir(options.outDir, { recursive: true }).catch((err: unknown) => {
@@ -244,23 +256,11 @@ export async function buildImage(options: BuildImageOptions, ctx: BuildContext =
   const tmpInitrd = posix.join(options.outDir, `.initrd.img.${randomBytes(6).toString('hex')}.tmp`);
   const tmpKernel = posix.join(options.outDir, `.vmlinuz.${randomBytes(6).toString('hex')}.tmp`);
   try {
-    const reader = cachingReader();
-
-    progress({ phase: 'modules', message: `choosing modules of ${kernel.release}` });
-    const selection = await selectModules(
-      { release: kernel.release, modulesDir, extraModules: options.extraModules, excludeModules: options.excludeModules, firmwareDir: options.firmwareDir, read: reader.read },
-      log.child('modules'),
-    );
-    progress({ phase: 'modules', message: `${selection.paths.length} modules: running depmod` });
+    progress({ phase: 'depmod', message: `regenerating depmod data for ${selection.paths.length} modules` });
     const depmodFiles = await regenerateDepmod(
       { release: kernel.release, modulesDir, paths: selection.paths, stagingDir: posix.join(work, 'depmod'), depmod },
       signal,
     );
-    throwIfAborted(signal);
-
-    progress({ phase: 'programs', message: 'finding shared libraries' });
-    const confDirs = await readLdSoConfDirs();
-    const closure = await libraryClosure([options.node, ...programs.map((p) => p.path)], { confDirs, read: reader.read });
     throwIfAborted(signal);
 
     progress({ phase: 'tree', message: 'laying out the file tree' });

@@ -1,7 +1,7 @@
 // Progress of a build: the builder reports steps, a display draws them on
 // stderr, redrawing one line on a terminal and writing plain lines otherwise.
 
-export type BuildPhase = 'kernel' | 'modules' | 'programs' | 'tree' | 'strip' | 'read' | 'pack' | 'write';
+export type BuildPhase = 'kernel' | 'modules' | 'programs' | 'depmod' | 'tree' | 'strip' | 'read' | 'pack' | 'write';
 
 export interface BuildProgress {
   phase: BuildPhase;

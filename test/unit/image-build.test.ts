@@ -272,6 +272,11 @@ test('bad input: one line naming the fix, non-zero exit, and the old image untou
     assert.deepEqual(leftovers(out), ['initrd.img'], `${c.name}: nothing else written`);
     assert.equal(readFileSync(join(out, 'initrd.img'), 'utf8'), 'the previous image', `${c.name}: old image kept`);
   }
+  // Inputs are checked before the output directory is even created.
+  const fresh = join(work, 'never-created');
+  const r = await build(fresh, ['--add-module', 'stf5_no_such_module']);
+  assert.equal(r.code, 1);
+  assert.ok(!existsSync(fresh), 'no output directory for a build that failed on its inputs');
 });
 
 test('an interrupted build leaves the previous initrd.img and no temporary files', async () => {
