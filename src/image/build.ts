@@ -332,13 +332,14 @@ export async function buildImage(options: BuildImageOptions, ctx: BuildContext =
     const unpackedBytes = [...partMap.values()].reduce((a, p) => a + p.bytes, 0);
     throwIfAborted(signal);
 
-    progress({ phase: 'pack', message: `cpio, ${compression}${compression === 'none' ? '' : ` -${level}`}`, done: 0, total: unpackedBytes });
+    const packMessage = `cpio, ${compression}${compression === 'none' ? '' : ` -${level}`}`;
+    progress({ phase: 'pack', message: packMessage, done: 0, total: unpackedBytes });
     const packed = await writeCompressed(newcChunks(entries, { mtime: options.sourceDateEpoch ?? 0 }), tmpInitrd, {
       method: compression,
       level,
       zstd,
       signal,
-      onProgress: (bytesIn) => progress({ phase: 'pack', message: `cpio, ${compression}`, done: bytesIn, total: unpackedBytes }),
+      onProgress: (bytesIn) => progress({ phase: 'pack', message: packMessage, done: bytesIn, total: unpackedBytes }),
     });
     throwIfAborted(signal);
 
