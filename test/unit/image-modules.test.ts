@@ -1,6 +1,7 @@
 import { test, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { execFileSync } from 'node:child_process';
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { StiefelError } from '../../src/errors';
@@ -34,7 +35,7 @@ test('declared firmware goes in when installed (also compressed), and the rest i
 
 test('the default groups carry every Ethernet and USB-network driver, nbd and wireguard', async () => {
   const s = await selectModules({ release: RELEASE, modulesDir: MODULES }, silentLogger);
-  const dep = parseModulesDep((await import('node:fs')).readFileSync(`${MODULES}/modules.dep`, 'utf8'));
+  const dep = parseModulesDep(readFileSync(`${MODULES}/modules.dep`, 'utf8'));
   for (const p of dep.keys()) {
     if (p.startsWith('kernel/drivers/net/ethernet/') || p.startsWith('kernel/drivers/net/usb/')) assert.ok(s.paths.includes(p), p);
   }
@@ -87,4 +88,30 @@ test('--exclude-module leaves out modules by name or directory, but not what sti
   assert.ok(!s.excluded.includes('kernel/drivers/net/phy/libphy.ko'));
   await assert.rejects(selectModules({ release: RELEASE, modulesDir: MODULES, excludeModules: ['nbd'] }, silentLogger), /would leave out kernel\/drivers\/block\/nbd\.ko, which stiefelOS needs/);
   await assert.rejects(selectModules({ release: RELEASE, modulesDir: MODULES, excludeModules: ['stf5_nothing'] }, silentLogger), /--exclude-module stf5_nothing matches no module/);
+});
+
+test('compressed modules (.ko.zst, as Arch ships them) are read, closed over and indexed', async () => {
+  const zstd = requireTool('zstd');
+  const depmod = requireTool('depmod');
+  const dir = join(work, 'zst-modules');
+  const real = readFileSync(`${MODULES}/modules.dep`, 'utf8');
+  const wanted = ['kernel/drivers/net/ethernet/realtek/r8169.ko', 'kernel/drivers/net/phy/libphy.ko', 'kernel/drivers/net/phy/mdio_devres.ko', 'kernel/drivers/net/phy/realtek.ko', 'kernel/drivers/block/nbd.ko'];
+  const lines = real.split('\n').filter((l) => wanted.includes(l.split(':')[0]!));
+  mkdirSync(dir, { recursive: true });
+  writeFileSync(join(dir, 'modules.dep'), `${lines.map((l) => l.replace(/\.ko\b/g, '.ko.zst')).join('\n')}\n`);
+  writeFileSync(join(dir, 'modules.softdep'), 'softdep r8169 pre: realtek\n');
+  for (const p of wanted) {
+    mkdirSync(join(dir, p, '..'), { recursive: true });
+    execFileSync(zstd, ['-q', '-19', `${MODULES}/${p}`, '-o', join(dir, `${p}.zst`)]);
+  }
+  const fw = join(work, 'zst-firmware');
+  mkdirSync(join(fw, 'rtl_nic'), { recursive: true });
+  writeFileSync(join(fw, 'rtl_nic/rtl8168h-2.fw'), 'fake firmware');
+  const s = await selectModules({ release: RELEASE, modulesDir: dir, firmwareDir: fw, groups: [{ name: 'test', names: ['r8169'], required: ['nbd'] }] }, silentLogger);
+  assert.deepEqual(s.paths, [...wanted].sort().map((p) => `${p}.zst`));
+  assert.deepEqual(s.firmware.map((f) => f.name), ['rtl_nic/rtl8168h-2.fw']);
+  const files = await regenerateDepmod({ release: RELEASE, modulesDir: dir, paths: s.paths, stagingDir: join(work, 'zst-stage'), depmod });
+  const dep = parseModulesDep(files.get('modules.dep')!.toString());
+  assert.deepEqual([...dep.keys()].sort(), s.paths);
+  assert.match(files.get('modules.alias')!.toString(), / r8169$/m);
 });
