@@ -3,6 +3,7 @@ import assert from 'node:assert/strict';
 import fc from 'fast-check';
 import { formatIpv6, parseIfInet6, SELFTEST_OK, usableLinkLocal } from '../../src/selftest/checks';
 import { PROGRAM_CHECKS, runSelftest, type RunResult, type SelftestSystem } from '../../src/selftest/run';
+import { runCli } from '../helpers/cli';
 
 // /proc/net/if_inet6 as Linux writes it (this host's, plus a tentative one).
 const IF_INET6 = `fd000000000000000000000000000002 04 40 00 82     eth0
@@ -118,4 +119,11 @@ test('no NIC, or only tentative addresses, fail the nic check after the timeout'
 test('a module that does not load fails its check', async () => {
   const r = await run({ nics: ['eth0'], fail: { modprobe: { code: 1, stdout: '', stderr: "modprobe: FATAL: Module nbd not found in directory /lib/modules/6.1.0-56-amd64\n" } } });
   assert.equal(r.lines.at(-1), 'STIEFEL-SELFTEST-FAILED: modprobe, module nbd, module wireguard');
+});
+
+test('stiefelctl selftest refuses to run outside stiefelOS, in one line', async () => {
+  const r = await runCli(['selftest']);
+  assert.equal(r.code, 1);
+  assert.equal(r.stdout, '');
+  assert.match(r.stderr, /^stiefelctl selftest: this is not stiefelOS \(\/etc\/stiefelos\/release is missing\): .* boot the image with stiefel\.role=selftest\n$/);
 });
