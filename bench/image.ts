@@ -18,9 +18,9 @@ import { join } from 'node:path';
 import { decodeNewc, encodeNewc, type CpioEntry } from '../src/cpio/newc';
 import type { BuildSummary } from '../src/image/build';
 import { startVm } from '../test/helpers/qemu';
+import { debianKernel } from '../test/helpers/kernel';
 
-const KERNEL = '/boot/vmlinuz-6.1.0-56-amd64';
-const RELEASE = '6.1.0-56-amd64';
+const { path: KERNEL, release: RELEASE } = debianKernel();
 const CLI = join(__dirname, '..', 'dist', 'stiefelctl.js');
 
 const argv = process.argv.slice(2);

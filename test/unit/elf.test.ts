@@ -7,8 +7,9 @@ import { ElfError, ELFCLASS32, ELFCLASS64, ELFDATA2MSB, readElfDynamic, readElfH
 import { modinfoFirmware } from '../../src/kmod/depmod-files';
 import { requireTool } from '../helpers/tools';
 import { makeElf } from './fixtures/make-elf';
+import { debianKernel } from '../helpers/kernel';
 
-const KMOD_DIR = '/lib/modules/6.1.0-56-amd64';
+const KMOD_DIR = debianKernel().modulesDir;
 
 /** What binutils' readelf says about a file's dynamic section and interpreter. */
 function readelf(path: string): { interpreter?: string; needed: string[]; soname?: string; runpath: string[]; rpath: string[] } {

@@ -17,10 +17,10 @@ import type { BuildSummary } from '../../src/image/build';
 import { CLI, runCli, type RunResult } from '../helpers/cli';
 import { requireTool } from '../helpers/tools';
 import { makeElf } from './fixtures/make-elf';
+import { debianKernel } from '../helpers/kernel';
 
 const S_IFMT = 0o170000;
-const KERNEL = '/boot/vmlinuz-6.1.0-56-amd64';
-const RELEASE = '6.1.0-56-amd64';
+const { path: KERNEL, release: RELEASE } = debianKernel();
 const work = mkdtempSync(join(tmpdir(), 'stf5-build-'));
 after(() => rmSync(work, { recursive: true, force: true }));
 

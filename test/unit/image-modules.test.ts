@@ -10,8 +10,9 @@ import { parseModulesDep } from '../../src/kmod/depmod-files';
 import { regenerateDepmod, selectModules } from '../../src/image/modules';
 import { MODULE_GROUPS } from '../../src/image/module-groups';
 import { requireTool } from '../helpers/tools';
+import { debianKernel } from '../helpers/kernel';
 
-const RELEASE = '6.1.0-56-amd64';
+const RELEASE = debianKernel().release;
 const MODULES = `/lib/modules/${RELEASE}`;
 const work = mkdtempSync(join(tmpdir(), 'stf5-modules-'));
 after(() => rmSync(work, { recursive: true, force: true }));

@@ -16,9 +16,10 @@ import {
   parseModulesSoftdep,
 } from '../../src/kmod/depmod-files';
 import { requireTool } from '../helpers/tools';
+import { debianKernel } from '../helpers/kernel';
 
 const FIXTURE = join(__dirname, 'fixtures', 'kmod');
-const RELEASE = '6.1.0-56-amd64';
+const RELEASE = debianKernel().release;
 const REAL = `/lib/modules/${RELEASE}`;
 
 function fixtureIndex() {
@@ -70,7 +71,7 @@ function showDepends(name: string): string[] {
     });
 }
 
-test('closure over the real modules.dep of 6.1.0-56-amd64 matches modprobe --show-depends', () => {
+test('closure over the real modules.dep of the Debian kernel matches modprobe --show-depends', () => {
   requireTool('modprobe');
   const index = buildModuleIndex({
     dep: readFileSync(`${REAL}/modules.dep`, 'utf8'),

@@ -13,8 +13,9 @@ import { join } from 'node:path';
 import { runCli } from '../helpers/cli';
 import { dgramLink, withVms } from '../helpers/qemu';
 import { requireTool } from '../helpers/tools';
+import { debianKernel } from '../helpers/kernel';
 
-const KERNEL = '/boot/vmlinuz-6.1.0-56-amd64';
+const KERNEL = debianKernel().path;
 /** QEMU start to STIEFEL-SELFTEST-OK: 23 s on a quiet machine (BENCHMARKS.md), 35-50 s under load. */
 const SELFTEST_LIMIT_MS = 120_000;
 /** QEMU start to the rescue shell: ~15 s. */
