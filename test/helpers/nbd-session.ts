@@ -19,7 +19,16 @@ export interface SessionHarness {
 }
 
 export function startSession(
-  options: { backend?: Backend; readOnly?: boolean; refusal?: string; maxInflightBytes?: number; blockSize?: Partial<BlockSizeConstraints>; size?: number } = {},
+  options: {
+    backend?: Backend;
+    readOnly?: boolean;
+    refusal?: string;
+    maxInflightBytes?: number;
+    blockSize?: Partial<BlockSizeConstraints>;
+    size?: number;
+    /** false: nobody parses the server's output (fuzzers send raw bytes). */
+    parseReplies?: boolean;
+  } = {},
 ): SessionHarness {
   let backend: Backend = options.backend ?? new MemoryBackend({ size: options.size ?? 1024 * 1024 });
   if (options.readOnly) backend = readOnlyBackend(backend);
@@ -38,7 +47,7 @@ export function startSession(
   );
   // Client bytes reach the server asynchronously, as over a socket.
   const client = new NbdTestClient((b) => setImmediate(() => transport.push(b)));
-  transport.connect((b) => client.feed(b));
+  if (options.parseReplies ?? true) transport.connect((b) => client.feed(b));
   session.done.then(() => client.end());
   session.start();
   return { session, transport, client, backend, exp };
