@@ -211,15 +211,26 @@ export class FileBackend implements Backend {
   }
 
   async pwrite(data: readonly Buffer[], offset: number, options: WriteOptions): Promise<void> {
-    this.#modsInFlight++;
-    this.#generation++;
+    this.#beginChange();
     try {
       const fd = options.fua ? this.#dsync() : this.#fd;
       await writevAll(fd, data, offset);
     } finally {
-      this.#modsInFlight--;
-      this.#generation++;
+      this.#endChange();
     }
+  }
+
+  // Every change drops the hole map; a map taken while a change was running is not kept.
+  #beginChange(): void {
+    this.#modsInFlight++;
+    this.#generation++;
+    this.#map = undefined;
+  }
+
+  #endChange(): void {
+    this.#modsInFlight--;
+    this.#generation++;
+    this.#map = undefined;
   }
 
   /** A second descriptor with O_DSYNC: an FUA write is durable when it returns, without syncing the whole file. */
@@ -257,8 +268,7 @@ export class FileBackend implements Backend {
   }
 
   async #writeZeroBytes(offset: number, length: number, fua: boolean): Promise<void> {
-    this.#modsInFlight++;
-    this.#generation++;
+    this.#beginChange();
     try {
       const z = zeroes();
       let pos = offset;
@@ -269,16 +279,14 @@ export class FileBackend implements Backend {
         pos += n;
       }
     } finally {
-      this.#modsInFlight--;
-      this.#generation++;
+      this.#endChange();
     }
   }
 
   /** Runs fallocate(1) on the open file; false when it could not (tool missing, unsupported). */
   async #fallocate(mode: '--punch-hole' | '--zero-range', offset: number, length: number): Promise<boolean> {
     if (!this.#fallocateWorks) return false;
-    this.#modsInFlight++;
-    this.#generation++;
+    this.#beginChange();
     try {
       const r = await runTool('fallocate', [mode, '--offset', String(offset), '--length', String(length), this.#procPath]);
       if (r.ok) return true;
@@ -290,8 +298,7 @@ export class FileBackend implements Backend {
       }
       return false;
     } finally {
-      this.#modsInFlight--;
-      this.#generation++;
+      this.#endChange();
     }
   }
 
@@ -389,7 +396,7 @@ async function blockDeviceSize(fd: number, st: fs.Stats): Promise<number> {
 }
 
 /** The lowest 512-byte multiple at which a read returns nothing (no lseek in Node). */
-async function probeEndByReading(fd: number): Promise<number> {
+export async function probeEndByReading(fd: number): Promise<number> {
   const buf = Buffer.allocUnsafe(512);
   const readsAt = (pos: number): Promise<boolean> =>
     new Promise((resolve) => fs.read(fd, buf, 0, 512, pos, (err, n) => resolve(!err && n > 0)));
