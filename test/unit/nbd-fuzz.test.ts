@@ -134,7 +134,9 @@ const arbScenario = fc.record({
   refusal: fc.oneof({ weight: 8, arbitrary: fc.constant(undefined) }, { weight: 1, arbitrary: fc.constant('not you') }),
 });
 
-async function runScenario(s: fc.RecordValue<typeof arbScenario extends fc.Arbitrary<infer T> ? T : never>): Promise<void> {
+type Scenario = typeof arbScenario extends fc.Arbitrary<infer T> ? T : never;
+
+async function runScenario(s: Scenario): Promise<void> {
   const violations: string[] = [];
   const backend = guarded(new MemoryBackend({ size: SIZE }), violations);
   const h = startSession({ backend, readOnly: s.readOnly, refusal: s.refusal, maxInflightBytes: 4 * 1024 * 1024, parseReplies: false });
