@@ -2,6 +2,7 @@
 // Library code: takes (options, { log, signal }), never prints or exits.
 import * as fs from 'node:fs';
 import * as net from 'node:net';
+import { dirname } from 'node:path';
 import { StiefelError, errnoCode } from '../errors';
 import type { Logger } from '../log';
 import { BufferPool } from './buffer-pool';
@@ -117,9 +118,8 @@ export async function startNbdServer(options: NbdServerOptions, ctx: { log: Logg
     options.onConnect?.(info);
     session.start();
   });
-  server.on('error', (err) => log.warn(`NBD listener: ${err.message}`));
-
   const address = await listen(server, options.listen);
+  server.on('error', (err) => log.warn(`NBD listener: ${err.message}`));
   log.debug(`listening on ${formatListenAddress(address)}`);
 
   let closing = false;
@@ -204,6 +204,9 @@ async function listen(server: net.Server, where: ListenAddress): Promise<ListenA
 
 /** A socket file left by a server that died is removed; a live one is "in use". */
 async function clearStaleSocket(path: string): Promise<void> {
+  if (!fs.existsSync(dirname(path))) {
+    throw new StiefelError('E_NBD_LISTEN', `cannot listen on unix:${path}: the directory ${dirname(path)} does not exist; create it first`);
+  }
   let st: fs.Stats;
   try {
     st = fs.statSync(path);
