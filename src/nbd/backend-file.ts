@@ -37,6 +37,10 @@ const FALLOCATE_MIN = 4 * 1024 * 1024;
 const FAST_ZERO_MIN = 1024 * 1024;
 const ZERO_CHUNK = 1024 * 1024;
 const EXTENT_MAP_TTL_MS = 2000;
+/** Reads and writes up to this size may be done synchronously (see #syncAllowed). */
+const SYNC_MAX = 1024 * 1024;
+const ASYNC_AFTER_SLOW_MS = 1000;
+const RESOLVED = Promise.resolve();
 /** NBD_CMD_CACHE reads at most this much ahead per request. */
 const CACHE_MAX = 64 * 1024 * 1024;
 
@@ -133,6 +137,9 @@ export class FileBackend implements Backend {
   #generation = 0;
   #modsInFlight = 0;
   #filefragWorks = true;
+  #asyncUntil = 0;
+  #syncOps = 0;
+  #slowOps = 0;
   #fallocateWorks = true;
 
   private constructor(path: string, fd: number, size: number, isBlockDevice: boolean, readOnly: boolean, log: Logger) {
@@ -193,6 +200,22 @@ export class FileBackend implements Backend {
   }
 
   pread(buf: Buffer, offset: number): Promise<void> {
+    if (buf.length <= SYNC_MAX && this.#syncAllowed()) {
+      const t0 = performance.now();
+      try {
+        let done = 0;
+        while (done < buf.length) {
+          const n = fs.readSync(this.#fd, buf, done, buf.length - done, offset + done);
+          if (n === 0) throw new BackendError(NBD_EIO, `unexpected end of ${this.path} at ${offset + done} (did it shrink?)`);
+          done += n;
+        }
+      } catch (err) {
+        return Promise.reject(err);
+      } finally {
+        this.#syncTook(performance.now() - t0, buf.length);
+      }
+      return RESOLVED;
+    }
     return new Promise((resolve, reject) => {
       const fd = this.#fd;
       let done = 0;
@@ -213,11 +236,47 @@ export class FileBackend implements Backend {
   async pwrite(data: readonly Buffer[], offset: number, options: WriteOptions): Promise<void> {
     this.#beginChange();
     try {
+      if (!options.fua && this.#syncAllowed()) {
+        let length = 0;
+        for (const d of data) length += d.length;
+        if (length <= SYNC_MAX) {
+          const t0 = performance.now();
+          try {
+            writevAllSync(this.#fd, data, offset);
+          } finally {
+            this.#syncTook(performance.now() - t0, length);
+          }
+          return;
+        }
+      }
       const fd = options.fua ? this.#dsync() : this.#fd;
       await writevAll(fd, data, offset);
     } finally {
       this.#endChange();
     }
+  }
+
+  // Reads and writes the page cache can serve at once are done right here on
+  // the event loop: handing a 4 KiB read to libuv's thread pool costs more
+  // (a thread wake-up per request, ~15 us measured on this 2-core VM) than
+  // the read itself (~2 us). Node has no preadv2(RWF_NOWAIT) to ask "only if
+  // cached", so a call that takes longer than memory speed allows is taken
+  // as a sign of real disk I/O, and everything goes through the thread pool
+  // for the next second, where slow disks can work in parallel.
+  #syncAllowed(): boolean {
+    return this.#asyncUntil === 0 || (performance.now() >= this.#asyncUntil && ((this.#asyncUntil = 0), true));
+  }
+
+  #syncTook(ms: number, bytes: number): void {
+    // Memory speed: well under 50 us plus 1 us per KiB. One slow call can be
+    // the scheduler (this machine is shared); 8 in a window of 64 is the disk.
+    this.#syncOps++;
+    if (ms > 0.05 + bytes / (1024 * 1000) && ++this.#slowOps >= 8) {
+      this.#asyncUntil = performance.now() + ASYNC_AFTER_SLOW_MS;
+      this.#log.debug(`${this.#slowOps} of ${this.#syncOps} recent reads/writes were slow: using the thread pool for ${ASYNC_AFTER_SLOW_MS} ms`);
+      this.#syncOps = this.#slowOps = 0;
+    }
+    if (this.#syncOps >= 64) this.#syncOps = this.#slowOps = 0;
   }
 
   // Every change drops the hole map; a map taken while a change was running is not kept.
@@ -379,6 +438,22 @@ function writevAll(fd: number, data: readonly Buffer[], offset: number): Promise
     if (data.length === 0) resolve();
     else step();
   });
+}
+
+function writevAllSync(fd: number, data: readonly Buffer[], offset: number): void {
+  let bufs = data as Buffer[];
+  let pos = offset;
+  for (;;) {
+    const n = fs.writevSync(fd, bufs, pos);
+    pos += n;
+    let skip = n;
+    let i = 0;
+    while (i < bufs.length && skip >= bufs[i]!.length) skip -= bufs[i++]!.length;
+    if (i === bufs.length) return;
+    if (n === 0) throw new BackendError(NBD_EIO, 'write made no progress');
+    bufs = bufs.slice(i);
+    if (skip > 0) bufs[0] = bufs[0]!.subarray(skip);
+  }
 }
 
 /** Size of a block device: /sys/dev/block/MAJ:MIN/size (512-byte sectors), or probing reads. */
