@@ -20,6 +20,7 @@ import type { Logger } from '../log';
 import { silentLogger } from '../log';
 import type { Backend, BackendCapabilities, BlockExtent, WriteOptions, ZeroOptions } from './backend';
 import { BackendError } from './errno';
+import { IoModePolicy } from './io-mode';
 import { NBD_EIO, NBD_ENOTSUP, NBD_STATE_HOLE, NBD_STATE_ZERO } from './protocol';
 
 export interface FileBackendOptions {
@@ -37,9 +38,6 @@ const FALLOCATE_MIN = 4 * 1024 * 1024;
 const FAST_ZERO_MIN = 1024 * 1024;
 const ZERO_CHUNK = 1024 * 1024;
 const EXTENT_MAP_TTL_MS = 2000;
-/** Reads and writes up to this size may be done synchronously (see #syncAllowed). */
-const SYNC_MAX = 1024 * 1024;
-const ASYNC_AFTER_SLOW_MS = 1000;
 const RESOLVED = Promise.resolve();
 /** NBD_CMD_CACHE reads at most this much ahead per request. */
 const CACHE_MAX = 64 * 1024 * 1024;
@@ -137,9 +135,7 @@ export class FileBackend implements Backend {
   #generation = 0;
   #modsInFlight = 0;
   #filefragWorks = true;
-  #asyncUntil = 0;
-  #syncOps = 0;
-  #slowOps = 0;
+  readonly #ioMode = new IoModePolicy();
   #fallocateWorks = true;
 
   private constructor(path: string, fd: number, size: number, isBlockDevice: boolean, readOnly: boolean, log: Logger) {
@@ -200,7 +196,7 @@ export class FileBackend implements Backend {
   }
 
   pread(buf: Buffer, offset: number): Promise<void> {
-    if (buf.length <= SYNC_MAX && this.#syncAllowed()) {
+    if (this.#syncAllowed(buf.length)) {
       const t0 = performance.now();
       try {
         let done = 0;
@@ -236,18 +232,16 @@ export class FileBackend implements Backend {
   async pwrite(data: readonly Buffer[], offset: number, options: WriteOptions): Promise<void> {
     this.#beginChange();
     try {
-      if (!options.fua && this.#syncAllowed()) {
-        let length = 0;
-        for (const d of data) length += d.length;
-        if (length <= SYNC_MAX) {
-          const t0 = performance.now();
-          try {
-            writevAllSync(this.#fd, data, offset);
-          } finally {
-            this.#syncTook(performance.now() - t0, length);
-          }
-          return;
+      let length = 0;
+      for (const d of data) length += d.length;
+      if (!options.fua && this.#syncAllowed(length)) {
+        const t0 = performance.now();
+        try {
+          writevAllSync(this.#fd, data, offset);
+        } finally {
+          this.#syncTook(performance.now() - t0, length);
         }
+        return;
       }
       const fd = options.fua ? this.#dsync() : this.#fd;
       await writevAll(fd, data, offset);
@@ -256,27 +250,15 @@ export class FileBackend implements Backend {
     }
   }
 
-  // Reads and writes the page cache can serve at once are done right here on
-  // the event loop: handing a 4 KiB read to libuv's thread pool costs more
-  // (a thread wake-up per request, ~15 us measured on this 2-core VM) than
-  // the read itself (~2 us). Node has no preadv2(RWF_NOWAIT) to ask "only if
-  // cached", so a call that takes longer than memory speed allows is taken
-  // as a sign of real disk I/O, and everything goes through the thread pool
-  // for the next second, where slow disks can work in parallel.
-  #syncAllowed(): boolean {
-    return this.#asyncUntil === 0 || (performance.now() >= this.#asyncUntil && ((this.#asyncUntil = 0), true));
+  // Page-cache hits are served on the event loop; see io-mode.ts.
+  #syncAllowed(bytes: number): boolean {
+    return this.#ioMode.sync(bytes, performance.now());
   }
 
   #syncTook(ms: number, bytes: number): void {
-    // Memory speed: well under 50 us plus 1 us per KiB. One slow call can be
-    // the scheduler (this machine is shared); 8 in a window of 64 is the disk.
-    this.#syncOps++;
-    if (ms > 0.05 + bytes / (1024 * 1000) && ++this.#slowOps >= 8) {
-      this.#asyncUntil = performance.now() + ASYNC_AFTER_SLOW_MS;
-      this.#log.debug(`${this.#slowOps} of ${this.#syncOps} recent reads/writes were slow: using the thread pool for ${ASYNC_AFTER_SLOW_MS} ms`);
-      this.#syncOps = this.#slowOps = 0;
+    if (this.#ioMode.took(ms, bytes, performance.now())) {
+      this.#log.debug(`reads/writes of ${this.path} turned slow (disk I/O): using the thread pool for a while`);
     }
-    if (this.#syncOps >= 64) this.#syncOps = this.#slowOps = 0;
   }
 
   // Every change drops the hole map; a map taken while a change was running is not kept.
