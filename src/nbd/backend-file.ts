@@ -234,7 +234,7 @@ export class FileBackend implements Backend {
     try {
       let length = 0;
       for (const d of data) length += d.length;
-      if (!options.fua && this.#syncAllowed(length)) {
+      if (!options.fua && this.#syncAllowed(length, true)) {
         const t0 = performance.now();
         try {
           writevAllSync(this.#fd, data, offset);
@@ -251,8 +251,8 @@ export class FileBackend implements Backend {
   }
 
   // Page-cache hits are served on the event loop; see io-mode.ts.
-  #syncAllowed(bytes: number): boolean {
-    return this.#ioMode.sync(bytes, performance.now());
+  #syncAllowed(bytes: number, write = false): boolean {
+    return this.#ioMode.sync(bytes, performance.now(), write);
   }
 
   #syncTook(ms: number, bytes: number): void {

@@ -2,7 +2,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { IoModePolicy } from '../../src/nbd/io-mode';
 
-const opts = { syncMax: 1024 * 1024, window: 64, slowLimit: 8, asyncMs: 1000 };
+const opts = { syncMax: 1024 * 1024, syncWriteMax: 65536, window: 64, slowLimit: 8, asyncMs: 1000 };
 
 test('page-cache-fast calls stay synchronous; large calls never are', () => {
   const p = new IoModePolicy(opts);
@@ -11,6 +11,8 @@ test('page-cache-fast calls stay synchronous; large calls never are', () => {
     assert.equal(p.took(0.003, 4096, i), false);
   }
   assert.equal(p.sync(1024 * 1024 + 1, 0), false);
+  assert.equal(p.sync(65536, 0, true), true);
+  assert.equal(p.sync(65537, 0, true), false);
 });
 
 test('a few slow calls (a busy scheduler) do not switch; a slow disk does, for a while', () => {
