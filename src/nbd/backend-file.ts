@@ -212,6 +212,10 @@ export class FileBackend implements Backend {
       }
       return RESOLVED;
     }
+    return this.#preadAsync(buf, offset);
+  }
+
+  #preadAsync(buf: Buffer, offset: number): Promise<void> {
     return new Promise((resolve, reject) => {
       const fd = this.#fd;
       let done = 0;
@@ -348,7 +352,8 @@ export class FileBackend implements Backend {
     const buf = Buffer.allocUnsafe(Math.min(n, ZERO_CHUNK));
     for (let pos = offset; pos < offset + n; pos += buf.length) {
       const len = Math.min(buf.length, offset + n - pos);
-      await this.pread(len === buf.length ? buf : buf.subarray(0, len), pos);
+      // Always on the thread pool: prefetching is what reaches the disk.
+      await this.#preadAsync(len === buf.length ? buf : buf.subarray(0, len), pos);
     }
   }
 

@@ -101,6 +101,8 @@ export class NbdSession {
   #transportGone = false;
   #endReason = '';
   #shuttingDown = false;
+  readonly #queue: Array<{ request: NbdRequest; payload: Buffer[] | null }> = [];
+  #pumping = false;
 
   readonly stats: SessionStats = {
     phase: 'handshake',
@@ -212,7 +214,9 @@ export class NbdSession {
         if (m.option === P.NBD_OPT_EXPORT_NAME) return this.destroy('export name too long');
         return this.#optionError(m.option, P.NBD_REP_ERR_TOO_BIG, `option data of ${m.length} bytes is too large`);
       case 'request':
-        return this.#onRequest(m.request, m.payload);
+        this.#queue.push(m);
+        if (!this.#pumping) void this.#pump();
+        return;
       case 'protocol-error':
         this.#log.debug(`protocol error: ${m.message}; disconnecting`);
         return this.destroy(`protocol error: ${m.message}`);
@@ -313,7 +317,7 @@ export class NbdSession {
     if (!exp) return this.destroy(`unknown export '${name}'`);
     const flags = this.#flagsFor(exp);
     this.#send(encodeExportNameReply(exp.backend.size, flags, this.#noZeroes));
-    this.#enterTransmission(exp, flags, name);
+    this.#enterTransmission(exp, flags);
   }
 
   #onInfoOrGo(option: number, data: Buffer): void {
@@ -336,7 +340,7 @@ export class NbdSession {
     // ignores it loses nothing.
     this.#send(encodeInfoBlockSize(option, this.#options.blockSize));
     this.#send(encodeOptionReply(option, P.NBD_REP_ACK));
-    if (option === P.NBD_OPT_GO) this.#enterTransmission(exp, flags, go.name);
+    if (option === P.NBD_OPT_GO) this.#enterTransmission(exp, flags);
   }
 
   #onMetaContext(option: number, data: Buffer): void {
@@ -371,19 +375,36 @@ export class NbdSession {
     this.#send(encodeOptionReply(option, P.NBD_REP_ACK));
   }
 
-  #enterTransmission(exp: NbdExport, flags: number, name: string): void {
+  #enterTransmission(exp: NbdExport, flags: number): void {
     this.#export = exp;
     this.#transmissionFlags = flags;
     this.stats.exportName = exp.name;
     // Block status only for the export the contexts were selected for.
     if (this.#metaExport !== undefined && this.#options.exports.lookup(this.#metaExport) !== exp) this.#metaExport = undefined;
-    void name;
     this.#setPhase('transmission');
     this.#parser.startTransmission();
     this.#log.debug(`transmission: export '${exp.name}', flags 0x${flags.toString(16)}, structured ${this.#structured}`);
   }
 
   // --- Transmission --------------------------------------------------------
+
+  /**
+   * Requests of one received chunk are started one after the other with a
+   * microtask turn in between, so the reply to a read the page cache served
+   * at once is written before the next read starts: sending overlaps with
+   * reading instead of waiting for the whole batch.
+   */
+  async #pump(): Promise<void> {
+    this.#pumping = true;
+    try {
+      for (let m = this.#queue.shift(); m; m = this.#queue.shift()) {
+        this.#onRequest(m.request, m.payload);
+        if (this.#queue.length > 0) await null;
+      }
+    } finally {
+      this.#pumping = false;
+    }
+  }
 
   #hold(bytes: number): void {
     this.#inflightBytes += bytes;
