@@ -398,6 +398,12 @@ export class NbdSession {
     this.#pumping = true;
     try {
       for (let m = this.#queue.shift(); m; m = this.#queue.shift()) {
+        // Nothing more reaches the backend once the client is gone: `done`
+        // may already have let the server close it.
+        if (this.#transportGone) {
+          this.#queue.length = 0;
+          break;
+        }
         this.#onRequest(m.request, m.payload);
         if (this.#queue.length > 0) await null;
       }
