@@ -405,7 +405,9 @@ export class NbdSession {
           break;
         }
         this.#onRequest(m.request, m.payload);
-        if (this.#queue.length > 0) await null;
+        // Yield even when nothing is queued yet: the parser is usually still
+        // in the middle of the chunk and about to queue the next request.
+        await null;
       }
     } finally {
       this.#pumping = false;

@@ -29,9 +29,10 @@ const MAX_BLOCK = 32 * 1024 * 1024;
 const runs = Number(process.env.STIEFEL_FUZZ_RUNS ?? 150);
 const seconds = Number(process.env.STIEFEL_FUZZ_SECONDS ?? 0);
 
-/** Records every backend call that would be outside the export or oversized. */
-function guarded(inner: Backend, violations: string[]): Backend {
+/** Records every backend call that would be outside the export or oversized, or comes after `state.closed`. */
+function guarded(inner: Backend, violations: string[], state: { closed: boolean } = { closed: false }): Backend {
   const check = (what: string, offset: number, length: number): void => {
+    if (state.closed) violations.push(`${what} after the session ended`);
     if (!(Number.isSafeInteger(offset) && Number.isSafeInteger(length) && offset >= 0 && length >= 0 && offset + length <= inner.size)) {
       violations.push(`${what} ${offset}+${length}`);
     }
@@ -131,6 +132,8 @@ const arbScenario = fc.record({
   }),
   cuts: fc.array(fc.nat(), { maxLength: 12 }),
   readOnly: fc.boolean(),
+  /** Hang up in the same turn as the last bytes, with requests still queued. */
+  hangUpEarly: fc.boolean(),
   refusal: fc.oneof({ weight: 8, arbitrary: fc.constant(undefined) }, { weight: 1, arbitrary: fc.constant('not you') }),
 });
 
@@ -138,20 +141,27 @@ type Scenario = typeof arbScenario extends fc.Arbitrary<infer T> ? T : never;
 
 async function runScenario(s: Scenario): Promise<void> {
   const violations: string[] = [];
-  const backend = guarded(new MemoryBackend({ size: SIZE }), violations);
+  const state = { closed: false };
+  const backend = guarded(new MemoryBackend({ size: SIZE }), violations, state);
   const h = startSession({ backend, readOnly: s.readOnly, refusal: s.refusal, maxInflightBytes: 4 * 1024 * 1024, parseReplies: false });
+  // As the server does: once `done` resolves it may close the backend.
+  void h.session.done.then(() => (state.closed = true));
   const stream = Buffer.concat([encodeClientFlags(s.clientFlags), ...s.options, s.enter, ...s.requests]);
-  const points = [...new Set(s.cuts.map((c) => c % (stream.length + 1)))].sort((a, b) => a - b);
+  // Hanging up early: everything in one chunk, so requests are still queued.
+  const points = s.hangUpEarly ? [] : [...new Set(s.cuts.map((c) => c % (stream.length + 1)))].sort((a, b) => a - b);
   let prev = 0;
-  for (const p of [...points, stream.length]) {
+  const ends = [...points, stream.length];
+  for (const [i, p] of ends.entries()) {
     if (p > prev) h.transport.push(stream.subarray(prev, p));
     prev = p;
+    if (s.hangUpEarly && i === ends.length - 1) break;
     await new Promise((r) => setImmediate(r));
   }
-  await new Promise((r) => setTimeout(r, 1));
+  if (!s.hangUpEarly) await new Promise((r) => setTimeout(r, 1));
   h.transport.hangUp();
   const reason = await Promise.race([h.session.done, new Promise<string>((_, rej) => setTimeout(() => rej(new Error('session did not end')), 5000))]);
   assert.equal(typeof reason, 'string');
+  await new Promise((r) => setTimeout(r, 2));
   assert.deepEqual(violations, []);
   assert.equal(h.session.stats.inFlight, 0);
 }

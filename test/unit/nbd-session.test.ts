@@ -3,7 +3,7 @@
 // disconnects where the stream cannot be trusted any more).
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { encodeGoOptionData, encodeMetaContextOptionData, encodeOption, encodeRequest } from '../../src/nbd/codec';
+import { encodeClientFlags, encodeGoOptionData, encodeMetaContextOptionData, encodeOption, encodeRequest } from '../../src/nbd/codec';
 import { MemoryBackend } from '../../src/nbd/backend-memory';
 import { BackendError } from '../../src/nbd/errno';
 import * as P from '../../src/nbd/protocol';
@@ -373,4 +373,23 @@ test('an option with oversized data is NBD_REP_ERR_TOO_BIG and the session goes 
   client.sendClientFlags();
   assert.equal((await client.option(P.NBD_OPT_INFO, Buffer.alloc(100_000)))[0]!.type, P.NBD_REP_ERR_TOO_BIG);
   assert.equal((await client.option(P.NBD_OPT_GO, encodeGoOptionData('', []))).at(-1)!.type, P.NBD_REP_ACK);
+});
+
+test('when the client hangs up with requests still queued, none of them reaches the backend after `done`', async () => {
+  const backend = new MemoryBackend({ size: MiB });
+  const { transport, session } = startSession({ backend, parseReplies: false });
+  transport.push(Buffer.concat([encodeClientFlags(3), encodeOption(P.NBD_OPT_GO, encodeGoOptionData('', []))]));
+  await new Promise((r) => setImmediate(r));
+  assert.equal(session.phase, 'transmission');
+  const before = backend.calls.pread;
+  let atDone = -1;
+  void session.done.then(() => (atDone = backend.calls.pread));
+  const reqs = [encodeRequest({ flags: 0, type: 99, handleHi: 0, handleLo: 1, offset: 0, length: 0 })];
+  for (let i = 0; i < 8; i++) reqs.push(encodeRequest({ flags: 0, type: P.NBD_CMD_READ, handleHi: 0, handleLo: 10 + i, offset: i * 512, length: 512 }));
+  transport.push(Buffer.concat(reqs));
+  transport.hangUp();
+  await session.done;
+  await new Promise((r) => setTimeout(r, 10));
+  assert.notEqual(atDone, -1);
+  assert.equal(backend.calls.pread, atDone, `${backend.calls.pread - atDone} reads after done (${atDone - before} before)`);
 });
