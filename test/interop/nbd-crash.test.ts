@@ -13,7 +13,14 @@ const MiB = 1024 * 1024;
 
 test('flushed writes survive kill -9 of the server', async () => {
   const { dir, cleanup } = tempDir('crash');
-  const path = join(dir, 'disk.img');
+  try {
+    await crashAndCheck(join(dir, 'disk.img'));
+  } finally {
+    cleanup();
+  }
+});
+
+async function crashAndCheck(path: string): Promise<void> {
   writeFileSync(path, Buffer.alloc(16 * MiB));
   const s = await serve(path);
   try {
@@ -51,5 +58,4 @@ test('flushed writes survive kill -9 of the server', async () => {
   }
   const bytes = readFileSync(path);
   assert.ok(bytes.subarray(0, 65536).every((b) => b === 1));
-  cleanup();
-});
+}

@@ -44,8 +44,9 @@ test('fio ioengine=nbd, 4 connections, randwrite with verify=crc32c', async () =
     // The verify phase read everything back.
     assert.ok(job.read.io_bytes >= 64 * MiB, `verified ${job.read.io_bytes} bytes`);
   } finally {
-    assert.equal((await s.stop()).code, 0);
+    const exit = await s.stop();
     cleanup();
+    assert.equal(exit.code, 0);
   }
   // One connection per job (fio also opens some while setting up).
   assert.ok((s.stderr().match(/ connected$/gm) ?? []).length >= 4);

@@ -35,8 +35,9 @@ test('nbdinfo: size, flags, block sizes, description (writable export)', async (
     // The empty name reaches the same export.
     assert.equal(JSON.parse(nbdinfo(['--json', s.uri.replace(/\/mydisk$/, '/')])).exports[0]['export-size'], 3 * MiB);
   } finally {
-    assert.equal((await s.stop()).code, 0);
+    const exit = await s.stop();
     cleanup();
+    assert.equal(exit.code, 0);
   }
 });
 

@@ -56,7 +56,9 @@ test('qemu-io: write, FUA write, zero, discard, flush and verified reads', async
     const info = execFileSync(requireTool('qemu-img'), ['info', '--output=json', s.uri], { encoding: 'utf8' });
     assert.equal(JSON.parse(info)['virtual-size'], 32 * MiB);
   } finally {
-    assert.equal((await s.stop()).code, 0);
+    const exit = await s.stop();
+    if (exit.code !== 0) cleanup();
+    assert.equal(exit.code, 0);
   }
   try {
     const bytes = readFileSync(path);
