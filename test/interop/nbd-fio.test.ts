@@ -35,7 +35,8 @@ test('fio ioengine=nbd, 4 connections, randwrite with verify=crc32c', async () =
         '--group_reporting',
         '--output-format=json',
       ],
-      { encoding: 'utf8', timeout: 180000 },
+      // fio leaves verify state files in its working directory.
+      { encoding: 'utf8', timeout: 180000, cwd: dir },
     );
     const result = JSON.parse(out.slice(out.indexOf('{')));
     const job = result.jobs[0];
