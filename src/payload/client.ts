@@ -71,6 +71,8 @@ export async function fetchPayload(options: FetchPayloadOptions, ctx: { log: Log
   const session = randomBytes(16).toString('hex');
   const nonce = randomBytes(16).toString('hex');
   let handshakeDone = false;
+  // A response body that stops early only says 'aborted'; the socket knows why (a TLS record that failed authentication, say).
+  let lastSocketError: Error | undefined;
   const agent = new Agent({
     ...pskClientOptions(options.psk),
     keepAlive: true,
@@ -112,6 +114,10 @@ export async function fetchPayload(options: FetchPayloadOptions, ctx: { log: Log
         };
         // A reused keep-alive socket finished its handshake long ago.
         socket.once('secureConnect', connected);
+        if (!socket.listeners('error').some((l) => (l as { stiefel?: boolean }).stiefel)) {
+          const onError = Object.assign((err: Error) => (lastSocketError = err), { stiefel: true });
+          socket.on('error', onError);
+        }
         socket.once('close', () => clearTimeout(timer));
       });
       req.once('response', () => clearTimeout(timer));
@@ -231,7 +237,7 @@ export async function fetchPayload(options: FetchPayloadOptions, ctx: { log: Log
           }
         } catch (err) {
           if (err instanceof StiefelError) throw err;
-          const why = explainNetworkError(err, where, true);
+          const why = explainNetworkError(lastSocketError ?? err, where, true);
           if (why.code === 'E_PAYLOAD_TAMPERED') throw why;
           throw new PayloadVerifyError(
             'E_PAYLOAD_TRUNCATED',

@@ -21,7 +21,7 @@ import {
 } from './protocol';
 import { passphraseProvider, QuestionChannel, QuestionError, MAX_ANSWER_LENGTH } from './questions';
 import type { BootPayload, BootPayloadSource } from './source';
-import { pskServerOptions } from './tls';
+import { PAYLOAD_CIPHER, pskServerOptions } from './tls';
 
 export interface PayloadServerOptions {
   /** TLS pre-shared key (HKDF "payloadPsk"). */
@@ -297,14 +297,18 @@ export async function startPayloadServer(options: PayloadServerOptions, ctx: { l
   // TLS failures are where a client with another secret shows up.
   server.on('tlsClientError', (err: Error & { code?: string }, socket: TLSSocket | Socket) => {
     const from = peerHost(socket.remoteAddress);
-    const reason = err.code === 'ERR_SSL_DECRYPTION_FAILED_OR_BAD_RECORD_MAC' || /bad record mac|decryption failed/i.test(err.message)
-      ? 'the client holds a different secret'
-      : /wrong version number|http request|unknown protocol|unexpected eof/i.test(err.message) || err.code === 'ECONNRESET'
-        ? 'not a stiefelsystem TLS-PSK client'
-        : err.message.split('\n')[0];
+    const text = `${err.code ?? ''} ${err.message}`;
+    let reason: string;
+    if (/bad record mac|decryption failed/i.test(text)) reason = 'the client holds a different secret';
+    else if (/no shared cipher|no suitable|unsupported protocol|version too low/i.test(text)) reason = `the client does not offer TLS 1.2 ${PAYLOAD_CIPHER}`;
+    else if (/wrong version number|http request|unknown protocol|unexpected eof|ECONNRESET/i.test(text)) reason = 'not a stiefelsystem TLS-PSK client';
+    else reason = err.message.split('\n')[0]!;
+    // At most one line per sender and reason every 10 s.
     const t = now();
-    if ((lastTlsWarning.get(from) ?? -Infinity) > t - 10_000) return;
-    lastTlsWarning.set(from, t);
+    const k = `${from} ${reason}`;
+    if ((lastTlsWarning.get(k) ?? -Infinity) > t - 10_000) return;
+    if (lastTlsWarning.size > 1000) lastTlsWarning.clear();
+    lastTlsWarning.set(k, t);
     log.warn(`refused a payload connection from ${from}: TLS handshake failed (${reason})`);
   });
 
