@@ -54,6 +54,14 @@ export interface BootServer {
   close(): Promise<void>;
 }
 
+/** "answered 3; dropped: replay 1, stale 2" (reasons that never happened left out). */
+export function formatCounters(c: Readonly<Record<string, number>>): string {
+  const dropped = Object.entries(c)
+    .filter(([k, v]) => k !== 'answered' && v > 0)
+    .map(([k, v]) => `${k} ${v}`);
+  return `answered ${c.answered ?? 0}; dropped: ${dropped.length ? dropped.join(', ') : 'none'}`;
+}
+
 export async function startBootServer(o: BootServerOptions, ctx: { log: Logger; signal: AbortSignal }): Promise<BootServer> {
   const { log, signal } = ctx;
   const cfg = o.config;
@@ -144,7 +152,10 @@ export async function startBootServer(o: BootServerOptions, ctx: { log: Logger; 
       },
       { log: log.child('discovery'), signal },
     );
-    closers.push(() => discovery.close());
+    closers.push(async () => {
+      await discovery.close();
+      log.info(`discovery: ${formatCounters(discovery.counters)}`);
+    });
 
     log.info(
       `serving '${o.serverName}': discovery on UDP ${cfg.discovery.port}, payload on HTTPS ${payload.port}${disk ? `, disk ${cfg.server.disk} on NBD ${disk.port}` : ''}; interfaces: ${[...interfaces.up].sort().join(', ') || '(none yet)'}`,
