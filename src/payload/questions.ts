@@ -3,6 +3,7 @@
 // client long-polls for it, shows it, and posts the answer. Both directions
 // travel inside the TLS-PSK connection, so the passphrase is never in clear.
 import { randomBytes } from 'node:crypto';
+import type { PassphraseProvider } from '../disk/passphrase';
 import { StiefelError } from '../errors';
 
 export const QUESTION_KINDS = ['passphrase', 'text', 'confirm'] as const;
@@ -24,18 +25,21 @@ export interface QuestionAsker {
   ask(question: { kind: QuestionKind; prompt: string }, options?: { signal?: AbortSignal; timeoutMs?: number }): Promise<string>;
 }
 
-/** What boot-entry discovery (issue 4) needs to unlock an encrypted /boot. */
-export interface PassphraseProvider {
-  askPassphrase(prompt: string, options?: { signal?: AbortSignal }): Promise<string>;
-}
-
 /** Client side: shows a question to the person and returns the answer. */
 export interface QuestionAnswerer {
   answer(question: Question, options: { signal: AbortSignal }): Promise<string>;
 }
 
-export function passphraseProvider(asker: QuestionAsker): PassphraseProvider {
-  return { askPassphrase: (prompt, options) => asker.ask({ kind: 'passphrase', prompt }, options) };
+/**
+ * Boot-entry discovery's PassphraseProvider (src/disk/passphrase.ts) asking
+ * through this channel: a LUKS passphrase for the laptop's /boot is typed on
+ * the desktop. The question's trailing ': ' is the terminal's business.
+ */
+export function passphraseProvider(asker: QuestionAsker, options: { attempts?: number } = {}): PassphraseProvider {
+  return {
+    attempts: options.attempts ?? 3,
+    ask: (question, details) => asker.ask({ kind: 'passphrase', prompt: question.replace(/[\s:]+$/, '') }, { signal: details.signal }),
+  };
 }
 
 /** A question whose answer is not coming (client gone, timeout, no terminal). */

@@ -9,7 +9,7 @@ import { StiefelError } from '../errors';
 import type { InitramfsFamily } from '../config/schema';
 import type { Logger } from '../log';
 import type { PayloadFileName } from './manifest';
-import type { PassphraseProvider } from './questions';
+import type { PassphraseProvider } from '../disk/passphrase';
 
 export interface PayloadFile {
   size: number;
@@ -31,7 +31,7 @@ export interface BootPayload {
 export interface BootPayloadContext {
   log: Logger;
   signal: AbortSignal;
-  /** Asks the person at the desktop, through the payload channel. */
+  /** Asks the person at the desktop for a LUKS passphrase, through the payload channel (TLS-PSK). */
   passphrase: PassphraseProvider;
 }
 

@@ -6,11 +6,13 @@ test('a question waits for its answer; next() hands it out until answered', asyn
   const ch = new QuestionChannel();
   assert.equal(await ch.next(0), undefined);
   const pp = passphraseProvider(ch);
-  const answer = pp.askPassphrase('passphrase for /dev/nvme0n1p3 (cryptboot)');
+  assert.equal(pp.attempts, 3);
+  // The question as boot-entry discovery (src/disk/luks.ts) asks it.
+  const answer = pp.ask('Passphrase for the encrypted /dev/nvme0n1p3 (cryptboot): ', { attempt: 1, attempts: 3 });
   const q = await ch.next(1000);
   assert.ok(q && isValidQuestion(q));
   assert.equal(q.kind, 'passphrase');
-  assert.equal(q.prompt, 'passphrase for /dev/nvme0n1p3 (cryptboot)');
+  assert.equal(q.prompt, 'Passphrase for the encrypted /dev/nvme0n1p3 (cryptboot)');
   assert.deepEqual(await ch.next(0), q, 'handed out again until answered');
   assert.equal(ch.answer('0'.repeat(32), 'x'), false);
   assert.equal(ch.answer(q.id, 'hunter2'), true);
