@@ -211,7 +211,7 @@ export async function fetchPayload(options: FetchPayloadOptions, ctx: { log: Log
         throw new PayloadError('E_PAYLOAD_SIZE', `the ${f.name} is ${f.size} bytes, more than client.max_file_bytes (${options.maxFileBytes}): refused`);
       }
     }
-    log.debug(`manifest: ${manifest.files.map((f) => `${f.name} ${f.size} bytes sha256 ${f.sha256}`).join(', ')}`);
+    log.debug(`manifest: ${manifest.files.map((f) => `${f.name} ${f.size} bytes in ${f.pieceSha256.length} pieces of ${f.pieceSize}`).join(', ')}`);
 
     let received = 0;
     const paths = {} as Record<PayloadFileName, string>;

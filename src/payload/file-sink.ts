@@ -1,93 +1,132 @@
-// Writes one downloaded file to a temporary path while computing its SHA-256,
-// and checks size and digest against the manifest at the end. Nothing here
-// renames: the caller moves verified files into place, or deletes them.
+// Writes one downloaded file to a temporary path while verifying it against
+// the manifest's piece digests (pieces.ts). Nothing here renames: the caller
+// moves verified files into place, or deletes them.
 //
-// Hashing and writing run on a worker thread, so that the main thread only
-// decrypts TLS: SHA-256 costs about as much CPU per byte as TLS reception on
-// machines without SHA extensions, and the two then overlap. Memory is
-// bounded: network chunks (TLS records, at most 16 KiB) are copied into
-// batches of BATCH_SIZE, at most MAX_IN_FLIGHT batches are on their way to
-// the worker at once, and the worker hands every batch's memory back to be
-// reused (transferred both ways, never copied, never left to the GC).
-import { timingSafeEqual } from 'node:crypto';
+// Hashing and writing run on worker threads, one piece per worker at a time,
+// so that the main thread only decrypts TLS and SHA-256 uses several cores:
+// it costs more CPU per byte than TLS reception on CPUs without SHA
+// extensions. Memory is bounded: network chunks (TLS records, at most
+// 16 KiB) are copied into batches of BATCH_SIZE, at most IN_FLIGHT_PER_WORKER
+// batches per worker are under way, and workers hand every batch's memory
+// back to be refilled (transferred both ways, never copied, never left to the GC).
 import { constants, promises as fs } from 'node:fs';
+import { availableParallelism } from 'node:os';
 import { Worker } from 'node:worker_threads';
 import { StiefelError } from '../errors';
+import { pieceCount, pieceRange } from './pieces';
 
 export const BATCH_SIZE = 1024 * 1024;
-export const MAX_IN_FLIGHT = 8;
+export const IN_FLIGHT_PER_WORKER = 6;
 
 export class PayloadVerifyError extends StiefelError {}
 
+export interface ExpectedFile {
+  size: number;
+  pieceSize: number;
+  pieceSha256: readonly string[];
+}
+
 // Plain JavaScript, evaluated as a worker: the bundle is one file, so the
 // worker cannot be a separate module. Messages: {fd} once, then
-// {buf, len, pos} (buf transferred), then {finish: true}.
+// {buf, len, pos, piece, expect} per batch (buf transferred; expect, the
+// piece's digest, only on its last batch).
 const WORKER_SOURCE = `
 const { parentPort } = require('node:worker_threads');
-const { createHash } = require('node:crypto');
+const { createHash, timingSafeEqual } = require('node:crypto');
 const { writeSync } = require('node:fs');
-let hash = createHash('sha256');
+const hashes = new Map();
 let fd = -1;
 parentPort.on('message', (m) => {
   try {
     if (m.fd !== undefined) { fd = m.fd; return; }
-    if (m.finish) { parentPort.postMessage({ digest: hash.digest('hex') }); return; }
     const buf = Buffer.from(m.buf, 0, m.len);
-    hash.update(buf);
+    let h = hashes.get(m.piece);
+    if (!h) { h = createHash('sha256'); hashes.set(m.piece, h); }
+    h.update(buf);
     let done = 0;
     while (done < m.len) done += writeSync(fd, buf, done, m.len - done, m.pos + done);
-    // The buffer goes back to be filled again: no garbage per batch.
-    parentPort.postMessage({ ack: m.len, buf: m.buf }, [m.buf]);
+    let verified;
+    if (m.expect !== undefined) {
+      hashes.delete(m.piece);
+      verified = timingSafeEqual(h.digest(), Buffer.from(m.expect, 'hex'));
+    }
+    parentPort.postMessage({ ack: true, buf: m.buf, piece: m.piece, verified }, [m.buf]);
   } catch (err) {
-    parentPort.postMessage({ error: String(err && err.message || err) });
+    parentPort.postMessage({ error: String((err && err.message) || err) });
   }
 });
 `;
 
+interface WorkerReply {
+  ack?: boolean;
+  buf?: ArrayBuffer;
+  piece?: number;
+  verified?: boolean;
+  error?: string;
+}
+
+export function defaultWorkerCount(): number {
+  return Math.max(1, Math.min(4, availableParallelism()));
+}
+
 export class FileSink {
   readonly path: string;
   readonly #what: string;
-  readonly #size: number;
-  readonly #sha256: string;
+  readonly #expected: ExpectedFile;
   #handle: fs.FileHandle | undefined;
-  #worker: Worker | undefined;
+  #workers: Worker[] = [];
   #received = 0;
   #position = 0;
   #batch: Buffer = Buffer.allocUnsafeSlow(BATCH_SIZE);
-  readonly #free: ArrayBuffer[] = [];
   #fill = 0;
   #inFlight = 0;
+  #verifiedPieces = 0;
+  readonly #free: ArrayBuffer[] = [];
   #failure: Error | undefined;
   #wake: (() => void) | undefined;
-  #digest: ((hex: string) => void) | undefined;
 
-  private constructor(path: string, what: string, expected: { size: number; sha256: string }) {
+  private constructor(path: string, what: string, expected: ExpectedFile) {
     this.path = path;
     this.#what = what;
-    this.#size = expected.size;
-    this.#sha256 = expected.sha256;
+    this.#expected = expected;
   }
 
   /** Creates the file (it must not exist yet), mode 0600. */
-  static async create(path: string, what: string, expected: { size: number; sha256: string }): Promise<FileSink> {
+  static async create(path: string, what: string, expected: ExpectedFile, options: { workers?: number } = {}): Promise<FileSink> {
+    if (expected.pieceSize % BATCH_SIZE !== 0) throw new RangeError('piece size must be a multiple of the batch size');
+    if (pieceCount(expected.size, expected.pieceSize) !== expected.pieceSha256.length) throw new RangeError('piece digests do not match the size');
     const sink = new FileSink(path, what, expected);
     sink.#handle = await fs.open(path, constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL, 0o600);
-    const worker = new Worker(WORKER_SOURCE, { eval: true });
-    sink.#worker = worker;
-    worker.on('message', (m: { ack?: number; buf?: ArrayBuffer; digest?: string; error?: string }) => {
-      if (m.error !== undefined) sink.#fail(new StiefelError('E_OUTPUT', `cannot write ${path}: ${m.error}`));
-      if (m.ack !== undefined) sink.#inFlight -= 1;
-      if (m.buf) sink.#free.push(m.buf);
-      if (m.digest !== undefined) sink.#digest?.(m.digest);
-      sink.#wake?.();
-    });
-    worker.on('error', (err) => sink.#fail(err));
-    worker.postMessage({ fd: sink.#handle.fd });
+    const count = Math.min(options.workers ?? defaultWorkerCount(), Math.max(1, expected.pieceSha256.length));
+    for (let i = 0; i < count; i++) {
+      const worker = new Worker(WORKER_SOURCE, { eval: true });
+      worker.on('message', (m: WorkerReply) => sink.#onReply(m));
+      worker.on('error', (err) => sink.#fail(err));
+      worker.postMessage({ fd: sink.#handle.fd });
+      sink.#workers.push(worker);
+    }
     return sink;
   }
 
   get received(): number {
     return this.#received;
+  }
+
+  #onReply(m: WorkerReply): void {
+    if (m.error !== undefined) this.#fail(new StiefelError('E_OUTPUT', `cannot write ${this.path}: ${m.error}`));
+    if (m.ack) this.#inFlight -= 1;
+    if (m.buf) this.#free.push(m.buf);
+    if (m.verified === true) this.#verifiedPieces += 1;
+    if (m.verified === false) {
+      const { start, end } = pieceRange(m.piece!, this.#expected.size, this.#expected.pieceSize);
+      this.#fail(
+        new PayloadVerifyError(
+          'E_PAYLOAD_DIGEST',
+          `the ${this.#what} does not match the SHA-256 digests in the signed manifest (bytes ${start} to ${end - 1}): it was altered on the laptop or on the way; nothing was used`,
+        ),
+      );
+    }
+    this.#wake?.();
   }
 
   #fail(err: Error): void {
@@ -107,10 +146,10 @@ export class FileSink {
   /** Takes the next bytes; resolves when there is room for more. */
   async write(chunk: Buffer): Promise<void> {
     if (this.#failure) throw this.#failure;
-    if (this.#received + chunk.length > this.#size) {
+    if (this.#received + chunk.length > this.#expected.size) {
       throw new PayloadVerifyError(
         'E_PAYLOAD_SIZE',
-        `the server sent more than the ${this.#size} bytes of the ${this.#what} that its manifest lists: refused`,
+        `the server sent more than the ${this.#expected.size} bytes of the ${this.#what} that its manifest lists: refused`,
       );
     }
     this.#received += chunk.length;
@@ -126,40 +165,39 @@ export class FileSink {
 
   async #flush(): Promise<void> {
     if (this.#fill === 0) return;
-    const buf = this.#batch;
     const len = this.#fill;
-    this.#worker!.postMessage({ buf: buf.buffer, len, pos: this.#position }, [buf.buffer as ArrayBuffer]);
+    const pos = this.#position;
+    const { pieceSize, pieceSha256, size } = this.#expected;
+    // Batches start at multiples of BATCH_SIZE, which divides pieceSize: each lies in one piece.
+    const piece = Math.floor(pos / pieceSize);
+    const last = pos + len === pieceRange(piece, size, pieceSize).end;
+    const worker = this.#workers[piece % this.#workers.length]!;
+    const buf = this.#batch.buffer as ArrayBuffer;
+    worker.postMessage({ buf, len, pos, piece, expect: last ? pieceSha256[piece] : undefined }, [buf]);
     this.#position += len;
     this.#inFlight += 1;
     this.#fill = 0;
-    await this.#waitFor(() => this.#inFlight < MAX_IN_FLIGHT);
+    await this.#waitFor(() => this.#inFlight < IN_FLIGHT_PER_WORKER * this.#workers.length);
     const reused = this.#free.pop();
     this.#batch = reused ? Buffer.from(reused) : Buffer.allocUnsafeSlow(BATCH_SIZE);
   }
 
   /**
    * Flushes, closes and verifies. Throws PayloadVerifyError when the size or
-   * the digest differ from the manifest's (the caller deletes the file).
+   * a piece digest differ from the manifest's (the caller deletes the file).
    */
   async finish(): Promise<void> {
     try {
-      await this.#flush();
-      await this.#waitFor(() => this.#inFlight === 0);
-      let digest: string | undefined;
-      this.#digest = (hex) => (digest = hex);
-      this.#worker!.postMessage({ finish: true });
-      await this.#waitFor(() => digest !== undefined);
-      if (this.#received !== this.#size) {
+      if (this.#received !== this.#expected.size) {
         throw new PayloadVerifyError(
           'E_PAYLOAD_TRUNCATED',
-          `the ${this.#what} is truncated: got ${this.#received} of the ${this.#size} bytes the manifest lists`,
+          `the ${this.#what} is truncated: got ${this.#received} of the ${this.#expected.size} bytes the manifest lists`,
         );
       }
-      if (!timingSafeEqual(Buffer.from(digest!, 'hex'), Buffer.from(this.#sha256, 'hex'))) {
-        throw new PayloadVerifyError(
-          'E_PAYLOAD_DIGEST',
-          `the ${this.#what} does not match the SHA-256 digest in the signed manifest: it was altered on the laptop or on the way; nothing was used`,
-        );
+      await this.#flush();
+      await this.#waitFor(() => this.#inFlight === 0);
+      if (this.#verifiedPieces !== this.#expected.pieceSha256.length) {
+        throw new StiefelError('E_INTERNAL', `internal error: ${this.#verifiedPieces} of ${this.#expected.pieceSha256.length} pieces of the ${this.#what} verified`);
       }
     } finally {
       await this.#close();
@@ -167,10 +205,10 @@ export class FileSink {
   }
 
   async #close(): Promise<void> {
-    const w = this.#worker;
-    this.#worker = undefined;
-    // The worker writes synchronously; it is idle once every batch was acknowledged or it is terminated.
-    if (w) await w.terminate();
+    const workers = this.#workers;
+    this.#workers = [];
+    // The workers write synchronously: terminating them stops any write in progress.
+    await Promise.all(workers.map((w) => w.terminate()));
     await this.#handle?.close().catch(() => undefined);
     this.#handle = undefined;
   }

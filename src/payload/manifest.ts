@@ -3,8 +3,9 @@
 // Pure codec. The envelope is JSON {"manifest": base64(JSON bytes), "hmac": hex}
 // where hmac = HMAC-SHA256(manifest sub-key, JSON bytes). The manifest names
 // the client's request nonce, so a manifest recorded once cannot be replayed
-// to a later request, and lists the size and SHA-256 digest of every file:
-// the client checks both before it uses a byte.
+// to a later request, and lists the size of every file and the SHA-256
+// digests of its pieces (pieces.ts): the client checks all of them before it
+// uses a byte.
 //
 // The channel (TLS-PSK) already authenticates every byte; the signature makes
 // the manifest verifiable on its own (it is what the client checks the files
@@ -12,18 +13,21 @@
 import { createHmac, timingSafeEqual } from 'node:crypto';
 import { StiefelError } from '../errors';
 import { INITRAMFS_FAMILIES, type InitramfsFamily } from '../config/schema';
+import { MAX_PIECES, MIN_PIECE_SIZE, pieceCount } from './pieces';
 
 export const MANIFEST_VERSION = 1;
 /** Largest envelope a client reads. */
-export const MANIFEST_MAX_BYTES = 64 * 1024;
+export const MANIFEST_MAX_BYTES = 256 * 1024;
 export const PAYLOAD_FILE_NAMES = ['kernel', 'initrd'] as const;
 export type PayloadFileName = (typeof PAYLOAD_FILE_NAMES)[number];
 
 export interface ManifestFile {
   name: PayloadFileName;
   size: number;
-  /** Lower-case hex. */
-  sha256: string;
+  /** Bytes per piece (see pieces.ts). */
+  pieceSize: number;
+  /** SHA-256 of every piece in order, lower-case hex. */
+  pieceSha256: string[];
 }
 
 /**
@@ -123,13 +127,18 @@ export function validateManifest(m: unknown): Manifest {
   const names = new Set<string>();
   for (const f of m.files as unknown[]) {
     if (!isObject(f)) fail('a file entry is not an object');
-    checkKeys(f, ['name', 'size', 'sha256'], 'files[].');
+    checkKeys(f, ['name', 'size', 'pieceSize', 'pieceSha256'], 'files[].');
     if (typeof f.name !== 'string' || !(PAYLOAD_FILE_NAMES as readonly string[]).includes(f.name) || names.has(f.name)) {
       fail('files must list kernel and initrd once each');
     }
     names.add(f.name);
-    safeInt(f.size, 0, Number.MAX_SAFE_INTEGER, `the size of ${f.name}`);
-    str(f.sha256, HEX(64), `the sha256 of ${f.name}`);
+    const size = safeInt(f.size, 0, Number.MAX_SAFE_INTEGER, `the size of ${f.name}`);
+    const pieceSize = safeInt(f.pieceSize, MIN_PIECE_SIZE, 2 ** 40, `the piece size of ${f.name}`);
+    if (!Number.isInteger(Math.log2(pieceSize))) fail(`the piece size of ${f.name} must be a power of two`);
+    const n = pieceCount(size, pieceSize);
+    if (n > MAX_PIECES) fail(`the ${f.name} has more than ${MAX_PIECES} pieces`);
+    if (!Array.isArray(f.pieceSha256) || f.pieceSha256.length !== n) fail(`the ${f.name} must list ${n} piece digests`);
+    for (const d of f.pieceSha256 as unknown[]) str(d, HEX(64), `a piece sha256 of ${f.name}`);
   }
   if (!isObject(m.nbd)) fail('nbd is missing');
   checkKeys(m.nbd, ['port', 'export'], 'nbd.');

@@ -153,7 +153,10 @@ export async function startPayloadServer(options: PayloadServerOptions, ctx: { l
       issuedAtMs: now(),
       family: payload.family,
       cmdline: payload.cmdline,
-      files: PAYLOAD_FILE_NAMES.map((name) => ({ name, size: payload.files[name].size, sha256: payload.files[name].sha256 })),
+      files: PAYLOAD_FILE_NAMES.map((name) => {
+        const f = payload.files[name];
+        return { name, size: f.size, pieceSize: f.pieceSize, pieceSha256: f.pieceSha256 };
+      }),
       nbd: options.nbd,
       link,
     };

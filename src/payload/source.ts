@@ -2,19 +2,21 @@
 // finding one. The first implementation serves the files named in the config
 // (`server.boot`); boot-entry discovery (issue 4) plugs in as another
 // BootPayloadSource and may ask for a LUKS passphrase through `passphrase`.
-import { createHash } from 'node:crypto';
 import { createReadStream, promises as fs, type Stats } from 'node:fs';
 import { Readable } from 'node:stream';
 import { StiefelError } from '../errors';
 import type { InitramfsFamily } from '../config/schema';
 import type { Logger } from '../log';
 import type { PayloadFileName } from './manifest';
+import { PieceHasher, pieceSizeFor } from './pieces';
 import type { PassphraseProvider } from '../disk/passphrase';
 
 export interface PayloadFile {
   size: number;
-  /** SHA-256 of exactly `size` bytes, lower-case hex. */
-  sha256: string;
+  /** Bytes per piece (pieces.ts). */
+  pieceSize: number;
+  /** SHA-256 of every piece of exactly `size` bytes, lower-case hex. */
+  pieceSha256: string[];
   /** A stream of exactly the bytes digested (the server counts them). */
   open(): Promise<Readable>;
   /** What to call it in messages (a path, usually). */
@@ -42,21 +44,18 @@ export interface BootPayloadSource {
 
 export const HASH_CHUNK = 1024 * 1024;
 
-/** SHA-256 of a file, streamed (bounded memory whatever the size). */
-export async function sha256File(path: string, signal?: AbortSignal): Promise<{ sha256: string; size: number }> {
-  const hash = createHash('sha256');
-  let size = 0;
+/** Piece digests of a file, streamed (bounded memory whatever the size). */
+export async function pieceDigestsOfFile(path: string, pieceSize: number, signal?: AbortSignal): Promise<{ pieceSha256: string[]; size: number }> {
+  const hasher = new PieceHasher(pieceSize);
   const stream = createReadStream(path, { highWaterMark: HASH_CHUNK, signal });
-  for await (const chunk of stream as AsyncIterable<Buffer>) {
-    hash.update(chunk);
-    size += chunk.length;
-  }
-  return { sha256: hash.digest('hex'), size };
+  for await (const chunk of stream as AsyncIterable<Buffer>) hasher.update(chunk);
+  return { pieceSha256: hasher.digests(), size: hasher.size };
 }
 
 interface CachedDigest {
   key: string;
-  sha256: string;
+  pieceSize: number;
+  pieceSha256: string[];
   size: number;
 }
 
@@ -101,12 +100,13 @@ export class FilesPayloadSource implements BootPayloadSource {
     const running = this.#inflight.get(key);
     if (running) return running;
     const job = (async () => {
-      const { sha256, size } = await sha256File(path, signal);
+      const pieceSize = pieceSizeFor(st.size);
+      const { pieceSha256, size } = await pieceDigestsOfFile(path, pieceSize, signal);
       const after = await this.#stat(path, what);
       if (statKey(after) !== key || size !== st.size) {
         throw new StiefelError('E_PAYLOAD_CHANGED', `the ${what} ${path} changed while its digest was computed; try again`);
       }
-      const entry = { key, sha256, size };
+      const entry = { key, pieceSize, pieceSha256, size };
       this.#cache.set(path, entry);
       return entry;
     })().finally(() => this.#inflight.delete(key));
@@ -124,7 +124,8 @@ export class FilesPayloadSource implements BootPayloadSource {
       const d = await this.#digest(path, what, ctx.signal);
       return {
         size: d.size,
-        sha256: d.sha256,
+        pieceSize: d.pieceSize,
+        pieceSha256: d.pieceSha256,
         describe: path,
         open: async () => {
           // A file replaced or modified since it was digested must not be sent under the old digest.

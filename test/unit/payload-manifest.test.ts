@@ -3,6 +3,7 @@ import assert from 'node:assert/strict';
 import { createHmac } from 'node:crypto';
 import fc from 'fast-check';
 import { decodeManifest, encodeManifest, ManifestError, type Manifest } from '../../src/payload/manifest';
+import { MIN_PIECE_SIZE } from '../../src/payload/pieces';
 
 const key = Buffer.alloc(32, 9);
 const nonce = 'a'.repeat(32);
@@ -15,8 +16,8 @@ const manifest: Manifest = {
   family: 'initramfs-tools',
   cmdline: 'root=UUID=1234 ro quiet',
   files: [
-    { name: 'kernel', size: 10, sha256: '1'.repeat(64) },
-    { name: 'initrd', size: 20, sha256: '2'.repeat(64) },
+    { name: 'kernel', size: 10, pieceSize: MIN_PIECE_SIZE, pieceSha256: ['1'.repeat(64)] },
+    { name: 'initrd', size: 2 * MIN_PIECE_SIZE + 1, pieceSize: MIN_PIECE_SIZE, pieceSha256: ['2'.repeat(64), '3'.repeat(64), '4'.repeat(64)] },
   ],
   nbd: { port: 10809, export: 'disk' },
   link: {
@@ -68,7 +69,7 @@ test('a tampered manifest is refused: any changed byte of the signed text', () =
     { numRuns: 300 },
   );
   // A bigger initrd with a re-computed digest, same signature: refused.
-  const bigger = { ...manifest, files: [manifest.files[0]!, { name: 'initrd' as const, size: 21, sha256: '3'.repeat(64) }] };
+  const bigger = { ...manifest, files: [manifest.files[0]!, { ...manifest.files[1]!, pieceSha256: ['5'.repeat(64), '3'.repeat(64), '4'.repeat(64)] }] };
   const forged = Buffer.from(JSON.stringify({ manifest: Buffer.from(JSON.stringify(bigger)).toString('base64'), hmac: env.hmac }));
   expectError(() => decodeManifest(forged, key, { nonce }), /signature does not match/);
 });
@@ -86,7 +87,10 @@ test('a well-signed manifest of the wrong shape is refused', () => {
   expectError(() => decodeManifest(signed({ ...manifest, version: 2 }), key, { nonce }), /version 2/);
   expectError(() => decodeManifest(signed({ ...manifest, files: [manifest.files[0], manifest.files[0]] }), key, { nonce }), /once each/);
   expectError(() => decodeManifest(signed({ ...manifest, files: [{ ...manifest.files[0], size: -1 }, manifest.files[1]] }), key, { nonce }), /size of kernel/);
-  expectError(() => decodeManifest(signed({ ...manifest, files: [{ ...manifest.files[0], sha256: 'xyz' }, manifest.files[1]] }), key, { nonce }), /sha256 of kernel/);
+  expectError(() => decodeManifest(signed({ ...manifest, files: [{ ...manifest.files[0], pieceSha256: ['xyz'] }, manifest.files[1]] }), key, { nonce }), /piece sha256 of kernel/);
+  expectError(() => decodeManifest(signed({ ...manifest, files: [manifest.files[0], { ...manifest.files[1], pieceSha256: ['2'.repeat(64)] }] }), key, { nonce }), /initrd must list 3 piece digests/);
+  expectError(() => decodeManifest(signed({ ...manifest, files: [{ ...manifest.files[0], pieceSize: MIN_PIECE_SIZE + 1 }, manifest.files[1]] }), key, { nonce }), /power of two/);
+  expectError(() => decodeManifest(signed({ ...manifest, files: [{ ...manifest.files[0], pieceSize: 4096 }, manifest.files[1]] }), key, { nonce }), /piece size of kernel/);
   expectError(() => decodeManifest(signed({ ...manifest, family: 'gentoo' }), key, { nonce }), /family/);
   expectError(() => decodeManifest(signed({ ...manifest, extra: 1 }), key, { nonce }), /unknown field extra/);
   expectError(() => decodeManifest(signed({ ...manifest, cmdline: 'a\nb' }), key, { nonce }), /cmdline/);
