@@ -44,6 +44,38 @@ export interface BootPayloadSource {
 
 export const HASH_CHUNK = 1024 * 1024;
 
+/**
+ * A PayloadFile from parts that can be opened again, concatenated in order:
+ * boot-entry discovery's `scan.open(file)` with `file.length` for a kernel,
+ * or for each initrd of an entry. The parts are read once here for the piece
+ * digests; `open()` reads them again, each must give exactly `length` bytes,
+ * and the client's verification catches any other difference.
+ */
+export async function payloadFileFromParts(
+  describe: string,
+  parts: ReadonlyArray<{ length: number; open: () => Readable | Promise<Readable> }>,
+  signal?: AbortSignal,
+): Promise<PayloadFile> {
+  const size = parts.reduce((a, p) => a + p.length, 0);
+  const concat = (): Readable =>
+    Readable.from(
+      (async function* () {
+        for (const [i, part] of parts.entries()) {
+          let n = 0;
+          for await (const chunk of (await part.open()) as AsyncIterable<Buffer>) {
+            if (signal?.aborted) throw signal.reason;
+            n += chunk.length;
+            yield chunk;
+          }
+          if (n !== part.length) throw new StiefelError('E_PAYLOAD_CHANGED', `part ${i + 1} of ${describe} gave ${n} bytes, not ${part.length}`);
+        }
+      })(),
+    );
+  const hasher = new PieceHasher(pieceSizeFor(size));
+  for await (const chunk of concat() as AsyncIterable<Buffer>) hasher.update(chunk);
+  return { size, pieceSize: hasher.pieceSize, pieceSha256: hasher.digests(), describe, open: async () => concat() };
+}
+
 /** Piece digests of a file, streamed (bounded memory whatever the size). */
 export async function pieceDigestsOfFile(path: string, pieceSize: number, signal?: AbortSignal): Promise<{ pieceSha256: string[]; size: number }> {
   const hasher = new PieceHasher(pieceSize);

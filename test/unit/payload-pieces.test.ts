@@ -4,7 +4,9 @@ import { createHash, randomBytes } from 'node:crypto';
 import { mkdtempSync, readFileSync, rmSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { Readable } from 'node:stream';
 import fc from 'fast-check';
+import { payloadFileFromParts } from '../../src/payload/source';
 import { FileSink, PayloadVerifyError } from '../../src/payload/file-sink';
 import { MAX_PIECES, MIN_PIECE_SIZE, PieceHasher, pieceCount, pieceDigests, pieceRange, pieceSizeFor } from '../../src/payload/pieces';
 
@@ -92,3 +94,26 @@ test('too few or too many bytes are refused', () =>
     await empty.finish();
     assert.equal(statSync(join(dir, 'empty')).size, 0);
   }));
+
+test('a payload file from re-openable parts: concatenated, digested once, checked again on open', async () => {
+  const a = randomBytes(5000);
+  const b = randomBytes(MIN_PIECE_SIZE + 10);
+  let bOpens = 0;
+  let shrink = false;
+  const f = await payloadFileFromParts('initrd of entry x', [
+    { length: a.length, open: () => Readable.from([a]) },
+    { length: b.length, open: () => (bOpens++, Readable.from([shrink ? b.subarray(1) : b])) },
+  ]);
+  const all = Buffer.concat([a, b]);
+  assert.equal(f.size, all.length);
+  assert.equal(f.pieceSize, MIN_PIECE_SIZE);
+  assert.deepEqual(f.pieceSha256, pieceDigests(all, MIN_PIECE_SIZE));
+  const chunks: Buffer[] = [];
+  for await (const c of (await f.open()) as AsyncIterable<Buffer>) chunks.push(c);
+  assert.deepEqual(Buffer.concat(chunks), all);
+  assert.equal(bOpens, 2);
+  shrink = true;
+  await assert.rejects(async () => {
+    for await (const c of (await f.open()) as AsyncIterable<Buffer>) void c;
+  }, /part 2 of initrd of entry x gave 8388617 bytes, not 8388618/);
+});
