@@ -22,9 +22,11 @@ import { PAYLOAD_CIPHER, PSK_IDENTITY } from '../src/payload/tls';
 import { cliPath } from '../test/helpers/cli';
 import { NetnsLab, type LabProcess } from '../test/helpers/netns';
 import { writeKernelFile, writePayloadFile } from '../test/net/fixtures/payload-files';
-import { writeConfig, writeSecret } from '../test/net/fixtures/world';
+import { watchPeakRss, writeConfig, writeSecret } from '../test/net/fixtures/world';
 
-const { values } = parseArgs({ options: { runs: { type: 'string', default: '7' }, size: { type: 'string', default: '100' }, json: { type: 'boolean' } } });
+const { values } = parseArgs({
+  options: { runs: { type: 'string', default: '7' }, size: { type: 'string', default: '100' }, json: { type: 'boolean' }, 'no-big': { type: 'boolean' } },
+});
 const RUNS = Number(values.runs);
 const TOTAL = Number(values.size) * 1_000_000;
 
@@ -134,6 +136,30 @@ async function main(): Promise<void> {
     console.log(`  openssl s_server -> s_client | sha256sum, ${PAYLOAD_CIPHER}: ${fmt(opensslRates, 'MB/s', 0)}`);
     console.log(`  sha256sum of the file (page cache), no network:            ${fmt(shaRates, 'MB/s', 0)}`);
     console.log(`ratios: stiefelctl / openssl tools ${(median(rates) / median(opensslRates)).toFixed(2)}, stiefelctl / sha256sum ${(median(rates) / median(shaRates)).toFixed(2)}`);
+
+    // 4. Memory with a 1 GiB initrd.
+    if (!values['no-big']) {
+      const big = join(dir, 'initrd-big.img');
+      writePayloadFile(big, 1024 ** 3);
+      writeConfig(join(dir, 'server-big.yaml'), { secret: 'secret', kernel, initrd: big });
+      const srv = lab.spawn(s, process.execPath, [cli, 'server', '--config', join(dir, 'server-big.yaml')], { label: 'server' });
+      const srvRss = watchPeakRss(srv);
+      await srv.waitFor(/boot payload ready/, 120_000);
+      const p = runClient(999);
+      const cliRss = watchPeakRss(p);
+      const r = await p.wait(300_000);
+      if (r.code !== 0) throw new Error(`client failed:\n${p.output}`);
+      const m = /payload verified: ([\d.]+) MB in ([\d.]+) s \((\d+) MB\/s\)/.exec(p.stderr)!;
+      const clientKb = cliRss.peakKb();
+      const serverKb = srvRss.peakKb();
+      cliRss.stop();
+      srvRss.stop();
+      await srv.stop();
+      rmSync(join(dir, 'out-999'), { recursive: true, force: true });
+      rmSync(big, { force: true });
+      result.bigPeakRssKb = { client: clientKb, server: serverKb };
+      console.log(`1 GiB initrd: ${m[1]} MB in ${m[2]} s (${m[3]} MB/s); peak RSS client ${(clientKb / 1024).toFixed(0)} MiB, server ${(serverKb / 1024).toFixed(0)} MiB`);
+    }
     console.log(`load average at the end: ${execFileSync('cat', ['/proc/loadavg'], { encoding: 'utf8' }).trim()}`);
     if (values.json) console.log(JSON.stringify(result));
   } finally {

@@ -54,6 +54,7 @@ function ipv4Interface(address: string, names: readonly string[], net: NetworkCo
 
 export async function findServer(options: FindServerOptions, ctx: { log: Logger; signal?: AbortSignal }): Promise<FoundServer> {
   const log = ctx.log;
+  if (ctx.signal?.aborted) throw new StiefelError('E_ABORTED', 'discovery was interrupted');
   const now = options.now ?? Date.now;
   const counters = newCounters();
   /** Nonces of our requests (hex), bounded: a reply must name one. */

@@ -79,7 +79,6 @@ export async function fetchPayload(options: FetchPayloadOptions, ctx: { log: Log
     maxSockets: 2,
     maxCachedSessions: 0,
   });
-  agent.on('keylog', () => undefined);
   const stop = new AbortController();
   const onOuterAbort = (): void => stop.abort(ctx.signal.reason);
   ctx.signal.addEventListener('abort', onOuterAbort, { once: true });
@@ -112,8 +111,10 @@ export async function fetchPayload(options: FetchPayloadOptions, ctx: { log: Log
           handshakeDone = true;
           clearTimeout(timer);
         };
-        // A reused keep-alive socket finished its handshake long ago.
-        socket.once('secureConnect', connected);
+        // A reused keep-alive socket finished its handshake long ago; the
+        // timeout is for connecting only (a manifest may wait for a question).
+        if (req.reusedSocket) connected();
+        else socket.once('secureConnect', connected);
         if (!socket.listeners('error').some((l) => (l as { stiefel?: boolean }).stiefel)) {
           const onError = Object.assign((err: Error) => (lastSocketError = err), { stiefel: true });
           socket.on('error', onError);
