@@ -65,6 +65,8 @@ export interface ClientConfig {
   readonly linkInterface: string;
   /** Largest file the client accepts in a payload, bytes. */
   readonly maxFileBytes: number;
+  /** A download that receives nothing for this long fails, s. */
+  readonly stallTimeoutS: number;
 }
 
 export interface Config {
@@ -282,6 +284,7 @@ export function validateConfig(raw: unknown, file: string | undefined, baseDir =
   const client: ClientConfig = {
     linkInterface: cli.str('link_interface', { pattern: IFNAME_PATTERN, allowed: 'an interface name (1 to 15 letters, digits, _ . -)', def: 'stiefellink' })!,
     maxFileBytes: cli.int('max_file_bytes', 8 * 1024 ** 3, 1, Number.MAX_SAFE_INTEGER),
+    stallTimeoutS: cli.int('stall_timeout_s', 30, 1, 3600),
   };
   cli.done();
   top.done();

@@ -71,5 +71,7 @@ client:
   link_interface: stiefellink
   # Largest kernel or initrd accepted, in bytes.
   max_file_bytes: ${8 * 1024 ** 3}
+  # A download that receives nothing for this many seconds fails.
+  stall_timeout_s: 30
 `;
 }

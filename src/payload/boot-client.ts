@@ -119,6 +119,7 @@ export async function runBootClient(o: BootClientOptions, ctx: { log: Logger; si
         manifestKey: keys.manifest,
         dir,
         maxFileBytes: cfg.client.maxFileBytes,
+        stallTimeoutMs: cfg.client.stallTimeoutS * 1000,
         answerer: o.answerer,
         onProgress: o.onProgress,
       },

@@ -28,6 +28,8 @@ export interface FetchPayloadOptions {
   onProgress?: (progress: { received: number; total: number }) => void;
   /** Gives up connecting (not downloading) after this long; default 10 s. */
   connectTimeoutMs?: number;
+  /** Gives up a download that receives nothing for this long; default 30 s. */
+  stallTimeoutMs?: number;
 }
 
 export interface FetchedPayload {
@@ -230,14 +232,25 @@ export async function fetchPayload(options: FetchPayloadOptions, ctx: { log: Log
           r.destroy();
           throw new PayloadVerifyError('E_PAYLOAD_SIZE', `${where} announced ${length} bytes for the ${name}, but its manifest lists ${entry.size}: refused`);
         }
+        // A server (or cable) that goes quiet must not leave the desktop waiting forever.
+        const stallMs = options.stallTimeoutMs ?? 30_000;
+        let stalled = false;
+        const timer = setTimeout(function stall() {
+          stalled = true;
+          r.destroy(new Error('stalled'));
+        }, stallMs);
         try {
           for await (const chunk of r as AsyncIterable<Buffer>) {
+            timer.refresh();
             await sink.write(chunk);
             received += chunk.length;
             options.onProgress?.({ received, total });
           }
         } catch (err) {
           if (err instanceof StiefelError) throw err;
+          if (stalled) {
+            throw new PayloadError('E_PAYLOAD_STALLED', `${where} sent nothing for ${Math.round(stallMs / 1000)} s after ${sink.received} of ${entry.size} bytes of the ${name}; nothing was used`);
+          }
           const why = explainNetworkError(lastSocketError ?? err, where, true);
           if (why.code === 'E_PAYLOAD_TAMPERED') throw why;
           throw new PayloadVerifyError(
@@ -245,6 +258,8 @@ export async function fetchPayload(options: FetchPayloadOptions, ctx: { log: Log
             `the ${name} is truncated: the connection to ${where} broke after ${sink.received} of ${entry.size} bytes; nothing was used`,
             { cause: err },
           );
+        } finally {
+          clearTimeout(timer);
         }
         if (!r.complete) {
           throw new PayloadVerifyError(

@@ -1,7 +1,6 @@
 // The payload server: HTTPS over TLS 1.2 ECDHE-PSK, nothing else listening.
 // Streams the kernel and initrd from their source with backpressure (memory
 // stays bounded whatever their size), to one client host at a time.
-import { once } from 'node:events';
 import { createServer, type Server } from 'node:https';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { Socket } from 'node:net';
@@ -39,6 +38,8 @@ export interface PayloadServerOptions {
   link?: (peer: { host: string; session: string }) => Promise<ManifestLink>;
   /** How long a question waits for its answer; default 10 minutes. */
   questionTimeoutMs?: number;
+  /** A download whose client reads nothing for this long is ended; default 60 s. */
+  stallTimeoutMs?: number;
   now?: () => number;
 }
 
@@ -69,6 +70,28 @@ function busyMessage(owner: LockOwner): string {
   const since = new Date(owner.sinceMs).toISOString().slice(11, 19);
   const what = owner.state === 'disk' ? 'its disk is in use by' : owner.state === 'handoff' ? 'it is waiting for the disk connection of' : 'it is serving';
   return `the laptop is busy: ${what} the desktop at ${owner.host} (since ${since} UTC); only one desktop at a time`;
+}
+
+/**
+ * Waits until the response can take more. A client that reads nothing for
+ * stallMs, or goes away, ends the transfer (it would otherwise hold the
+ * laptop for itself forever).
+ */
+function drained(res: ServerResponse, stallMs: number): Promise<void> {
+  return new Promise((resolve, reject) => {
+    const done = (err?: Error): void => {
+      clearTimeout(timer);
+      res.off('drain', onDrain);
+      res.off('close', onClose);
+      if (err) reject(err);
+      else resolve();
+    };
+    const onDrain = (): void => done();
+    const onClose = (): void => done(new Error('the client went away'));
+    const timer = setTimeout(() => done(new Error(`the client read nothing for ${Math.round(stallMs / 1000)} s`)), stallMs);
+    res.on('drain', onDrain);
+    res.on('close', onClose);
+  });
 }
 
 function sendJson(res: ServerResponse, status: number, body: unknown): void {
@@ -187,9 +210,7 @@ export async function startPayloadServer(options: PayloadServerOptions, ctx: { l
         const room = file.size - sent;
         const part = chunk.length > room ? chunk.subarray(0, room) : chunk;
         sent += part.length;
-        if (part.length > 0 && !res.write(part)) {
-          await once(res, 'drain');
-        }
+        if (part.length > 0 && !res.write(part)) await drained(res, options.stallTimeoutMs ?? 60_000);
         if (sent >= file.size) break;
       }
     } catch (err) {

@@ -86,6 +86,18 @@ test('a connection cut in the middle: truncated, nothing kexec\'d, no files left
   assert.deepEqual(readdirSync(tmp), []);
 });
 
+test('a connection that goes quiet: the client gives up after client.stall_timeout_s', async (t) => {
+  writeConfig(join(w.dir, 'client-stall.yaml'), { secret: 'secret', timeoutS: 20, extra: 'client:\n  stall_timeout_s: 2\n' });
+  await attackServer(t, `stall:${30_000_000}`);
+  const out = join(w.dir, 'out-stall');
+  const p = w.lab.spawn(w.client, process.execPath, [w.cli, 'client', '--config', join(w.dir, 'client-stall.yaml'), '--no-kexec', '--out', out], { label: 'client' });
+  t.after(() => p.stop());
+  const r = await p.wait(60_000);
+  assert.equal(r.code, 1, p.output);
+  assert.match(p.stderr.trim().split('\n').at(-1)!, /^stiefelctl client: the server at \[fe80::[0-9a-f:]+%stf3c1\]:4645 sent nothing for 2 s after \d+ of 100663296 bytes of the initrd; nothing was used$/);
+  assert.ok(!existsSync(out));
+});
+
 test('a laptop serving other bytes than it signed: the digest check refuses, the directory keeps only what it had', async (t) => {
   const server = await attackServer(t, 'lie');
   const out = join(w.dir, 'out-lie');

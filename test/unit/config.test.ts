@@ -87,6 +87,7 @@ test('errors name the key, the file and what is allowed', () => {
 test('an unknown key is refused, listing the allowed ones', () => {
   const e = err('discovery:\n  prot: 1\n');
   assert.equal(e.message, `config ${F}: unknown key 'discovery.prot' (allowed here: ipv4_broadcast, max_clock_skew_s, port, retry_interval_ms, timeout_s)`);
+  assert.match(err('client:\n  stall_timeout_s: 0\n').message, /client\.stall_timeout_s must be an integer from 1 to 3600, not 0/);
   assert.match(err('sekret: x\n').message, /unknown key 'sekret'/);
 });
 
