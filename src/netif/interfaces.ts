@@ -77,6 +77,9 @@ export function systemNetworkControl(options: SystemNetworkOptions = {}): Networ
       }
     },
     async bringUp(name) {
+      // Already up (IFF_UP in the flags): nothing to do, and no process to start.
+      const flags = await fs.readFile(join(sys, name, 'flags'), 'utf8').catch(() => '');
+      if (flags && (Number.parseInt(flags.trim(), 16) & 0x1) !== 0) return;
       // Best effort: a kernel without IPv6 has no such file.
       await fs.writeFile(join(conf, name, 'accept_dad'), '0').catch(() => undefined);
       await new Promise<void>((resolve, reject) => {
