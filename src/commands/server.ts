@@ -11,7 +11,7 @@ export const serverCommand: Command = {
   help: `Usage: stiefelctl server [--config PATH]
 
 The laptop's side. Brings every network interface up (and ones that appear
-later), answers discovery (UDP ${'61570'}), serves the boot payload named in
+later), answers discovery (UDP 61570), serves the boot payload named in
 server.boot over HTTPS with TLS-PSK (port 4644) and the disk server.disk over
 NBD, to one desktop at a time. Runs until interrupted.
 
