@@ -7,6 +7,7 @@ import { clientCommand } from '../commands/client';
 import { bootEntriesCommand } from '../commands/boot-entries';
 import { buildImageCommand } from '../commands/build-image';
 import { setupServerOsCommand } from '../commands/setup-server-os';
+import { selftestCommand } from '../commands/selftest';
 
 export const COMMANDS: readonly Command[] = [
   nbdServeCommand,
@@ -16,4 +17,5 @@ export const COMMANDS: readonly Command[] = [
   bootEntriesCommand,
   buildImageCommand,
   setupServerOsCommand,
+  selftestCommand,
 ];

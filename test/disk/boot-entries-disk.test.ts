@@ -15,9 +15,10 @@ import { requireRoot, requireTool } from '../helpers/tools';
 import { buildDiskImage, buildUki } from '../helpers/disk-image';
 import { findBootEntries } from '../../src/boot-entries/find';
 import { encodeNewc } from '../../src/cpio/newc';
+import { debianKernel } from '../helpers/kernel';
 
 const FIX = join(__dirname, '..', 'fixtures', 'boot-entries');
-const KERNEL = '/boot/vmlinuz-6.1.0-56-amd64';
+const KERNEL = debianKernel().path;
 const DEBIAN_UUID = '2f3a1c9e-5b7d-4e21-9a60-3c1b8d2e7f45';
 let dir = '';
 

@@ -10,8 +10,9 @@ import { join } from 'node:path';
 import { findBootEntries } from '../../src/boot-entries/find';
 import { encodeNewc } from '../../src/cpio/newc';
 import { buildUki, SYSTEMD_STUB } from '../helpers/disk-image';
+import { debianKernel } from '../helpers/kernel';
 
-const KERNEL = '/boot/vmlinuz-6.1.0-56-amd64';
+const KERNEL = debianKernel().path;
 const sha = (b: Uint8Array) => createHash('sha256').update(b).digest('hex');
 
 test('kernel, initrd, cmdline and os-release come out of a real UKI byte for byte', async () => {

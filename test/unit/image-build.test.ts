@@ -1,0 +1,335 @@
+// build-image end to end on this host's kernel and programs, through the real
+// bundled CLI (dist/stiefelctl.js). Not pure, but needs no root and takes
+// seconds: reproducibility, contents, and every bad input of the issue.
+import { test, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { execFileSync, spawn } from 'node:child_process';
+import { createHash } from 'node:crypto';
+import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { decodeNewc, S_IFCHR, S_IFLNK, S_IFREG, type DecodedCpioEntry } from '../../src/cpio/newc';
+import { main, type MainIO } from '../../src/cli/main';
+import { StiefelError } from '../../src/errors';
+import { kernelZstdSupport, locateKernel } from '../../src/image/kernel';
+import { chooseCompression } from '../../src/image/build';
+import type { BuildSummary } from '../../src/image/build';
+import { CLI, runCli, type RunResult } from '../helpers/cli';
+import { requireTool } from '../helpers/tools';
+import { makeElf } from './fixtures/make-elf';
+import { debianKernel } from '../helpers/kernel';
+
+const S_IFMT = 0o170000;
+const { path: KERNEL, release: RELEASE } = debianKernel();
+const work = mkdtempSync(join(tmpdir(), 'stf5-build-'));
+after(() => rmSync(work, { recursive: true, force: true }));
+
+const config = join(work, 'config.yaml');
+const secret = join(work, 'secret');
+writeFileSync(config, '# test config\nrole: server\n');
+writeFileSync(secret, 'c2VjcmV0LXNlY3JldC1zZWNyZXQtc2VjcmV0LXNlY3JldA==\n', { mode: 0o600 });
+
+function build(out: string, extra: string[] = [], env: Record<string, string> = {}): Promise<RunResult> {
+  return runCli(['build-image', '--kernel', KERNEL, '--out', out, '--level', '3', ...extra], {
+    env: { ...process.env, SOURCE_DATE_EPOCH: '1700000000', ...env },
+  });
+}
+
+function sha256(path: string): string {
+  return createHash('sha256').update(readFileSync(path)).digest('hex');
+}
+
+function unpack(initrd: string): DecodedCpioEntry[] {
+  requireTool('zstd');
+  return decodeNewc(execFileSync('zstd', ['-dc', initrd], { maxBuffer: 1 << 30 })).entries;
+}
+
+/** Stderr holds progress lines and, last, the error: one line, no stack trace. */
+function errorLine(r: RunResult): string {
+  assert.doesNotMatch(r.stderr, /^\s+at /m, `no stack trace expected:\n${r.stderr}`);
+  const lines = r.stderr.trim().split('\n');
+  return lines[lines.length - 1]!;
+}
+
+function leftovers(dir: string): string[] {
+  return existsSync(dir) ? readdirSync(dir).sort() : [];
+}
+
+let first: { out: string; summary: BuildSummary } | undefined;
+
+test('two builds from the same inputs are byte-identical; SOURCE_DATE_EPOCH sets every time stamp', async () => {
+  const outA = join(work, 'a');
+  const outB = join(work, 'b');
+  const a = await build(outA, ['--json', '--config', config, '--secret', secret]);
+  assert.equal(a.code, 0, a.stderr);
+  const summary = JSON.parse(a.stdout) as BuildSummary;
+  first = { out: outA, summary };
+  const b = await build(outB, ['--config', config, '--secret', secret]);
+  assert.equal(b.code, 0, b.stderr);
+  assert.equal(sha256(join(outA, 'initrd.img')), sha256(join(outB, 'initrd.img')));
+  assert.equal(summary.initrd.sha256, sha256(join(outA, 'initrd.img')));
+  assert.equal(summary.kernel.sha256, sha256(KERNEL));
+  assert.ok(readFileSync(join(outB, 'vmlinuz')).equals(readFileSync(KERNEL)));
+  // The text summary of the second build names the same hash and every part.
+  assert.match(b.stdout, new RegExp(`initrd\\.img .* sha256 ${summary.initrd.sha256}`));
+  for (const part of ['kernel modules', 'node', 'programs and libraries', 'busybox', 'stiefelctl']) assert.match(b.stdout, new RegExp(`^    ${part} +[0-9.]+ (MiB|KiB)`, 'm'));
+  assert.match(b.stdout, /^  kernel +6\.1\.0-56-amd64 from \/boot\/vmlinuz-6\.1\.0-56-amd64$/m);
+  assert.match(b.stdout, /^  modules +\d{3} /m);
+  assert.match(b.stdout, /^  total [0-9.]+ MiB$/m);
+
+  // A third build, uncompressed, with another SOURCE_DATE_EPOCH: every entry carries it.
+  const outC = join(work, 'c');
+  const c = await build(outC, ['--compress', 'none', '--json'], { SOURCE_DATE_EPOCH: '1600000000' });
+  assert.equal(c.code, 0, c.stderr);
+  const raw = readFileSync(join(outC, 'initrd.img'));
+  assert.equal(raw.subarray(0, 6).toString(), '070701', 'uncompressed cpio');
+  const sc = JSON.parse(c.stdout) as BuildSummary;
+  assert.equal(sc.initrd.compression, 'none');
+  assert.equal(sc.initrd.bytes, raw.length);
+  const entries = decodeNewc(raw).entries;
+  assert.ok(entries.length > 500);
+  assert.ok(entries.every((e) => e.mtime === 1600000000));
+  assert.ok(entries.every((e) => e.uid === 0 && e.gid === 0));
+  assert.ok(unpack(join(outA, 'initrd.img')).every((e) => e.mtime === 1700000000));
+});
+
+test('the image holds the kernel’s modules with fresh depmod data, programs with their libraries, /init and the secrets', () => {
+  assert.ok(first, 'the reproducibility test built the image');
+  const { out, summary } = first;
+  assert.equal(summary.kernel.release, RELEASE);
+  assert.equal(summary.initrd.compression, 'zstd');
+  assert.match(summary.initrd.compressionReason, /CONFIG_RD_ZSTD=y in \/boot\/config-6\.1\.0-56-amd64/);
+  assert.ok(summary.modules.count > 300, `${summary.modules.count} modules`);
+  const entries = unpack(join(out, 'initrd.img'));
+  const byPath = new Map(entries.map((e) => [e.path, e]));
+  const resolve = (p: string): DecodedCpioEntry | undefined => {
+    let parts = p.split('/').filter(Boolean);
+    let done: string[] = [];
+    for (let hops = 0; parts.length > 0 && hops < 40; ) {
+      const name = parts.shift()!;
+      if (name === '..') {
+        done.pop();
+        continue;
+      }
+      const e = byPath.get([...done, name].join('/'));
+      if (e && (e.mode & S_IFMT) === S_IFLNK) {
+        hops++;
+        const target = e.data.toString();
+        if (target.startsWith('/')) done = [];
+        parts = [...target.split('/').filter(Boolean), ...parts];
+        continue;
+      }
+      done.push(name);
+    }
+    return byPath.get(done.join('/'));
+  };
+  const file = (p: string): DecodedCpioEntry => {
+    const e = resolve(p);
+    assert.ok(e && (e.mode & S_IFMT) === S_IFREG, `${p} is a file in the image`);
+    return e;
+  };
+  assert.equal(file('init').mode & 0o777, 0o755);
+  assert.match(file('init').data.toString(), /stiefel\.role=/);
+  assert.match(file('etc/nsswitch.conf').data.toString(), /^hosts:\s+files$/m);
+  assert.match(file('etc/passwd').data.toString(), /^root:x:0:0:/);
+  assert.match(file('etc/group').data.toString(), /^root:x:0:/);
+  const console = byPath.get('dev/console')!;
+  assert.equal(console.mode & S_IFMT, S_IFCHR);
+  assert.deepEqual([console.rdevmajor, console.rdevminor], [5, 1]);
+  assert.equal(file('etc/stiefelsystem/secret').mode & 0o777, 0o600);
+  assert.ok(file('etc/stiefelsystem/secret').data.equals(readFileSync(secret)));
+  assert.ok(file('etc/stiefelsystem/config.yaml').data.equals(readFileSync(config)));
+  assert.ok(file('usr/lib/stiefelsystem/stiefelctl.js').data.equals(readFileSync(CLI)));
+  assert.match(file('usr/bin/stiefelctl').data.toString(), /exec \/usr\/bin\/node \/usr\/lib\/stiefelsystem\/stiefelctl\.js/);
+  // Every program, reachable where /init's PATH looks, with its interpreter.
+  for (const p of ['usr/bin/node', 'bin/busybox', 'bin/sh', 'sbin/kexec', 'sbin/ip', 'usr/bin/wg', 'sbin/cryptsetup', 'sbin/lvm', 'sbin/vgchange', 'sbin/blkid', 'bin/mount', 'bin/umount', 'sbin/modprobe', 'lib64/ld-linux-x86-64.so.2']) {
+    file(p);
+  }
+  assert.ok(file('usr/bin/node').data.length < readFileSync(process.execPath).length, 'node is stripped');
+  for (const lib of summary.libraries) file(lib);
+  // Modules: the wanted ones, with depmod's indexes regenerated for exactly this set.
+  const modRoot = `lib/modules/${RELEASE}`;
+  const dep = file(`${modRoot}/modules.dep`).data.toString();
+  for (const m of ['kernel/drivers/block/nbd.ko', 'kernel/drivers/net/wireguard/wireguard.ko', 'kernel/drivers/net/virtio_net.ko', 'kernel/drivers/net/ethernet/realtek/r8169.ko', 'kernel/drivers/net/usb/r8152.ko', 'kernel/fs/btrfs/btrfs.ko', 'kernel/drivers/md/dm-crypt.ko']) {
+    assert.match(dep, new RegExp(`^${m.replace(/\./g, '\\.')}:`, 'm'));
+  }
+  const depLines = dep.trim().split('\n');
+  assert.equal(depLines.length, summary.modules.count);
+  for (const line of depLines) {
+    for (const p of line.replace(':', '').split(/\s+/)) file(`${modRoot}/${p}`);
+  }
+  for (const bin of ['modules.dep.bin', 'modules.alias.bin', 'modules.alias', 'modules.softdep', 'modules.symbols.bin', 'modules.builtin.bin']) file(`${modRoot}/${bin}`);
+  // No symlink points nowhere (but /etc/mtab, which points into /proc).
+  for (const e of entries) {
+    if ((e.mode & S_IFMT) !== S_IFLNK || e.path === 'etc/mtab') continue;
+    assert.ok(resolve(e.path), `symlink /${e.path} -> ${e.data.toString()} resolves inside the image`);
+  }
+  assert.deepEqual(
+    entries.map((e) => e.path),
+    [...entries.map((e) => e.path)].sort((x, y) => Buffer.compare(Buffer.from(x), Buffer.from(y))),
+    'entries are sorted',
+  );
+});
+
+test('compression: zstd when the kernel config says CONFIG_RD_ZSTD=y and zstd is installed, else gzip', async () => {
+  const zstdSupport = await kernelZstdSupport({ path: KERNEL, release: RELEASE, versionString: '', size: 0 }, `/lib/modules/${RELEASE}`);
+  assert.deepEqual(zstdSupport, { known: true, zstd: true, source: `/boot/config-${RELEASE}` });
+  const boot = join(work, 'old-boot');
+  mkdirSync(boot);
+  writeFileSync(join(boot, 'config-4.9.0-old'), 'CONFIG_RD_GZIP=y\n# CONFIG_RD_ZSTD is not set\n');
+  const old = await kernelZstdSupport({ path: join(boot, 'vmlinuz-4.9.0-old'), release: '4.9.0-old', versionString: '', size: 0 }, '/nonexistent');
+  assert.deepEqual(old, { known: true, zstd: false, source: join(boot, 'config-4.9.0-old') });
+  const unknown = await kernelZstdSupport({ path: join(boot, 'vmlinuz-x'), release: 'x', versionString: '', size: 0 }, '/nonexistent');
+  assert.deepEqual(unknown, { known: false });
+
+  const base = { release: RELEASE, zstd: '/usr/bin/zstd' };
+  assert.equal(chooseCompression({ ...base, requested: undefined, rd: zstdSupport }).compression, 'zstd');
+  assert.equal(chooseCompression({ ...base, requested: undefined, rd: old }).compression, 'gzip');
+  assert.equal(chooseCompression({ ...base, requested: undefined, rd: unknown }).compression, 'gzip');
+  const noTool = chooseCompression({ ...base, zstd: undefined, requested: undefined, rd: zstdSupport });
+  assert.equal(noTool.compression, 'gzip');
+  assert.match(noTool.warning!, /zstd is not installed \('zstd' \(Debian, Fedora, Arch\)\)/);
+  assert.equal(chooseCompression({ ...base, requested: 'none', rd: old }).compression, 'none');
+  assert.throws(() => chooseCompression({ ...base, requested: 'zstd', rd: old }), /cannot unpack a zstd initramfs .*: use --compress gzip/);
+  assert.throws(() => chooseCompression({ ...base, zstd: undefined, requested: 'zstd', rd: zstdSupport }), /'zstd' is not installed/);
+});
+
+interface BadCase {
+  name: string;
+  args: string[];
+  env?: Record<string, string>;
+  code: number;
+  message: RegExp;
+}
+
+test('bad input: one line naming the fix, non-zero exit, and the old image untouched', async () => {
+  const empty = join(work, 'empty-modules');
+  mkdirSync(empty);
+  // Modules built for another kernel (synthetic modules carrying another vermagic).
+  const otherModules = join(work, 'modules-5.10.0-99');
+  mkdirSync(join(otherModules, 'kernel'), { recursive: true });
+  writeFileSync(join(otherModules, 'modules.dep'), 'kernel/nbd.ko:\nkernel/wireguard.ko:\n');
+  for (const m of ['nbd', 'wireguard']) {
+    writeFileSync(join(otherModules, `kernel/${m}.ko`), makeElf({ type: 1, sections: { '.modinfo': Buffer.from(`license=GPL\0vermagic=5.10.0-99-amd64 SMP mod_unload modversions \0name=${m}\0`) } }));
+  }
+  const notKernel = join(work, 'not-a-kernel');
+  writeFileSync(notKernel, 'just text, not a kernel\n'.repeat(100));
+  // A PATH with every tool the build needs except wg.
+  const pathDir = join(work, 'path-without-wg', 'bin');
+  mkdirSync(pathDir, { recursive: true });
+  for (const t of ['kexec', 'ip', 'cryptsetup', 'lvm', 'blkid', 'mount', 'umount', 'modprobe', 'busybox', 'depmod', 'zstd', 'strip']) {
+    symlinkSync(requireTool(t), join(pathDir, t));
+  }
+  const cases: BadCase[] = [
+    {
+      name: 'missing kernel',
+      args: ['--kernel', '/nonexistent/vmlinuz-stf5'],
+      code: 1,
+      message: /kernel image \/nonexistent\/vmlinuz-stf5 does not exist: pass --kernel PATH to an installed kernel \(installed: .*\/boot\/vmlinuz-6\.1\.0-56-amd64/,
+    },
+    { name: 'not a kernel', args: ['--kernel', notKernel], code: 1, message: /is not an x86 Linux kernel image \(bzImage\)/ },
+    {
+      name: 'missing modules directory',
+      args: ['--modules-dir', '/nonexistent/stf5-modules'],
+      code: 1,
+      message: /no kernel modules for 6\.1\.0-56-amd64 at \/nonexistent\/stf5-modules: install 'linux-image-6\.1\.0-56-amd64' \(Debian\), .*Fedora.*Arch.*, or pass --modules-dir DIR$/,
+    },
+    {
+      name: 'modules of another kernel',
+      args: ['--modules-dir', otherModules],
+      code: 1,
+      message: /the modules in .*modules-5\.10\.0-99 were built for kernel 5\.10\.0-99-amd64 \(kernel\/nbd\.ko\), not 6\.1\.0-56-amd64: pass --modules-dir \/lib\/modules\/6\.1\.0-56-amd64/,
+    },
+    { name: 'output path that is a file', args: ['--out', config], code: 1, message: /cannot create the output directory .*config\.yaml: EEXIST/ },
+    { name: 'modules directory without modules.dep', args: ['--modules-dir', empty], code: 1, message: /has no modules\.dep: run 'depmod 6\.1\.0-56-amd64' as root/ },
+    {
+      name: 'a program that is not installed',
+      args: [],
+      env: { PATH: pathDir },
+      code: 1,
+      message: /program 'wg' is not installed \(not in .*path-without-wg\/bin.*\): install 'wireguard-tools' \(Debian, Fedora, Arch\)$/,
+    },
+    { name: 'an extra program that is not installed', args: ['--add-program', 'stf5-no-such-tool'], code: 1, message: /program 'stf5-no-such-tool' is not installed/ },
+    {
+      name: 'a module that does not exist for that kernel',
+      args: ['--add-module', 'stf5_no_such_module'],
+      code: 1,
+      message: /module 'stf5_no_such_module' does not exist for kernel 6\.1\.0-56-amd64 \(asked for with --add-module; not in \/lib\/modules\/6\.1\.0-56-amd64\/modules\.dep or modules\.builtin\)$/,
+    },
+    { name: 'unknown compression', args: ['--compress', 'xz'], code: 2, message: /--compress must be one of zstd, gzip, none, not 'xz'/ },
+    { name: 'missing config', args: ['--config', '/nonexistent/stf5.yaml'], code: 1, message: /config file \/nonexistent\/stf5\.yaml does not exist: write one with 'stiefelctl init'/ },
+    { name: 'bad SOURCE_DATE_EPOCH', args: [], env: { SOURCE_DATE_EPOCH: 'yesterday' }, code: 2, message: /SOURCE_DATE_EPOCH must be whole seconds since 1970/ },
+  ];
+  for (const c of cases) {
+    const out = join(work, `bad-${c.name.replace(/\W+/g, '-')}`);
+    mkdirSync(out);
+    writeFileSync(join(out, 'initrd.img'), 'the previous image');
+    const r = await build(out, c.args, c.env);
+    assert.equal(r.code, c.code, `${c.name}: exit code\n${r.stderr}`);
+    const line = errorLine(r);
+    assert.match(line, /^stiefelctl build-image: /, c.name);
+    assert.match(line, c.message, c.name);
+    assert.deepEqual(leftovers(out), ['initrd.img'], `${c.name}: nothing else written`);
+    assert.equal(readFileSync(join(out, 'initrd.img'), 'utf8'), 'the previous image', `${c.name}: old image kept`);
+  }
+  // Inputs are checked before the output directory is even created.
+  const fresh = join(work, 'never-created');
+  const r = await build(fresh, ['--add-module', 'stf5_no_such_module']);
+  assert.equal(r.code, 1);
+  assert.ok(!existsSync(fresh), 'no output directory for a build that failed on its inputs');
+});
+
+test('an interrupted build leaves the previous initrd.img and no temporary files', async () => {
+  const out = join(work, 'interrupted');
+  mkdirSync(out);
+  writeFileSync(join(out, 'initrd.img'), 'the previous image');
+  const child = spawn(process.execPath, [CLI, 'build-image', '--kernel', KERNEL, '--out', out, '--level', '9'], { stdio: ['ignore', 'pipe', 'pipe'] });
+  let stderr = '';
+  let sent = false;
+  child.stderr.setEncoding('utf8').on('data', (d: string) => {
+    stderr += d;
+    if (!sent && stderr.includes('pack: ')) {
+      sent = true;
+      child.kill('SIGINT');
+    }
+  });
+  const code = await new Promise<number | null>((resolve) => child.on('close', resolve));
+  assert.ok(sent, `the build reached the packing step:\n${stderr}`);
+  assert.equal(code, 1, stderr);
+  assert.match(stderr.trim().split('\n').at(-1)!, /^stiefelctl build-image: build-image was interrupted; nothing was written$/);
+  assert.deepEqual(readdirSync(out), ['initrd.img']);
+  assert.equal(readFileSync(join(out, 'initrd.img'), 'utf8'), 'the previous image');
+});
+
+test('running from source, the bundle must be named with --bundle', async () => {
+  const err: string[] = [];
+  const io: MainIO = {
+    argv: ['build-image', '--kernel', KERNEL, '--out', join(work, 'from-source')],
+    env: {},
+    cwd: '/',
+    stdout: () => undefined,
+    stderr: (t) => err.push(t),
+    stderrIsTTY: false,
+    signal: new AbortController().signal,
+  };
+  assert.equal(await main(io), 2);
+  assert.match(err.join(''), /not running from the bundled stiefelctl\.js: pass --bundle PATH/);
+  assert.ok(!existsSync(join(work, 'from-source')));
+});
+
+test('without --kernel the running kernel’s image is used, and its absence is one line listing what is installed', async () => {
+  const boot = join(work, 'boot');
+  mkdirSync(boot);
+  writeFileSync(join(boot, 'vmlinuz-9.9.9-stf5'), 'x');
+  await assert.rejects(locateKernel({ runningRelease: '6.99.0-stf5-none', bootDir: boot }), (e: unknown) => {
+    assert.ok(e instanceof StiefelError);
+    assert.equal(
+      e.message,
+      `the running kernel 6.99.0-stf5-none has no image at ${boot}/vmlinuz-6.99.0-stf5-none or /lib/modules/6.99.0-stf5-none/vmlinuz: pass --kernel PATH (installed: ${boot}/vmlinuz-9.9.9-stf5)`,
+    );
+    return true;
+  });
+  const found = await locateKernel({ runningRelease: RELEASE, bootDir: '/boot' });
+  assert.equal(found.path, KERNEL);
+  assert.equal(found.release, RELEASE);
+});

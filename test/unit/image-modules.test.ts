@@ -1,0 +1,118 @@
+import { test, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { execFileSync } from 'node:child_process';
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { StiefelError } from '../../src/errors';
+import { silentLogger } from '../../src/log';
+import { parseModulesDep } from '../../src/kmod/depmod-files';
+import { regenerateDepmod, selectModules } from '../../src/image/modules';
+import { MODULE_GROUPS } from '../../src/image/module-groups';
+import { requireTool } from '../helpers/tools';
+import { debianKernel } from '../helpers/kernel';
+
+const RELEASE = debianKernel().release;
+const MODULES = `/lib/modules/${RELEASE}`;
+const work = mkdtempSync(join(tmpdir(), 'stf5-modules-'));
+after(() => rmSync(work, { recursive: true, force: true }));
+
+test('declared firmware goes in when installed (also compressed), and the rest is listed as missing', async () => {
+  const fw = join(work, 'firmware');
+  mkdirSync(join(fw, 'rtl_nic'), { recursive: true });
+  writeFileSync(join(fw, 'rtl_nic/rtl8168h-2.fw'), 'fake firmware');
+  writeFileSync(join(fw, 'rtl_nic/rtl8125b-2.fw.zst'), 'fake compressed firmware');
+  const s = await selectModules({ release: RELEASE, modulesDir: MODULES, firmwareDir: fw, groups: [{ name: 'test', names: ['r8169'] }] }, silentLogger);
+  // r8169 with its dependency libphy and its soft dependency, the Realtek PHY driver.
+  assert.deepEqual(s.paths, ['kernel/drivers/net/ethernet/realtek/r8169.ko', 'kernel/drivers/net/phy/libphy.ko', 'kernel/drivers/net/phy/mdio_devres.ko', 'kernel/drivers/net/phy/realtek.ko']);
+  assert.deepEqual(
+    s.firmware.map((f) => f.name),
+    ['rtl_nic/rtl8125b-2.fw.zst', 'rtl_nic/rtl8168h-2.fw'],
+  );
+  assert.equal(s.firmware[1]!.hostPath, join(fw, 'rtl_nic/rtl8168h-2.fw'));
+  assert.ok(s.firmwareMissing.includes('rtl_nic/rtl8168g-2.fw'));
+  assert.ok(!s.firmwareMissing.includes('rtl_nic/rtl8168h-2.fw'));
+});
+
+test('the default groups carry every Ethernet and USB-network driver, nbd and wireguard', async () => {
+  const s = await selectModules({ release: RELEASE, modulesDir: MODULES }, silentLogger);
+  const dep = parseModulesDep(readFileSync(`${MODULES}/modules.dep`, 'utf8'));
+  for (const p of dep.keys()) {
+    if (p.startsWith('kernel/drivers/net/ethernet/') || p.startsWith('kernel/drivers/net/usb/')) assert.ok(s.paths.includes(p), p);
+  }
+  for (const m of ['kernel/drivers/block/nbd.ko', 'kernel/drivers/net/wireguard/wireguard.ko', 'kernel/fs/xfs/xfs.ko', 'kernel/drivers/md/dm-crypt.ko', 'kernel/drivers/nvme/host/nvme.ko']) {
+    assert.ok(s.paths.includes(m), m);
+  }
+  // Every dependency of every chosen module is chosen too.
+  for (const p of s.paths) for (const d of dep.get(p)!) assert.ok(s.paths.includes(d), `${p} needs ${d}`);
+  assert.ok(s.builtin.includes('af_packet'));
+  assert.ok(MODULE_GROUPS.some((g) => g.required?.includes('wireguard')));
+});
+
+test('a required module the kernel lacks fails the build; an optional one is only listed', async () => {
+  await assert.rejects(
+    selectModules({ release: RELEASE, modulesDir: MODULES, groups: [{ name: 'test', required: ['stf5_missing'] }] }, silentLogger),
+    (e: unknown) => e instanceof StiefelError && /module 'stf5_missing' does not exist for kernel 6\.1\.0-56-amd64/.test(e.message),
+  );
+  const s = await selectModules({ release: RELEASE, modulesDir: MODULES, groups: [{ name: 'test', names: ['stf5_optional', 'nbd'] }] }, silentLogger);
+  assert.deepEqual(s.absent, ['stf5_optional']);
+  assert.deepEqual(s.paths, ['kernel/drivers/block/nbd.ko']);
+});
+
+test('depmod data regenerated for a subset names exactly that subset, the same way twice', async () => {
+  const depmod = requireTool('depmod');
+  const paths = ['kernel/drivers/block/nbd.ko', 'kernel/drivers/net/virtio_net.ko', 'kernel/drivers/net/net_failover.ko', 'kernel/net/core/failover.ko', 'kernel/drivers/virtio/virtio.ko', 'kernel/drivers/virtio/virtio_ring.ko'];
+  const run = (n: number) => regenerateDepmod({ release: RELEASE, modulesDir: MODULES, paths, stagingDir: join(work, `stage${n}`), depmod });
+  const a = await run(1);
+  const b = await run(2);
+  assert.deepEqual([...a.keys()].sort(), [...b.keys()].sort());
+  for (const [k, v] of a) assert.ok(v.equals(b.get(k)!), `${k} is the same in both runs`);
+  const dep = parseModulesDep(a.get('modules.dep')!.toString());
+  assert.deepEqual([...dep.keys()].sort(), [...paths].sort());
+  assert.deepEqual(dep.get('kernel/drivers/net/virtio_net.ko')!.sort(), ['kernel/drivers/net/net_failover.ko', 'kernel/drivers/virtio/virtio.ko', 'kernel/drivers/virtio/virtio_ring.ko', 'kernel/net/core/failover.ko']);
+  const alias = a.get('modules.alias')!.toString();
+  assert.match(alias, /^alias virtio:d00000001v\* virtio_net$/m);
+  assert.doesNotMatch(alias, /e1000e/);
+  for (const bin of ['modules.dep.bin', 'modules.alias.bin', 'modules.symbols.bin']) assert.ok(a.has(bin), bin);
+  assert.equal(a.get('modules.order')!.toString().trim().split('\n').length, paths.length);
+});
+
+test('--exclude-module leaves out modules by name or directory, but not what stiefelOS or other modules need', async () => {
+  const s = await selectModules(
+    { release: RELEASE, modulesDir: MODULES, excludeModules: ['kernel/drivers/net/ethernet/mellanox/', 'e1000e', 'libphy'] },
+    silentLogger,
+  );
+  assert.ok(!s.paths.some((p) => p.includes('/mellanox/')));
+  assert.ok(!s.paths.includes('kernel/drivers/net/ethernet/intel/e1000e/e1000e.ko'));
+  assert.ok(s.paths.includes('kernel/drivers/net/phy/libphy.ko'), 'libphy stays: r8169 and others need it');
+  assert.ok(s.excluded.includes('kernel/drivers/net/ethernet/intel/e1000e/e1000e.ko'));
+  assert.ok(!s.excluded.includes('kernel/drivers/net/phy/libphy.ko'));
+  await assert.rejects(selectModules({ release: RELEASE, modulesDir: MODULES, excludeModules: ['nbd'] }, silentLogger), /would leave out kernel\/drivers\/block\/nbd\.ko, which stiefelOS needs/);
+  await assert.rejects(selectModules({ release: RELEASE, modulesDir: MODULES, excludeModules: ['stf5_nothing'] }, silentLogger), /--exclude-module stf5_nothing matches no module/);
+});
+
+test('compressed modules (.ko.zst, as Arch ships them) are read, closed over and indexed', async () => {
+  const zstd = requireTool('zstd');
+  const depmod = requireTool('depmod');
+  const dir = join(work, 'zst-modules');
+  const real = readFileSync(`${MODULES}/modules.dep`, 'utf8');
+  const wanted = ['kernel/drivers/net/ethernet/realtek/r8169.ko', 'kernel/drivers/net/phy/libphy.ko', 'kernel/drivers/net/phy/mdio_devres.ko', 'kernel/drivers/net/phy/realtek.ko', 'kernel/drivers/block/nbd.ko'];
+  const lines = real.split('\n').filter((l) => wanted.includes(l.split(':')[0]!));
+  mkdirSync(dir, { recursive: true });
+  writeFileSync(join(dir, 'modules.dep'), `${lines.map((l) => l.replace(/\.ko\b/g, '.ko.zst')).join('\n')}\n`);
+  writeFileSync(join(dir, 'modules.softdep'), 'softdep r8169 pre: realtek\n');
+  for (const p of wanted) {
+    mkdirSync(join(dir, p, '..'), { recursive: true });
+    execFileSync(zstd, ['-q', '-19', `${MODULES}/${p}`, '-o', join(dir, `${p}.zst`)]);
+  }
+  const fw = join(work, 'zst-firmware');
+  mkdirSync(join(fw, 'rtl_nic'), { recursive: true });
+  writeFileSync(join(fw, 'rtl_nic/rtl8168h-2.fw'), 'fake firmware');
+  const s = await selectModules({ release: RELEASE, modulesDir: dir, firmwareDir: fw, groups: [{ name: 'test', names: ['r8169'], required: ['nbd'] }] }, silentLogger);
+  assert.deepEqual(s.paths, [...wanted].sort().map((p) => `${p}.zst`));
+  assert.deepEqual(s.firmware.map((f) => f.name), ['rtl_nic/rtl8168h-2.fw']);
+  const files = await regenerateDepmod({ release: RELEASE, modulesDir: dir, paths: s.paths, stagingDir: join(work, 'zst-stage'), depmod });
+  const dep = parseModulesDep(files.get('modules.dep')!.toString());
+  assert.deepEqual([...dep.keys()].sort(), s.paths);
+  assert.match(files.get('modules.alias')!.toString(), / r8169$/m);
+});
