@@ -9,7 +9,7 @@ import type { IncomingMessage } from 'node:http';
 import { join } from 'node:path';
 import { StiefelError } from '../errors';
 import type { Logger } from '../log';
-import { FileSink, PayloadVerifyError } from './file-sink';
+import { FileSink, HashWorkerPool, PayloadVerifyError } from './file-sink';
 import { decodeManifest, MANIFEST_MAX_BYTES, PAYLOAD_FILE_NAMES, type Manifest, type PayloadFileName } from './manifest';
 import { API_PREFIX, SESSION_HEADER, type ErrorBody } from './protocol';
 import { isValidQuestion, type QuestionAnswerer } from './questions';
@@ -203,6 +203,8 @@ export async function fetchPayload(options: FetchPayloadOptions, ctx: { log: Log
   };
 
   let poller: Promise<void> | undefined;
+  // Verification workers start now, while the handshake and the manifest are under way.
+  const pool = new HashWorkerPool();
   try {
     poller = pollQuestions();
     const res = await request('GET', `${API_PREFIX}/manifest?nonce=${nonce}`);
@@ -223,7 +225,7 @@ export async function fetchPayload(options: FetchPayloadOptions, ctx: { log: Log
       const entry = manifest.files.find((f) => f.name === name)!;
       const path = join(options.dir, `.stiefel-${tag}-${name}.partial`);
       temps.push(path);
-      const sink = await FileSink.create(path, name, entry);
+      const sink = await FileSink.create(path, name, entry, { pool });
       try {
         const r = await request('GET', `${API_PREFIX}/files/${name}`);
         if (r.statusCode !== 200) await failed(r, `the ${name} request`);
@@ -291,6 +293,7 @@ export async function fetchPayload(options: FetchPayloadOptions, ctx: { log: Log
     throw err;
   } finally {
     stop.abort();
+    await pool.close();
     await poller?.catch(() => undefined);
     ctx.signal.removeEventListener('abort', onOuterAbort);
     agent.destroy();

@@ -27,39 +27,39 @@ export interface ExpectedFile {
 }
 
 // Plain JavaScript, evaluated as a worker: the bundle is one file, so the
-// worker cannot be a separate module. Messages: {fd} once, then
-// {buf, len, pos, piece, expect} per batch (buf transferred; expect, the
-// piece's digest, only on its last batch).
+// worker cannot be a separate module. One message per batch:
+// {sink, fd, piece, buf, len, pos, expect} (buf transferred; expect, the
+// piece's digest, only on its last batch); the reply gives buf back.
 const WORKER_SOURCE = `
 const { parentPort } = require('node:worker_threads');
 const { createHash, timingSafeEqual } = require('node:crypto');
 const { writeSync } = require('node:fs');
 const hashes = new Map();
-let fd = -1;
 parentPort.on('message', (m) => {
+  const key = m.sink + ':' + m.piece;
   try {
-    if (m.fd !== undefined) { fd = m.fd; return; }
     const buf = Buffer.from(m.buf, 0, m.len);
-    let h = hashes.get(m.piece);
-    if (!h) { h = createHash('sha256'); hashes.set(m.piece, h); }
+    let h = hashes.get(key);
+    if (!h) { h = createHash('sha256'); hashes.set(key, h); }
     h.update(buf);
     let done = 0;
-    while (done < m.len) done += writeSync(fd, buf, done, m.len - done, m.pos + done);
+    while (done < m.len) done += writeSync(m.fd, buf, done, m.len - done, m.pos + done);
     let verified;
     if (m.expect !== undefined) {
-      hashes.delete(m.piece);
+      hashes.delete(key);
       verified = timingSafeEqual(h.digest(), Buffer.from(m.expect, 'hex'));
     }
-    parentPort.postMessage({ ack: true, buf: m.buf, piece: m.piece, verified }, [m.buf]);
+    parentPort.postMessage({ sink: m.sink, buf: m.buf, piece: m.piece, verified }, [m.buf]);
   } catch (err) {
-    parentPort.postMessage({ error: String((err && err.message) || err) });
+    hashes.delete(key);
+    parentPort.postMessage({ sink: m.sink, buf: m.buf, error: String((err && err.message) || err) }, [m.buf]);
   }
 });
 `;
 
 interface WorkerReply {
-  ack?: boolean;
-  buf?: ArrayBuffer;
+  sink: number;
+  buf: ArrayBuffer;
   piece?: number;
   verified?: boolean;
   error?: string;
@@ -69,12 +69,63 @@ export function defaultWorkerCount(): number {
   return Math.max(1, Math.min(4, availableParallelism()));
 }
 
+/**
+ * Worker threads shared by the sinks of one download. Starting a worker
+ * costs tens of milliseconds of CPU: start the pool early (while the TLS
+ * handshake runs) and reuse it for every file.
+ */
+export class HashWorkerPool {
+  readonly #workers: Worker[] = [];
+  readonly #sinks = new Map<number, (m: WorkerReply) => void>();
+  #failure: Error | undefined;
+  #nextId = 1;
+
+  constructor(count: number = defaultWorkerCount()) {
+    for (let i = 0; i < count; i++) {
+      const worker = new Worker(WORKER_SOURCE, { eval: true });
+      worker.on('message', (m: WorkerReply) => this.#sinks.get(m.sink)?.(m));
+      worker.on('error', (err) => {
+        this.#failure ??= err;
+        for (const handler of this.#sinks.values()) handler({ sink: 0, buf: new ArrayBuffer(0), error: err.message });
+      });
+      this.#workers.push(worker);
+    }
+  }
+
+  get size(): number {
+    return this.#workers.length;
+  }
+
+  register(handler: (m: WorkerReply) => void): number {
+    if (this.#failure) throw this.#failure;
+    const id = this.#nextId++;
+    this.#sinks.set(id, handler);
+    return id;
+  }
+
+  unregister(id: number): void {
+    this.#sinks.delete(id);
+  }
+
+  post(index: number, message: Record<string, unknown> & { buf: ArrayBuffer }): void {
+    this.#workers[index % this.#workers.length]!.postMessage(message, [message.buf]);
+  }
+
+  async close(): Promise<void> {
+    const workers = this.#workers.splice(0);
+    await Promise.all(workers.map((w) => w.terminate()));
+  }
+}
+
 export class FileSink {
   readonly path: string;
   readonly #what: string;
   readonly #expected: ExpectedFile;
   #handle: fs.FileHandle | undefined;
-  #workers: Worker[] = [];
+  #pool!: HashWorkerPool;
+  #ownPool = false;
+  #poolBroken = false;
+  #id = 0;
   #received = 0;
   #position = 0;
   #batch: Buffer = Buffer.allocUnsafeSlow(BATCH_SIZE);
@@ -91,20 +142,22 @@ export class FileSink {
     this.#expected = expected;
   }
 
-  /** Creates the file (it must not exist yet), mode 0600. */
-  static async create(path: string, what: string, expected: ExpectedFile, options: { workers?: number } = {}): Promise<FileSink> {
+  /**
+   * Creates the file (it must not exist yet), mode 0600. Uses `pool` when
+   * given (the caller closes it), else starts its own workers.
+   */
+  static async create(path: string, what: string, expected: ExpectedFile, options: { pool?: HashWorkerPool; workers?: number } = {}): Promise<FileSink> {
     if (expected.pieceSize % BATCH_SIZE !== 0) throw new RangeError('piece size must be a multiple of the batch size');
     if (pieceCount(expected.size, expected.pieceSize) !== expected.pieceSha256.length) throw new RangeError('piece digests do not match the size');
     const sink = new FileSink(path, what, expected);
     sink.#handle = await fs.open(path, constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL, 0o600);
-    const count = Math.min(options.workers ?? defaultWorkerCount(), Math.max(1, expected.pieceSha256.length));
-    for (let i = 0; i < count; i++) {
-      const worker = new Worker(WORKER_SOURCE, { eval: true });
-      worker.on('message', (m: WorkerReply) => sink.#onReply(m));
-      worker.on('error', (err) => sink.#fail(err));
-      worker.postMessage({ fd: sink.#handle.fd });
-      sink.#workers.push(worker);
+    if (options.pool) {
+      sink.#pool = options.pool;
+    } else {
+      sink.#pool = new HashWorkerPool(Math.min(options.workers ?? defaultWorkerCount(), Math.max(1, expected.pieceSha256.length)));
+      sink.#ownPool = true;
     }
+    sink.#id = sink.#pool.register((m) => sink.#onReply(m));
     return sink;
   }
 
@@ -113,9 +166,10 @@ export class FileSink {
   }
 
   #onReply(m: WorkerReply): void {
+    if (m.sink === 0) this.#poolBroken = true;
     if (m.error !== undefined) this.#fail(new StiefelError('E_OUTPUT', `cannot write ${this.path}: ${m.error}`));
-    if (m.ack) this.#inFlight -= 1;
-    if (m.buf) this.#free.push(m.buf);
+    if (m.sink !== 0) this.#inFlight -= 1;
+    if (m.buf.byteLength === BATCH_SIZE) this.#free.push(m.buf);
     if (m.verified === true) this.#verifiedPieces += 1;
     if (m.verified === false) {
       const { start, end } = pieceRange(m.piece!, this.#expected.size, this.#expected.pieceSize);
@@ -171,13 +225,12 @@ export class FileSink {
     // Batches start at multiples of BATCH_SIZE, which divides pieceSize: each lies in one piece.
     const piece = Math.floor(pos / pieceSize);
     const last = pos + len === pieceRange(piece, size, pieceSize).end;
-    const worker = this.#workers[piece % this.#workers.length]!;
     const buf = this.#batch.buffer as ArrayBuffer;
-    worker.postMessage({ buf, len, pos, piece, expect: last ? pieceSha256[piece] : undefined }, [buf]);
+    this.#pool.post(piece, { sink: this.#id, fd: this.#handle!.fd, buf, len, pos, piece, expect: last ? pieceSha256[piece] : undefined });
     this.#position += len;
     this.#inFlight += 1;
     this.#fill = 0;
-    await this.#waitFor(() => this.#inFlight < IN_FLIGHT_PER_WORKER * this.#workers.length);
+    await this.#waitFor(() => this.#inFlight < IN_FLIGHT_PER_WORKER * this.#pool.size);
     const reused = this.#free.pop();
     this.#batch = reused ? Buffer.from(reused) : Buffer.allocUnsafeSlow(BATCH_SIZE);
   }
@@ -205,10 +258,15 @@ export class FileSink {
   }
 
   async #close(): Promise<void> {
-    const workers = this.#workers;
-    this.#workers = [];
-    // The workers write synchronously: terminating them stops any write in progress.
-    await Promise.all(workers.map((w) => w.terminate()));
+    if (this.#ownPool) {
+      // Terminating our own workers stops any write in progress.
+      await this.#pool.close();
+    } else {
+      // Shared workers may still hold batches for this file: its descriptor
+      // stays open until they are done, so no write lands in a file opened later.
+      while (this.#inFlight > 0 && !this.#poolBroken) await new Promise<void>((resolve) => (this.#wake = resolve));
+    }
+    this.#pool.unregister(this.#id);
     await this.#handle?.close().catch(() => undefined);
     this.#handle = undefined;
   }

@@ -7,7 +7,7 @@ import { join } from 'node:path';
 import { Readable } from 'node:stream';
 import fc from 'fast-check';
 import { payloadFileFromParts } from '../../src/payload/source';
-import { FileSink, PayloadVerifyError } from '../../src/payload/file-sink';
+import { FileSink, HashWorkerPool, PayloadVerifyError } from '../../src/payload/file-sink';
 import { MAX_PIECES, MIN_PIECE_SIZE, PieceHasher, pieceCount, pieceDigests, pieceRange, pieceSizeFor } from '../../src/payload/pieces';
 
 test('piece size: 8 MiB, doubled until a file has at most 512 pieces', () => {
@@ -117,3 +117,22 @@ test('a payload file from re-openable parts: concatenated, digested once, checke
     for await (const c of (await f.open()) as AsyncIterable<Buffer>) void c;
   }, /part 2 of initrd of entry x gave 8388617 bytes, not 8388618/);
 });
+
+test('sinks sharing a worker pool: an abandoned file never spills into the next one', () =>
+  withDir(async (dir) => {
+    const pool = new HashWorkerPool(2);
+    try {
+      const a = randomBytes(3 * MIN_PIECE_SIZE);
+      const b = randomBytes(2 * MIN_PIECE_SIZE + 99);
+      const sa = await FileSink.create(join(dir, 'a'), 'kernel', { size: a.length, pieceSize: MIN_PIECE_SIZE, pieceSha256: pieceDigests(a, MIN_PIECE_SIZE) }, { pool });
+      await feed(sa, a.subarray(0, MIN_PIECE_SIZE + 4096));
+      await sa.abandon();
+      const sb = await FileSink.create(join(dir, 'b'), 'initrd', { size: b.length, pieceSize: MIN_PIECE_SIZE, pieceSha256: pieceDigests(b, MIN_PIECE_SIZE) }, { pool });
+      await feed(sb, b);
+      await sb.finish();
+      assert.deepEqual(readFileSync(join(dir, 'b')), b);
+      assert.ok(statSync(join(dir, 'a')).size <= MIN_PIECE_SIZE + 4096);
+    } finally {
+      await pool.close();
+    }
+  }));
