@@ -7,7 +7,7 @@ import { startDiscoveryResponder, type DiscoveryResponder } from '../discovery/r
 import { StiefelError } from '../errors';
 import type { Logger } from '../log';
 import { watchInterfaces, type InterfaceWatcher, type NetworkControl } from '../netif/interfaces';
-import { ClientLock } from './client-lock';
+import { busyMessage, ClientLock } from './client-lock';
 import type { ManifestLink } from './manifest';
 import { startPayloadServer, type PayloadServer } from './server';
 import { FilesPayloadSource, type BootPayloadSource } from './source';
@@ -123,9 +123,8 @@ export async function startBootServer(o: BootServerOptions, ctx: { log: Logger; 
               log.info(`the desktop at ${peer} connected to the disk`);
               return { ok: true };
             }
-            const message = `the laptop's disk is in use by the desktop at ${d.owner.host}; only one desktop at a time`;
             log.warn(`refused a disk connection from ${peer}: busy with ${d.owner.host}`);
-            return { ok: false, message };
+            return { ok: false, message: busyMessage(d.owner) };
           },
           disconnected: (peer) => {
             lock.diskClosed(peer);

@@ -6,9 +6,10 @@
 //     +------ idle timeout ------+---- timeout ----+---- last disconnect --+
 //
 // During `handoff` the desktop is kexec'ing the laptop OS, whose initramfs
-// then connects to the disk; that connection may come from another address
-// (a WireGuard tunnel address, or a new link-local address), so any host may
-// take the disk during handoff. Everything else from another host is refused.
+// then connects to the disk: from the same link-local address (the same NIC,
+// whose EUI-64 address follows from its MAC) or from an address the laptop
+// handed out for this boot (the WireGuard tunnel address, expectDiskPeer()).
+// Everything else from another host is refused until the handoff times out.
 // Pure: time comes from `now`.
 
 export type LockState = 'free' | 'payload' | 'handoff' | 'disk';
@@ -42,6 +43,7 @@ export class ClientLock {
   #openRequests = 0;
   #handoffUntil = 0;
   #diskConnections = 0;
+  readonly #expectedDiskPeers = new Set<string>();
 
   constructor(options: ClientLockOptions) {
     this.#handoffMs = options.handoffMs;
@@ -57,6 +59,7 @@ export class ClientLock {
   }
 
   #free(): void {
+    this.#expectedDiskPeers.clear();
     this.#state = 'free';
     this.#host = '';
     this.#session = '';
@@ -116,13 +119,17 @@ export class ClientLock {
     this.#handoffUntil = this.#now() + this.#handoffMs;
   }
 
+  /** The current client will also reach the disk from `host` (its tunnel address, say). */
+  expectDiskPeer(host: string): void {
+    if (this.#state !== 'free') this.#expectedDiskPeers.add(host);
+  }
+
   /** A disk (NBD) connection from `host` wants in. */
   admitDisk(host: string): LockDecision {
     this.#expire();
     const mayTake =
       this.#state === 'free' ||
-      this.#state === 'handoff' ||
-      (this.#state === 'payload' && this.#host === host) ||
+      ((this.#state === 'payload' || this.#state === 'handoff') && (this.#host === host || this.#expectedDiskPeers.has(host))) ||
       (this.#state === 'disk' && this.#host === host);
     if (!mayTake) return { ok: false, owner: this.owner()! };
     if (this.#state !== 'disk') this.#diskConnections = 0;
@@ -136,6 +143,18 @@ export class ClientLock {
     this.#diskConnections -= 1;
     if (this.#diskConnections <= 0) this.#free();
   }
+}
+
+/** What the refused desktop (and the laptop's log) is told. */
+export function busyMessage(owner: LockOwner): string {
+  const since = new Date(owner.sinceMs).toISOString().slice(11, 19);
+  const what =
+    owner.state === 'disk'
+      ? 'its disk is in use by'
+      : owner.state === 'handoff'
+        ? 'it is waiting for the disk connection of'
+        : 'it is serving';
+  return `the laptop is busy: ${what} the desktop at ${owner.host} (since ${since} UTC); only one desktop at a time`;
 }
 
 /** The address a lock is keyed by: no port; IPv4-mapped IPv6 unwrapped. */

@@ -7,7 +7,7 @@ import type { Socket } from 'node:net';
 import type { TLSSocket } from 'node:tls';
 import { StiefelError } from '../errors';
 import type { Logger } from '../log';
-import { ClientLock, peerHost, type LockOwner } from './client-lock';
+import { busyMessage, ClientLock, peerHost } from './client-lock';
 import { encodeManifest, PAYLOAD_FILE_NAMES, type Manifest, type ManifestLink, type PayloadFileName } from './manifest';
 import {
   API_PREFIX,
@@ -64,12 +64,6 @@ export class HttpError extends StiefelError {
     super(code, message);
     this.status = status;
   }
-}
-
-function busyMessage(owner: LockOwner): string {
-  const since = new Date(owner.sinceMs).toISOString().slice(11, 19);
-  const what = owner.state === 'disk' ? 'its disk is in use by' : owner.state === 'handoff' ? 'it is waiting for the disk connection of' : 'it is serving';
-  return `the laptop is busy: ${what} the desktop at ${owner.host} (since ${since} UTC); only one desktop at a time`;
 }
 
 /**
@@ -168,6 +162,8 @@ export async function startPayloadServer(options: PayloadServerOptions, ctx: { l
       throw new HttpError(503, err instanceof StiefelError ? err.code : 'E_PAYLOAD', `the laptop cannot prepare its boot payload: ${msg}`);
     }
     const link = (await options.link?.({ host: s.host, session: s.id })) ?? {};
+    // The booted laptop OS may reach the disk from its tunnel address.
+    if (link.wireguard) options.lock.expectDiskPeer(link.wireguard.clientAddress.replace(/\/\d+$/, ''));
     const manifest: Manifest = {
       version: 1,
       nonce,

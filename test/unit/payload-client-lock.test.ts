@@ -1,6 +1,6 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { ClientLock, peerHost } from '../../src/payload/client-lock';
+import { busyMessage, ClientLock, peerHost } from '../../src/payload/client-lock';
 
 function lock() {
   let t = 1_000_000;
@@ -48,12 +48,16 @@ test('after handoff another host is refused until the handoff times out', () => 
   assert.equal(l.beginRequest(B, 's2').ok, true);
 });
 
-test('during handoff the disk may come from a new address (the booted OS); then it is exclusive', () => {
+test('during handoff the disk is for the same address or the one handed out; then it is exclusive', () => {
   const { l } = lock();
   l.beginRequest(A, 's1');
+  const booted = '10.83.70.2';
+  l.expectDiskPeer(booted);
   l.endRequest(A);
   l.handOff(A);
-  const booted = '10.83.70.2';
+  const stranger = l.admitDisk(B);
+  assert.equal(stranger.ok, false, 'another desktop cannot take the disk meanwhile');
+  if (!stranger.ok) assert.match(busyMessage(stranger.owner), /^the laptop is busy: it is waiting for the disk connection of the desktop at fe80::a%eth0 \(since \d\d:\d\d:\d\d UTC\); only one desktop at a time$/);
   assert.deepEqual(l.admitDisk(booted), { ok: true });
   assert.deepEqual(l.admitDisk(booted), { ok: true }, 'a second connection of the same host');
   assert.equal(l.admitDisk(B).ok, false);
@@ -62,6 +66,21 @@ test('during handoff the disk may come from a new address (the booted OS); then 
   assert.equal(l.state, 'disk');
   l.diskClosed(booted);
   assert.equal(l.state, 'free');
+  assert.equal(l.admitDisk(B).ok, true);
+  // The same desktop's own address is admitted during its handoff too.
+  const second = lock();
+  second.l.beginRequest(A, 's1');
+  second.l.endRequest(A);
+  second.l.handOff(A);
+  assert.equal(second.l.admitDisk(A).ok, true);
+});
+
+test('after the handoff times out, the disk is anyone\'s again', () => {
+  const { l, advance } = lock();
+  l.beginRequest(A, 's1');
+  l.endRequest(A);
+  l.handOff(A);
+  advance(61_000);
   assert.equal(l.admitDisk(B).ok, true);
 });
 
