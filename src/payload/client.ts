@@ -178,7 +178,12 @@ export async function fetchPayload(options: FetchPayloadOptions, ctx: { log: Log
         await new Promise((r) => setTimeout(r, 500));
         continue;
       }
-      const q: unknown = JSON.parse((await readSmall(res, 16 * 1024)).toString('utf8'));
+      let q: unknown;
+      try {
+        q = JSON.parse((await readSmall(res, 16 * 1024)).toString('utf8'));
+      } catch {
+        q = undefined;
+      }
       if (!isValidQuestion(q)) {
         log.warn('the server asked a malformed question; ignored');
         continue;
@@ -206,7 +211,7 @@ export async function fetchPayload(options: FetchPayloadOptions, ctx: { log: Log
   // Verification workers start now, while the handshake and the manifest are under way.
   const pool = new HashWorkerPool();
   try {
-    poller = pollQuestions();
+    poller = pollQuestions().catch((err: Error) => log.debug(`question polling stopped: ${err.message}`));
     const res = await request('GET', `${API_PREFIX}/manifest?nonce=${nonce}`);
     if (res.statusCode !== 200) await failed(res, 'the manifest request');
     const manifest = decodeManifest(await readSmall(res, MANIFEST_MAX_BYTES), options.manifestKey, { nonce });
