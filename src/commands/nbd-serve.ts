@@ -1,11 +1,116 @@
-import type { Command } from '../cli/command';
-import { StiefelError } from '../errors';
+import { basename } from 'node:path';
+import { parseCommandArgs, type Command } from '../cli/command';
+import { UsageError } from '../errors';
+import {
+  FileBackend,
+  ListenAddressError,
+  formatListenAddress,
+  nbdUri,
+  parseListenAddress,
+  readOnlyBackend,
+  startNbdServer,
+  type NbdConnectionInfo,
+} from '../nbd';
+import { NBD_DEFAULT_PORT } from '../nbd/protocol';
+
+const help = `Usage: stiefelctl nbd-serve FILE [--name NAME] [--listen HOST:PORT | --listen unix:PATH] [--read-only]
+
+Serve one regular file or block device over NBD until stopped with Ctrl-C
+(SIGINT) or SIGTERM; then in-flight requests finish, the file is flushed and
+the server exits cleanly.
+
+Options:
+  --name NAME        export name (default: the file's base name); clients may
+                     also use the empty name
+  --listen ADDRESS   where to listen (default 127.0.0.1:${NBD_DEFAULT_PORT}):
+                       HOST:PORT, [IPV6]:PORT, [fe80::1%wg0]:PORT, :: (all),
+                       unix:PATH
+  --read-only, -r    refuse writes (clients see a read-only export)
+  -h, --help         show this help
+
+Examples:
+  stiefelctl nbd-serve disk.img
+  stiefelctl nbd-serve /dev/sdb --read-only --listen 0.0.0.0:10809
+  stiefelctl nbd-serve disk.img --listen unix:/tmp/nbd.sock --name disk
+  nbdinfo nbd://127.0.0.1/disk.img        # from another terminal
+  nbdinfo --map nbd://127.0.0.1/          # the empty name works too
+`;
+
+function human(n: number): string {
+  const units = ['B', 'KiB', 'MiB', 'GiB', 'TiB'];
+  let i = 0;
+  let v = n;
+  while (v >= 1024 && i < units.length - 1) {
+    v /= 1024;
+    i++;
+  }
+  return `${i === 0 ? v : v.toFixed(1)} ${units[i]}`;
+}
 
 export const nbdServeCommand: Command = {
   name: 'nbd-serve',
   summary: 'serve one file or block device over NBD until stopped',
-  help: `Usage: stiefelctl nbd-serve\n\nNot implemented yet (issue 2).\n`,
-  async run() {
-    throw new StiefelError('E_NOT_IMPLEMENTED', 'stiefelctl nbd-serve is not implemented yet (issue 2)');
+  help,
+  async run(argv, ctx) {
+    const { values, positionals } = parseCommandArgs(
+      'nbd-serve',
+      argv,
+      {
+        name: { type: 'string' },
+        listen: { type: 'string' },
+        'read-only': { type: 'boolean', short: 'r' },
+      },
+      { min: 1, max: 1, names: 'FILE (the file or block device to serve)' },
+    );
+    const file = positionals[0]!;
+    let listen;
+    try {
+      listen = parseListenAddress(values.listen ?? `127.0.0.1:${NBD_DEFAULT_PORT}`);
+    } catch (err) {
+      if (err instanceof ListenAddressError) throw new UsageError(`bad --listen: ${err.message}`, { command: 'nbd-serve' });
+      throw err;
+    }
+    const name = values.name ?? basename(file);
+    if (Buffer.byteLength(name) > 4096 || name.includes('\0')) {
+      throw new UsageError('--name must be at most 4096 bytes without NUL characters', { command: 'nbd-serve' });
+    }
+    const readOnly = values['read-only'] ?? false;
+    const log = ctx.log;
+    const nbdLog = log.child('nbd');
+
+    const file_ = await FileBackend.open(file, { readOnly }, { log: nbdLog });
+    const backend = readOnly ? readOnlyBackend(file_) : file_;
+    const describe = (c: NbdConnectionInfo): string =>
+      c.peer.family === 'unix' ? `client ${c.id} (unix socket)` : `client ${c.id} ${formatListenAddress({ kind: 'tcp', host: c.peer.address, port: c.peer.port })}`;
+    let server;
+    try {
+      server = await startNbdServer(
+        {
+          exports: [{ name, description: `stiefelsystem: ${backend.description}`, backend }],
+          listen,
+          onConnect: (c) => log.info(`${describe(c)} connected`),
+          onDisconnect: (c, reason) =>
+            log.info(`${describe(c)} disconnected (${reason}); read ${human(c.stats.bytesRead)}, wrote ${human(c.stats.bytesWritten)}`),
+        },
+        { log: nbdLog, signal: ctx.signal },
+      );
+    } catch (err) {
+      await file_.close();
+      throw err;
+    }
+    log.info(
+      `serving ${backend.description}, ${human(backend.size)}, as export '${name}' on ${formatListenAddress(server.address)}` +
+        `\n  try: nbdinfo ${nbdUri(server.address, name)}\n  stop with Ctrl-C`,
+    );
+    await server.closed;
+    const open = server.connections().length;
+    if (open) log.info(`closed ${open} connection(s)`);
+    try {
+      if (!readOnly) await file_.flush();
+    } finally {
+      await file_.close();
+    }
+    log.info('stopped');
+    return 0;
   },
 };

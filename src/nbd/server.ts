@@ -1,0 +1,244 @@
+// Listens on TCP or a unix socket and runs one NbdSession per connection.
+// Library code: takes (options, { log, signal }), never prints or exits.
+import * as fs from 'node:fs';
+import * as net from 'node:net';
+import { dirname } from 'node:path';
+import { StiefelError, errnoCode } from '../errors';
+import type { Logger } from '../log';
+import { BufferPool } from './buffer-pool';
+import type { BlockSizeConstraints } from './codec';
+import { formatListenAddress, nbdUri, type ListenAddress } from './listen';
+import { NbdSession, type ExportTable, type NbdExport, type SessionStats } from './session';
+import { streamTransport } from './transport';
+
+export type { NbdExport, SessionStats };
+
+export interface NbdPeer {
+  family: 'IPv4' | 'IPv6' | 'unix';
+  /** IP address (IPv6 link-local with its %zone), or '' for a unix socket. */
+  address: string;
+  port: number;
+}
+
+/** `true` admits the peer; `{ refuse }` refuses it with a message the client shows. */
+export type NbdAdmission = true | { refuse: string };
+
+export interface NbdConnectionInfo {
+  id: number;
+  peer: NbdPeer;
+  /** Date.now() when accepted. */
+  connectedAt: number;
+  /** Why the peer was refused, if it was. */
+  refused?: string;
+  /** Live counters of the session (bytes, requests, phase). */
+  stats: SessionStats;
+}
+
+export interface NbdServerOptions {
+  /** Exports; the first is the default one, also selected by the empty name. */
+  exports: readonly NbdExport[];
+  listen: ListenAddress;
+  /**
+   * Decides per connection, before the handshake. A refused client is told
+   * why (NBD_REP_ERR_POLICY with the message on every option; a client using
+   * NBD_OPT_EXPORT_NAME is disconnected); the connection ends when the
+   * client gives up or the handshake times out.
+   */
+  admit?: (peer: NbdPeer) => NbdAdmission;
+  onConnect?: (connection: NbdConnectionInfo) => void;
+  onDisconnect?: (connection: NbdConnectionInfo, reason: string) => void;
+  /** Advertised via NBD_INFO_BLOCK_SIZE. Default 1 / 4096 / 32 MiB. */
+  blockSize?: Partial<BlockSizeConstraints>;
+  /** Request and reply bytes held per connection before reading from it pauses. Default 64 MiB. */
+  maxInflightBytes?: number;
+  /** A connection still negotiating after this long is closed. Default 30 s. */
+  handshakeTimeoutMs?: number;
+  /** How long close() waits for in-flight requests before cutting connections. Default 10 s. */
+  closeTimeoutMs?: number;
+}
+
+export interface NbdServerHandle {
+  /** The bound address (the real port when 0 was asked for). */
+  readonly address: ListenAddress;
+  /** NBD URI of the default export, for nbdinfo/nbdcopy/qemu. */
+  readonly uri: string;
+  /** A snapshot of the open connections. */
+  connections(): NbdConnectionInfo[];
+  /**
+   * Stops listening, lets in-flight requests finish, closes every
+   * connection. Resolves when no backend call is running any more; the
+   * backends stay open for the caller to close.
+   */
+  close(): Promise<void>;
+  /** Resolves when the server has closed (by close() or the abort signal). */
+  readonly closed: Promise<void>;
+}
+
+export const DEFAULT_BLOCK_SIZE: BlockSizeConstraints = { minimum: 1, preferred: 4096, maximum: 32 * 1024 * 1024 };
+
+export async function startNbdServer(options: NbdServerOptions, ctx: { log: Logger; signal?: AbortSignal }): Promise<NbdServerHandle> {
+  const log = ctx.log;
+  if (options.exports.length === 0) throw new StiefelError('E_NBD_NO_EXPORT', 'no export to serve');
+  const blockSize = { ...DEFAULT_BLOCK_SIZE, ...options.blockSize };
+  const exports = exportTable(options.exports);
+  const pool = new BufferPool({ maxPooledBytes: 128 * 1024 * 1024 });
+  const maxInflightBytes = options.maxInflightBytes ?? 64 * 1024 * 1024;
+  const handshakeTimeoutMs = options.handshakeTimeoutMs ?? 30_000;
+  const closeTimeoutMs = options.closeTimeoutMs ?? 10_000;
+  const sessions = new Map<NbdSession, NbdConnectionInfo>();
+  let nextId = 1;
+
+  const server = net.createServer({ noDelay: true, pauseOnConnect: false }, (socket) => {
+    const peer = peerOf(socket, options.listen);
+    const admission = options.admit ? options.admit(peer) : true;
+    const refused = admission === true ? undefined : admission.refuse;
+    const session = new NbdSession(
+      streamTransport(socket),
+      { exports, blockSize, maxInflightBytes, pool, refusal: refused },
+      { log: log.child('conn') },
+    );
+    const info: NbdConnectionInfo = { id: nextId++, peer, connectedAt: Date.now(), stats: session.stats };
+    if (refused !== undefined) info.refused = refused;
+    sessions.set(session, info);
+    socket.setNoDelay(true);
+    if (peer.family !== 'unix') socket.setKeepAlive(true, 30_000);
+    const who = peer.family === 'unix' ? 'unix socket' : formatListenAddress({ kind: 'tcp', host: peer.address, port: peer.port });
+    log.debug(`connection ${info.id} from ${who}${refused !== undefined ? ` refused: ${refused}` : ''}`);
+    const timer = setTimeout(() => {
+      if (session.phase === 'handshake') session.destroy('handshake timed out');
+    }, handshakeTimeoutMs);
+    timer.unref();
+    session.done.then((reason) => {
+      clearTimeout(timer);
+      sessions.delete(session);
+      log.debug(`connection ${info.id} closed: ${reason}`);
+      options.onDisconnect?.(info, reason);
+      if (closing && sessions.size === 0) allSessionsDone?.();
+    });
+    options.onConnect?.(info);
+    session.start();
+  });
+  const address = await listen(server, options.listen);
+  server.on('error', (err) => log.warn(`NBD listener: ${err.message}`));
+  log.debug(`listening on ${formatListenAddress(address)}`);
+
+  let closing = false;
+  let allSessionsDone: (() => void) | undefined;
+  let resolveClosed!: () => void;
+  const closed = new Promise<void>((r) => (resolveClosed = r));
+  let closePromise: Promise<void> | undefined;
+
+  const close = (): Promise<void> =>
+    (closePromise ??= (async () => {
+      closing = true;
+      const stopped = new Promise<void>((r) => server.close(() => r()));
+      const drained = new Promise<void>((r) => {
+        allSessionsDone = r;
+        if (sessions.size === 0) r();
+      });
+      for (const s of sessions.keys()) s.shutdown();
+      const timer = setTimeout(() => {
+        for (const s of sessions.keys()) s.destroy('server closing');
+      }, closeTimeoutMs);
+      await drained;
+      clearTimeout(timer);
+      await stopped;
+      if (address.kind === 'unix') fs.rmSync(address.path, { force: true });
+      log.debug('NBD server closed');
+      resolveClosed();
+    })());
+
+  if (ctx.signal) {
+    if (ctx.signal.aborted) void close();
+    else ctx.signal.addEventListener('abort', () => void close(), { once: true });
+  }
+
+  return {
+    address,
+    uri: nbdUri(address, ''),
+    connections: () => [...sessions.values()],
+    close,
+    closed,
+  };
+}
+
+function exportTable(list: readonly NbdExport[]): ExportTable {
+  const byName = new Map(list.map((e) => [e.name, e]));
+  return {
+    lookup: (name) => byName.get(name) ?? (name === '' ? list[0] : undefined),
+    list: () => list,
+  };
+}
+
+function peerOf(socket: net.Socket, listen: ListenAddress): NbdPeer {
+  if (listen.kind === 'unix') return { family: 'unix', address: '', port: 0 };
+  const family = socket.remoteFamily === 'IPv6' ? 'IPv6' : 'IPv4';
+  let address = socket.remoteAddress ?? '';
+  // An IPv4 client of a dual-stack listener appears as ::ffff:a.b.c.d.
+  if (family === 'IPv6' && address.startsWith('::ffff:') && net.isIPv4(address.slice(7))) {
+    return { family: 'IPv4', address: address.slice(7), port: socket.remotePort ?? 0 };
+  }
+  return { family, address, port: socket.remotePort ?? 0 };
+}
+
+async function listen(server: net.Server, where: ListenAddress): Promise<ListenAddress> {
+  if (where.kind === 'unix') await clearStaleSocket(where.path);
+  await new Promise<void>((resolve, reject) => {
+    const onError = (err: Error): void => {
+      server.off('listening', onListening);
+      reject(listenError(where, err));
+    };
+    const onListening = (): void => {
+      server.off('error', onError);
+      resolve();
+    };
+    server.once('error', onError);
+    server.once('listening', onListening);
+    if (where.kind === 'unix') server.listen({ path: where.path });
+    else server.listen({ host: where.host, port: where.port });
+  });
+  if (where.kind === 'unix') return where;
+  const a = server.address() as net.AddressInfo;
+  return { kind: 'tcp', host: where.host, port: a.port };
+}
+
+/** A socket file left by a server that died is removed; a live one is "in use". */
+async function clearStaleSocket(path: string): Promise<void> {
+  if (!fs.existsSync(dirname(path))) {
+    throw new StiefelError('E_NBD_LISTEN', `cannot listen on unix:${path}: the directory ${dirname(path)} does not exist; create it first`);
+  }
+  let st: fs.Stats;
+  try {
+    st = fs.statSync(path);
+  } catch {
+    return;
+  }
+  if (!st.isSocket()) {
+    throw new StiefelError('E_NBD_LISTEN', `cannot listen on unix:${path}: the path exists and is not a socket; choose another path`);
+  }
+  const live = await new Promise<boolean>((resolve) => {
+    const c = net.connect({ path }, () => {
+      c.destroy();
+      resolve(true);
+    });
+    c.on('error', () => resolve(false));
+  });
+  if (live) throw new StiefelError('E_NBD_LISTEN', `cannot listen on unix:${path}: another server is using it; stop it or choose another path`);
+  fs.rmSync(path, { force: true });
+}
+
+function listenError(where: ListenAddress, err: Error): StiefelError {
+  const at = formatListenAddress(where);
+  const code = errnoCode(err);
+  const why: Record<string, string> = {
+    EADDRINUSE: `cannot listen on ${at}: the address is already in use (another NBD server?); stop it or choose another with --listen`,
+    EADDRNOTAVAIL: `cannot listen on ${at}: no network interface has that address; check it with 'ip address'`,
+    EACCES: `cannot listen on ${at}: permission denied (ports below 1024 need root; a socket path needs a writable directory)`,
+    ENOTFOUND: `cannot listen on ${at}: the host name does not resolve; give an IP address`,
+    EAI_AGAIN: `cannot listen on ${at}: the host name does not resolve; give an IP address`,
+    ENOENT: `cannot listen on ${at}: the directory does not exist; create it first`,
+    EINVAL: `cannot listen on ${at}: invalid address (a link-local address needs its %interface, e.g. fe80::1%eth0)`,
+    ENODEV: `cannot listen on ${at}: no such network interface`,
+  };
+  return new StiefelError('E_NBD_LISTEN', why[code ?? ''] ?? `cannot listen on ${at}: ${err.message}`, { cause: err });
+}
