@@ -4,6 +4,7 @@ import { configPath, loadConfig, DEFAULT_CONFIG_PATH } from '../config';
 import { readSecretFile } from '../crypto/secret-file';
 import { systemNetworkControl } from '../netif/interfaces';
 import { startBootServer } from '../payload/boot-server';
+import { startNbdDiskService } from '../payload/nbd-disk';
 
 export const serverCommand: Command = {
   name: 'server',
@@ -27,7 +28,7 @@ Example:
     const secret = await readSecretFile(config.secret);
     if (ctx.signal.aborted) return;
     const server = await startBootServer(
-      { config, secret, serverName: config.server.name ?? hostname(), net: systemNetworkControl() },
+      { config, secret, serverName: config.server.name ?? hostname(), net: systemNetworkControl(), startDisk: startNbdDiskService },
       { log: ctx.log, signal: ctx.signal },
     );
     await new Promise<void>((resolve) => {

@@ -136,7 +136,7 @@ export async function startBootServer(o: BootServerOptions, ctx: { log: Logger; 
       const d = disk;
       closers.push(() => d.close());
     } else if (cfg.server.disk) {
-      log.warn('this build cannot serve the disk yet: no NBD server is linked in');
+      log.warn(`server.disk ${cfg.server.disk} is not served: no disk server given`);
     }
 
     const discovery = await startDiscoveryResponder(
