@@ -12,6 +12,7 @@ cd "$(dirname "$0")/.."
 # One list, grouped by what needs it. Keep it sorted inside each group.
 PACKAGES="
   ca-certificates iproute2 util-linux e2fsprogs zstd gzip cpio binutils file kmod
+  curl openssl
   libnbd-bin qemu-utils fio
   nbdkit nbd-server
   qemu-system-x86 linux-image-amd64

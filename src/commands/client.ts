@@ -1,11 +1,66 @@
-import type { Command } from '../cli/command';
-import { StiefelError } from '../errors';
+import { hostname, tmpdir } from 'node:os';
+import { resolve } from 'node:path';
+import { parseCommandArgs, type Command } from '../cli/command';
+import { UsageError } from '../errors';
+import { configPath, loadConfig, DEFAULT_CONFIG_PATH } from '../config';
+import { readSecretFile } from '../crypto/secret-file';
+import { kexecTools } from '../kexec/kexec';
+import { systemNetworkControl } from '../netif/interfaces';
+import { runBootClient } from '../payload/boot-client';
+import { ProgressReporter } from '../payload/progress';
+import { terminalAnswerer } from '../payload/terminal-answerer';
 
 export const clientCommand: Command = {
   name: 'client',
   summary: 'discover the server, fetch and verify the payload, kexec it',
-  help: `Usage: stiefelctl client\n\nNot implemented yet (issue 3).\n`,
-  async run() {
-    throw new StiefelError('E_NOT_IMPLEMENTED', 'stiefelctl client is not implemented yet (issue 3)');
+  help: `Usage: stiefelctl client [--config PATH] [--no-kexec --out DIR]
+
+The desktop's side. Brings every network interface up, asks for the laptop on
+all of them at once, downloads the laptop OS's kernel and initrd over HTTPS
+with TLS-PSK, checks them against the signed manifest, appends this boot's
+link settings (and keys) to the initrd as a cpio, and kexecs the laptop OS.
+Questions from the laptop (a passphrase for an encrypted /boot) are asked on
+this terminal.
+
+Options:
+  --config PATH   config file (default $STIEFEL_CONFIG, else ${DEFAULT_CONFIG_PATH})
+  --no-kexec      do not kexec; needs --out
+  --out DIR       write vmlinuz, initrd.img and cmdline to DIR (created if
+                  missing); nothing is written unless the payload verified
+
+Examples:
+  stiefelctl client
+  stiefelctl client --no-kexec --out /tmp/laptop-os
+`,
+  async run(argv, ctx) {
+    const { values } = parseCommandArgs(
+      'client',
+      argv,
+      { config: { type: 'string' }, 'no-kexec': { type: 'boolean' }, out: { type: 'string' } },
+      { min: 0, max: 0, names: '' },
+    );
+    if (values.out !== undefined && !values['no-kexec']) throw new UsageError('--out DIR needs --no-kexec', { command: 'client' });
+    if (values['no-kexec'] && values.out === undefined) throw new UsageError('--no-kexec needs --out DIR (where to write the files)', { command: 'client' });
+    if (values.out === '') throw new UsageError('--out needs a directory', { command: 'client' });
+    const config = await loadConfig(configPath(values.config, ctx.env, ctx.cwd));
+    const secret = await readSecretFile(config.secret);
+    const progress = { reporter: undefined as ProgressReporter | undefined };
+    await runBootClient(
+      {
+        config,
+        secret,
+        outDir: values.out === undefined ? undefined : resolve(ctx.cwd, values.out),
+        kexec: kexecTools(),
+        workDir: tmpdir(),
+        net: systemNetworkControl(),
+        clientName: hostname(),
+        answerer: terminalAnswerer(),
+        onProgress: ({ received, total }) => {
+          progress.reporter ??= new ProgressReporter({ write: (line) => ctx.log.info(line), tty: ctx.isTTY, label: 'downloading' });
+          progress.reporter.update(received, total);
+        },
+      },
+      { log: ctx.log, signal: ctx.signal },
+    );
   },
 };

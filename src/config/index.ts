@@ -1,0 +1,3 @@
+export * from './schema';
+export { loadConfig, parseConfigText } from './load';
+export { configTemplate } from './template';

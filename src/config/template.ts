@@ -1,0 +1,77 @@
+// The commented config that `stiefelctl init` writes. Every key is shown with
+// its default; the test parses this text to make sure it stays valid.
+import {
+  DEFAULT_DISCOVERY_PORT,
+  DEFAULT_NBD_PORT,
+  DEFAULT_PAYLOAD_PORT,
+  INITRAMFS_FAMILIES,
+} from './schema';
+
+export interface TemplateOptions {
+  /** Value written for `secret` (relative paths are relative to the config file). */
+  secret: string;
+}
+
+export function configTemplate(options: TemplateOptions): string {
+  return `# stiefelsystem configuration (YAML), written by 'stiefelctl init'.
+# The same file serves the laptop ('stiefelctl server') and the desktop
+# ('stiefelctl client'). Relative paths are relative to this file.
+# Every key is optional; the values shown are the defaults.
+
+# The shared secret: 32 random bytes, mode 0600. The laptop and the desktop
+# (its stiefelOS image) must hold the same file. Never share it otherwise.
+secret: ${JSON.stringify(options.secret)}
+
+network:
+  # Interfaces to bring up and use: all (every interface but lo), or a list.
+  interfaces: all
+  # Interfaces never touched: names, or prefixes ending in '*' (e.g. 'wl*').
+  exclude: []
+  # How often new interfaces (a USB adapter plugged in later) are looked for.
+  watch_interval_ms: 250
+
+discovery:
+  # UDP port; requests go to ff02::1 (IPv6 link-local multicast) on every
+  # interface, and to the IPv4 broadcast address where there is one.
+  port: ${DEFAULT_DISCOVERY_PORT}
+  # The client repeats its request this often, on every interface at once.
+  retry_interval_ms: 50
+  # The client gives up after this many seconds; 0 keeps trying forever.
+  timeout_s: 0
+  # Requests whose clock differs more than this from the laptop's are ignored.
+  max_clock_skew_s: 600
+  ipv4_broadcast: true
+
+payload:
+  # HTTPS port (TLS 1.2, ECDHE-PSK with a key derived from the secret).
+  port: ${DEFAULT_PAYLOAD_PORT}
+
+server:
+  # The laptop OS that the desktop boots: its kernel, initrd and command line.
+  # family is how its initramfs finds the disk over the network:
+  # ${INITRAMFS_FAMILIES.join(', ')}.
+  # boot:
+  #   kernel: /boot/vmlinuz
+  #   initrd: /boot/initrd.img
+  #   cmdline: "root=UUID=... ro quiet"
+  #   family: initramfs-tools
+  # The disk the laptop OS lives on, served over NBD to one client at a time.
+  # disk: /dev/nvme0n1
+  nbd:
+    port: ${DEFAULT_NBD_PORT}
+    export: disk
+  # After a desktop fetched the payload, the laptop waits this long for its
+  # disk connection before serving another desktop.
+  handoff_timeout_s: 300
+  # Name shown on the desktop; defaults to the host name.
+  # name: my-laptop
+
+client:
+  # Name the laptop OS's initramfs gives the desktop's NIC that reaches the laptop.
+  link_interface: stiefellink
+  # Largest kernel or initrd accepted, in bytes.
+  max_file_bytes: ${8 * 1024 ** 3}
+  # A download that receives nothing for this many seconds fails.
+  stall_timeout_s: 30
+`;
+}

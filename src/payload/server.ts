@@ -1,0 +1,366 @@
+// The payload server: HTTPS over TLS 1.2 ECDHE-PSK, nothing else listening.
+// Streams the kernel and initrd from their source with backpressure (memory
+// stays bounded whatever their size), to one client host at a time.
+import { createServer, type Server } from 'node:https';
+import type { IncomingMessage, ServerResponse } from 'node:http';
+import type { Socket } from 'node:net';
+import type { TLSSocket } from 'node:tls';
+import { StiefelError } from '../errors';
+import type { Logger } from '../log';
+import { busyMessage, ClientLock, peerHost } from './client-lock';
+import { encodeManifest, PAYLOAD_FILE_NAMES, type Manifest, type ManifestLink, type PayloadFileName } from './manifest';
+import {
+  API_PREFIX,
+  MAX_ANSWER_BODY,
+  MAX_QUESTION_WAIT_MS,
+  NONCE_PATTERN,
+  SESSION_HEADER,
+  SESSION_PATTERN,
+  type ErrorBody,
+} from './protocol';
+import { passphraseProvider, QuestionChannel, QuestionError, MAX_ANSWER_LENGTH } from './questions';
+import type { BootPayload, BootPayloadSource } from './source';
+import { PAYLOAD_CIPHER, pskServerOptions } from './tls';
+
+export interface PayloadServerOptions {
+  /** TLS pre-shared key (HKDF "payloadPsk"). */
+  psk: Buffer;
+  /** Manifest signing key (HKDF "manifest"). */
+  manifestKey: Buffer;
+  port: number;
+  /** Listen address; '::' (every interface, IPv4 too). */
+  host?: string;
+  serverName: string;
+  source: BootPayloadSource;
+  nbd: { port: number; export: string };
+  lock: ClientLock;
+  /** Per-boot disk-link settings for a client (WireGuard keys, issue 6). */
+  link?: (peer: { host: string; session: string }) => Promise<ManifestLink>;
+  /** How long a question waits for its answer; default 10 minutes. */
+  questionTimeoutMs?: number;
+  /** A download whose client reads nothing for this long is ended; default 60 s. */
+  stallTimeoutMs?: number;
+  now?: () => number;
+}
+
+export interface PayloadServer {
+  readonly port: number;
+  /** The question channel of the current client, for callers that ask outside a payload resolution. */
+  questionsFor(host: string): QuestionChannel | undefined;
+  close(): Promise<void>;
+}
+
+interface Session {
+  id: string;
+  host: string;
+  questions: QuestionChannel;
+  abort: AbortController;
+  payload?: Promise<BootPayload>;
+}
+
+export class HttpError extends StiefelError {
+  readonly status: number;
+  constructor(status: number, code: string, message: string) {
+    super(code, message);
+    this.status = status;
+  }
+}
+
+/**
+ * Waits until the response can take more. A client that reads nothing for
+ * stallMs, or goes away, ends the transfer (it would otherwise hold the
+ * laptop for itself forever).
+ */
+function drained(res: ServerResponse, stallMs: number): Promise<void> {
+  return new Promise((resolve, reject) => {
+    const done = (err?: Error): void => {
+      clearTimeout(timer);
+      res.off('drain', onDrain);
+      res.off('close', onClose);
+      if (err) reject(err);
+      else resolve();
+    };
+    const onDrain = (): void => done();
+    const onClose = (): void => done(new Error('the client went away'));
+    const timer = setTimeout(() => done(new Error(`the client read nothing for ${Math.round(stallMs / 1000)} s`)), stallMs);
+    res.on('drain', onDrain);
+    res.on('close', onClose);
+  });
+}
+
+function sendJson(res: ServerResponse, status: number, body: unknown): void {
+  const text = JSON.stringify(body);
+  res.writeHead(status, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(text), 'cache-control': 'no-store' });
+  res.end(text);
+}
+
+function sendError(res: ServerResponse, err: HttpError): void {
+  const body: ErrorBody = { code: err.code, message: err.message };
+  if (!res.headersSent) sendJson(res, err.status, body);
+  else res.destroy(err);
+}
+
+async function readBody(req: IncomingMessage, limit: number): Promise<Buffer> {
+  const chunks: Buffer[] = [];
+  let n = 0;
+  for await (const chunk of req as AsyncIterable<Buffer>) {
+    n += chunk.length;
+    if (n > limit) throw new HttpError(413, 'E_TOO_LARGE', `request body larger than ${limit} bytes`);
+    chunks.push(chunk);
+  }
+  return Buffer.concat(chunks);
+}
+
+export async function startPayloadServer(options: PayloadServerOptions, ctx: { log: Logger; signal?: AbortSignal }): Promise<PayloadServer> {
+  const log = ctx.log;
+  const now = options.now ?? Date.now;
+  const sessions = new Map<string, Session>();
+  const lastTlsWarning = new Map<string, number>();
+
+  const endSession = (id: string, why: string): void => {
+    const s = sessions.get(id);
+    if (!s) return;
+    sessions.delete(id);
+    s.abort.abort(new StiefelError('E_SESSION_ENDED', why));
+    s.questions.close(new QuestionError(why));
+  };
+
+  const sessionFor = (id: string, host: string): Session => {
+    let s = sessions.get(id);
+    if (s && s.host !== host) throw new HttpError(409, 'E_SESSION', 'this session belongs to another host');
+    if (!s) {
+      // Sessions of hosts that no longer hold the lock are over.
+      for (const other of [...sessions.values()]) if (options.lock.busyFor(other.host)) endSession(other.id, 'another desktop took over');
+      s = { id, host, questions: new QuestionChannel(), abort: new AbortController() };
+      sessions.set(id, s);
+    }
+    return s;
+  };
+
+  const resolvePayload = (s: Session): Promise<BootPayload> => {
+    if (!s.payload) {
+      const asker = {
+        ask: (q: Parameters<QuestionChannel['ask']>[0], o: Parameters<QuestionChannel['ask']>[1] = {}) =>
+          s.questions.ask(q, { timeoutMs: options.questionTimeoutMs ?? 600_000, ...o }),
+      };
+      s.payload = options.source.resolve({ log: log.child('source'), signal: s.abort.signal, passphrase: passphraseProvider(asker) });
+      // A failed resolution is retried by the next manifest request.
+      s.payload.catch(() => (s.payload = undefined));
+    }
+    return s.payload;
+  };
+
+  const serveManifest = async (s: Session, url: URL, res: ServerResponse): Promise<void> => {
+    const nonce = url.searchParams.get('nonce') ?? '';
+    if (!NONCE_PATTERN.test(nonce)) throw new HttpError(400, 'E_REQUEST', 'nonce must be 32 lower-case hex digits');
+    let payload: BootPayload;
+    try {
+      payload = await resolvePayload(s);
+    } catch (err) {
+      const msg = err instanceof Error ? err.message : String(err);
+      log.warn(`cannot prepare the boot payload for ${s.host}: ${msg}`);
+      throw new HttpError(503, err instanceof StiefelError ? err.code : 'E_PAYLOAD', `the laptop cannot prepare its boot payload: ${msg}`);
+    }
+    const link = (await options.link?.({ host: s.host, session: s.id })) ?? {};
+    // The booted laptop OS may reach the disk from its tunnel address.
+    if (link.wireguard) options.lock.expectDiskPeer(link.wireguard.clientAddress.replace(/\/\d+$/, ''));
+    const manifest: Manifest = {
+      version: 1,
+      nonce,
+      session: s.id,
+      serverName: options.serverName,
+      issuedAtMs: now(),
+      family: payload.family,
+      cmdline: payload.cmdline,
+      files: PAYLOAD_FILE_NAMES.map((name) => {
+        const f = payload.files[name];
+        return { name, size: f.size, pieceSize: f.pieceSize, pieceSha256: f.pieceSha256 };
+      }),
+      nbd: options.nbd,
+      link,
+    };
+    const body = encodeManifest(manifest, options.manifestKey);
+    res.writeHead(200, { 'content-type': 'application/json', 'content-length': body.length, 'cache-control': 'no-store' });
+    res.end(body);
+    const mb = (n: number): string => (n / 1e6).toFixed(1);
+    log.info(`sending kernel (${mb(payload.files.kernel.size)} MB) and initrd (${mb(payload.files.initrd.size)} MB) to ${s.host}`);
+  };
+
+  const serveFile = async (s: Session, name: PayloadFileName, res: ServerResponse): Promise<void> => {
+    if (!s.payload) throw new HttpError(409, 'E_REQUEST', 'ask for the manifest first');
+    const file = (await s.payload).files[name];
+    let stream;
+    try {
+      stream = await file.open();
+    } catch (err) {
+      log.warn(`cannot send the ${name}: ${(err as Error).message}`);
+      throw new HttpError(503, 'E_PAYLOAD_CHANGED', (err as Error).message);
+    }
+    res.writeHead(200, { 'content-type': 'application/octet-stream', 'content-length': file.size, 'cache-control': 'no-store' });
+    let sent = 0;
+    const started = now();
+    const onClose = (): void => void stream.destroy();
+    res.once('close', onClose);
+    try {
+      for await (const chunk of stream as AsyncIterable<Buffer>) {
+        const room = file.size - sent;
+        const part = chunk.length > room ? chunk.subarray(0, room) : chunk;
+        sent += part.length;
+        if (part.length > 0 && !res.write(part)) await drained(res, options.stallTimeoutMs ?? 60_000);
+        if (sent >= file.size) break;
+      }
+    } catch (err) {
+      if (res.destroyed) return;
+      log.warn(`sending the ${name} to ${s.host} failed after ${sent} of ${file.size} bytes: ${(err as Error).message}`);
+      res.destroy();
+      return;
+    } finally {
+      res.off('close', onClose);
+      stream.destroy();
+    }
+    if (sent !== file.size) {
+      // Never end a response short of its length: the client must see a broken transfer.
+      log.warn(`the ${name} ${file.describe} ended after ${sent} of ${file.size} bytes; connection to ${s.host} aborted`);
+      res.destroy();
+      return;
+    }
+    res.end();
+    const secs = Math.max(1e-3, (now() - started) / 1000);
+    log.debug(`sent the ${name} (${file.size} bytes) to ${s.host} in ${secs.toFixed(2)} s`);
+  };
+
+  const serveQuestion = async (s: Session, url: URL, req: IncomingMessage, res: ServerResponse): Promise<void> => {
+    const wait = Math.min(MAX_QUESTION_WAIT_MS, Math.max(0, Number(url.searchParams.get('wait') ?? 0) || 0));
+    const gone = new AbortController();
+    const onClose = (): void => gone.abort();
+    res.once('close', onClose);
+    req.socket.once('close', onClose);
+    try {
+      const q = await s.questions.next(wait, gone.signal);
+      if (res.destroyed) return;
+      if (!q) {
+        res.writeHead(204, { 'cache-control': 'no-store' });
+        res.end();
+        return;
+      }
+      log.debug(`asking ${s.host}: ${q.prompt}`);
+      sendJson(res, 200, q);
+    } finally {
+      res.off('close', onClose);
+      req.socket.off('close', onClose);
+    }
+  };
+
+  const serveAnswer = async (s: Session, id: string, req: IncomingMessage, res: ServerResponse): Promise<void> => {
+    let body: unknown;
+    try {
+      body = JSON.parse((await readBody(req, MAX_ANSWER_BODY)).toString('utf8'));
+    } catch (err) {
+      if (err instanceof HttpError) throw err;
+      throw new HttpError(400, 'E_REQUEST', 'the answer is not JSON');
+    }
+    const b = body as { answer?: unknown; refused?: unknown };
+    let ok: boolean;
+    if (typeof b.answer === 'string' && b.answer.length <= MAX_ANSWER_LENGTH) ok = s.questions.answer(id, b.answer);
+    else if (typeof b.refused === 'string') ok = s.questions.refuse(id, b.refused.slice(0, 200));
+    else throw new HttpError(400, 'E_REQUEST', `an answer is {"answer": "..."} (at most ${MAX_ANSWER_LENGTH} characters) or {"refused": "why"}`);
+    if (!ok) throw new HttpError(404, 'E_QUESTION', 'no such open question');
+    res.writeHead(204);
+    res.end();
+  };
+
+  const handle = async (req: IncomingMessage, res: ServerResponse): Promise<void> => {
+    const host = peerHost(req.socket.remoteAddress);
+    const url = new URL(req.url ?? '/', 'https://stiefelsystem');
+    const session = String(req.headers[SESSION_HEADER] ?? '');
+    if (!SESSION_PATTERN.test(session)) throw new HttpError(400, 'E_REQUEST', `missing or malformed ${SESSION_HEADER} header`);
+    const decision = options.lock.beginRequest(host, session);
+    if (!decision.ok) {
+      const message = busyMessage(decision.owner);
+      log.warn(`refused the desktop at ${host}: busy with ${decision.owner.host}`);
+      throw new HttpError(409, 'E_SERVER_BUSY', message);
+    }
+    res.once('close', () => options.lock.endRequest(host));
+    if (decision.replacedSession) endSession(decision.replacedSession, 'the desktop started a new session');
+    const s = sessionFor(session, host);
+    const path = url.pathname;
+    const method = req.method ?? 'GET';
+    if (method === 'GET' && path === `${API_PREFIX}/manifest`) return serveManifest(s, url, res);
+    const fileMatch = /^\/v1\/files\/([a-z]+)$/.exec(path);
+    if (method === 'GET' && fileMatch && (PAYLOAD_FILE_NAMES as readonly string[]).includes(fileMatch[1]!)) {
+      return serveFile(s, fileMatch[1] as PayloadFileName, res);
+    }
+    if (method === 'GET' && path === `${API_PREFIX}/question`) return serveQuestion(s, url, req, res);
+    const answerMatch = /^\/v1\/answer\/([0-9a-f]{16,64})$/.exec(path);
+    if (method === 'POST' && answerMatch) return serveAnswer(s, answerMatch[1]!, req, res);
+    if (method === 'POST' && path === `${API_PREFIX}/done`) {
+      await readBody(req, 1024);
+      options.lock.handOff(host);
+      log.info(`the desktop at ${host} verified its payload and boots it; waiting for its disk connection`);
+      res.writeHead(204);
+      res.end();
+      return;
+    }
+    throw new HttpError(404, 'E_NOT_FOUND', `no such request: ${method} ${path}`);
+  };
+
+  const server: Server = createServer(
+    { ...pskServerOptions(options.psk), keepAlive: true, requestTimeout: 0, headersTimeout: 30_000 },
+    (req, res) => {
+      handle(req, res).catch((err: unknown) => {
+        if (err instanceof HttpError) return sendError(res, err);
+        log.warn(`payload request ${req.method} ${req.url} failed: ${err instanceof Error ? err.message : String(err)}`);
+        sendError(res, new HttpError(500, 'E_INTERNAL', 'internal error on the laptop; see its log'));
+      });
+    },
+  );
+  // TLS failures are where a client with another secret shows up.
+  server.on('tlsClientError', (err: Error & { code?: string }, socket: TLSSocket | Socket) => {
+    const from = peerHost(socket.remoteAddress);
+    const text = `${err.code ?? ''} ${err.message}`;
+    let reason: string;
+    if (/bad record mac|decryption failed/i.test(text)) reason = 'the client holds a different secret';
+    else if (/no shared cipher|no suitable|unsupported protocol|version too low/i.test(text)) reason = `the client does not offer TLS 1.2 ${PAYLOAD_CIPHER}`;
+    else if (/wrong version number|http request|unknown protocol|unexpected eof|ECONNRESET/i.test(text)) reason = 'not a stiefelsystem TLS-PSK client';
+    else reason = err.message.split('\n')[0]!;
+    // At most one line per sender and reason every 10 s.
+    const t = now();
+    const k = `${from} ${reason}`;
+    if ((lastTlsWarning.get(k) ?? -Infinity) > t - 10_000) return;
+    if (lastTlsWarning.size > 1000) lastTlsWarning.clear();
+    lastTlsWarning.set(k, t);
+    log.warn(`refused a payload connection from ${from}: TLS handshake failed (${reason})`);
+  });
+
+  await new Promise<void>((resolve, reject) => {
+    const onError = (err: NodeJS.ErrnoException): void => {
+      const hint = err.code === 'EADDRINUSE' ? ': is another stiefelctl server running?' : '';
+      reject(new StiefelError('E_PAYLOAD_LISTEN', `cannot listen for payload requests on TCP port ${options.port}: ${err.message}${hint}`, { cause: err }));
+    };
+    server.once('error', onError);
+    server.listen({ port: options.port, host: options.host ?? '::' }, () => {
+      server.off('error', onError);
+      resolve();
+    });
+  });
+  server.on('error', (err) => log.warn(`payload server error: ${err.message}`));
+  const address = server.address();
+  const port = typeof address === 'object' && address ? address.port : options.port;
+  log.debug(`payload server listening on TCP port ${port} (TLS-PSK only)`);
+
+  let closing: Promise<void> | undefined;
+  const close = (): Promise<void> => {
+    closing ??= new Promise<void>((resolve) => {
+      for (const id of [...sessions.keys()]) endSession(id, 'the server is stopping');
+      server.close(() => resolve());
+      server.closeAllConnections();
+    });
+    return closing;
+  };
+  ctx.signal?.addEventListener('abort', () => void close(), { once: true });
+  return {
+    port,
+    questionsFor: (host) => [...sessions.values()].find((s) => s.host === host)?.questions,
+    close,
+  };
+}

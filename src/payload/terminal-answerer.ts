@@ -1,0 +1,87 @@
+// Answers the laptop's questions at the desktop's terminal (/dev/tty):
+// shows the prompt and reads one line; a passphrase is read without echo.
+// Without a terminal (a service, a pipe) questions are refused, with a
+// reason the laptop logs.
+import { closeSync, openSync } from 'node:fs';
+import { ReadStream, WriteStream } from 'node:tty';
+import { QuestionError, MAX_ANSWER_LENGTH, type Question, type QuestionAnswerer } from './questions';
+
+export interface TerminalAnswererOptions {
+  /** The terminal device; /dev/tty. */
+  device?: string;
+}
+
+export function terminalAnswerer(options: TerminalAnswererOptions = {}): QuestionAnswerer {
+  const device = options.device ?? '/dev/tty';
+  return {
+    answer(question: Question, { signal }): Promise<string> {
+      let inFd: number;
+      let outFd: number;
+      try {
+        inFd = openSync(device, 'r');
+      } catch (err) {
+        return Promise.reject(new QuestionError(`no terminal to ask '${question.prompt}' on (${(err as Error).message})`, { cause: err }));
+      }
+      try {
+        outFd = openSync(device, 'w');
+      } catch (err) {
+        closeSync(inFd);
+        return Promise.reject(new QuestionError(`no terminal to ask '${question.prompt}' on (${(err as Error).message})`, { cause: err }));
+      }
+      const input = new ReadStream(inFd);
+      const output = new WriteStream(outFd);
+      const echo = question.kind !== 'passphrase';
+      const suffix = question.kind === 'confirm' ? ' [y/n] ' : question.kind === 'passphrase' ? ' (typing is not shown) ' : ' ';
+      return new Promise<string>((resolve, reject) => {
+        let line = '';
+        const finish = (result: string | Error): void => {
+          input.off('data', onData);
+          signal.removeEventListener('abort', onAbort);
+          input.setRawMode(false);
+          output.write('\n');
+          input.destroy();
+          output.destroy();
+          if (typeof result === 'string') resolve(result);
+          else reject(result);
+        };
+        const onAbort = (): void => finish(new QuestionError('the question was withdrawn'));
+        const onData = (data: Buffer): void => {
+          for (const ch of data.toString('utf8')) {
+            if (ch === '\r' || ch === '\n') {
+              if (question.kind === 'confirm') {
+                if (/^(y|yes)$/i.test(line.trim())) return finish('yes');
+                if (/^(n|no)$/i.test(line.trim())) return finish('no');
+                line = '';
+                output.write('\nplease type y or n:' + suffix);
+                continue;
+              }
+              return finish(line);
+            }
+            if (ch === '\x03' || ch === '\x04') return finish(new QuestionError('the person at the desktop declined to answer'));
+            if (ch === '\x7f' || ch === '\b') {
+              if (line.length > 0) {
+                line = line.slice(0, -1);
+                if (echo) output.write('\b \b');
+              }
+              continue;
+            }
+            if (ch === '\x15') {
+              // Ctrl-U: start over.
+              if (echo) output.write('\b \b'.repeat(line.length));
+              line = '';
+              continue;
+            }
+            if (ch < ' ') continue;
+            if (line.length >= MAX_ANSWER_LENGTH) continue;
+            line += ch;
+            if (echo) output.write(ch);
+          }
+        };
+        signal.addEventListener('abort', onAbort, { once: true });
+        input.setRawMode(true);
+        input.on('data', onData);
+        output.write(`\nThe laptop asks: ${question.prompt}${suffix}`);
+      });
+    },
+  };
+}

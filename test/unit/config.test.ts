@@ -1,0 +1,116 @@
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import {
+  ConfigError,
+  configPath,
+  configTemplate,
+  loadConfig,
+  parseConfigText,
+  validateConfig,
+  DEFAULT_CONFIG_PATH,
+} from '../../src/config';
+
+const F = '/etc/stiefelsystem/config.yaml';
+
+function err(text: string): ConfigError {
+  try {
+    parseConfigText(text, F);
+  } catch (e) {
+    assert.ok(e instanceof ConfigError, String(e));
+    return e;
+  }
+  assert.fail(`no error for:\n${text}`);
+}
+
+test('an empty file gives every default, frozen', () => {
+  const c = parseConfigText('', F);
+  assert.equal(c.secret, '/etc/stiefelsystem/secret');
+  assert.equal(c.discovery.port, 61570);
+  assert.equal(c.discovery.retryIntervalMs, 50);
+  assert.equal(c.payload.port, 4644);
+  assert.equal(c.server.nbd.port, 10809);
+  assert.equal(c.server.nbd.export, 'disk');
+  assert.equal(c.server.boot, undefined);
+  assert.equal(c.network.interfaces, 'all');
+  assert.equal(c.client.linkInterface, 'stiefellink');
+  assert.ok(Object.isFrozen(c) && Object.isFrozen(c.discovery) && Object.isFrozen(c.network.exclude));
+  assert.throws(() => {
+    (c.discovery as { port: number }).port = 1;
+  }, TypeError);
+});
+
+test('the template that init writes parses and equals the defaults', () => {
+  const text = configTemplate({ secret: 'secret' });
+  const fromTemplate = parseConfigText(text, F);
+  const defaults = validateConfig({}, F);
+  assert.deepEqual(fromTemplate, defaults);
+  // Every top-level section is documented.
+  for (const k of ['secret:', 'network:', 'discovery:', 'payload:', 'server:', 'client:']) assert.match(text, new RegExp(`^${k}`, 'm'));
+  // And the commented-out example boot section is valid once uncommented.
+  const uncommented = text.replace(/^  # (boot:|  kernel:|  initrd:|  cmdline:|  family:)/gm, '  $1');
+  const c = parseConfigText(uncommented.replace('root=UUID=... ro quiet', 'root=UUID=1234 ro quiet'), F);
+  assert.deepEqual(c.server.boot, { kernel: '/boot/vmlinuz', initrd: '/boot/initrd.img', cmdline: 'root=UUID=1234 ro quiet', family: 'initramfs-tools' });
+});
+
+test('relative paths are relative to the config file', () => {
+  const c = parseConfigText('secret: keys/s\nserver:\n  disk: disk.img\n  boot: {kernel: k, initrd: /abs/i, cmdline: "a  b"}\n', '/srv/x/c.yaml');
+  assert.equal(c.secret, '/srv/x/keys/s');
+  assert.equal(c.server.disk, '/srv/x/disk.img');
+  assert.equal(c.server.boot?.kernel, '/srv/x/k');
+  assert.equal(c.server.boot?.initrd, '/abs/i');
+  assert.equal(c.server.boot?.cmdline, 'a b');
+});
+
+test('errors name the key, the file and what is allowed', () => {
+  let e = err('discovery:\n  port: 70000\n');
+  assert.equal(e.message, `config ${F}: discovery.port must be an integer from 1 to 65535, not 70000`);
+  assert.equal(e.key, 'discovery.port');
+  e = err('discovery:\n  port: "abc"\n');
+  assert.equal(e.message, `config ${F}: discovery.port must be an integer from 1 to 65535, not 'abc'`);
+  e = err('server:\n  boot: {kernel: /k, initrd: /i, family: gentoo}\n');
+  assert.equal(e.message, `config ${F}: server.boot.family must be one of initramfs-tools, dracut, mkinitcpio, not 'gentoo'`);
+  e = err('server:\n  boot: {initrd: /i}\n');
+  assert.match(e.message, /server\.boot\.kernel must be the path of the laptop OS kernel/);
+  e = err('network:\n  interfaces: [eth0, "this-name-is-too-long"]\n');
+  assert.match(e.message, /network\.interfaces\[1\] must be an interface name/);
+  e = err('discovery: 5\n');
+  assert.equal(e.message, `config ${F}: discovery must be a mapping, not 5`);
+  e = err('server:\n  boot: {kernel: /k, initrd: /i, cmdline: "say \\"hi\\""}\n');
+  assert.match(e.message, /server\.boot\.cmdline must be the kernel command line, without quotes or backslashes/);
+  e = err('discovery:\n  ipv4_broadcast: yes please\n');
+  assert.match(e.message, /discovery\.ipv4_broadcast must be true or false/);
+});
+
+test('an unknown key is refused, listing the allowed ones', () => {
+  const e = err('discovery:\n  prot: 1\n');
+  assert.equal(e.message, `config ${F}: unknown key 'discovery.prot' (allowed here: ipv4_broadcast, max_clock_skew_s, port, retry_interval_ms, timeout_s)`);
+  assert.match(err('client:\n  stall_timeout_s: 0\n').message, /client\.stall_timeout_s must be an integer from 1 to 3600, not 0/);
+  assert.match(err('sekret: x\n').message, /unknown key 'sekret'/);
+});
+
+test('YAML syntax errors and non-mappings name the file and the line', () => {
+  assert.match(err('a: [1\n').message, new RegExp(`^config ${F} line \\d+ column \\d+: invalid YAML`));
+  assert.match(err('secret: a\nsecret: b\n').message, /invalid YAML: Map keys must be unique/);
+  assert.match(err('- 1\n- 2\n').message, /must be a YAML mapping/);
+});
+
+test('loadConfig reads the file and explains a missing one', async () => {
+  const dir = mkdtempSync(join(tmpdir(), 'stf3-config-'));
+  try {
+    const p = join(dir, 'c.yaml');
+    writeFileSync(p, 'payload: {port: 4645}\n');
+    assert.equal((await loadConfig(p)).payload.port, 4645);
+    await assert.rejects(loadConfig(join(dir, 'none.yaml')), (e: Error) => /does not exist: run 'stiefelctl init --config/.test(e.message));
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+test('the config path: flag, then STIEFEL_CONFIG, then the default', () => {
+  assert.equal(configPath('x.yaml', { STIEFEL_CONFIG: '/e.yaml' }, '/w'), '/w/x.yaml');
+  assert.equal(configPath(undefined, { STIEFEL_CONFIG: '/e.yaml' }, '/w'), '/e.yaml');
+  assert.equal(configPath(undefined, {}, '/w'), DEFAULT_CONFIG_PATH);
+});
