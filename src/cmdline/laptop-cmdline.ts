@@ -12,7 +12,9 @@
 //   stiefel.nbd_export=NAME    NBD export name
 //   stiefel.conf=PATH          the file in the initramfs with this boot's keys (LINK_CONF_PATH)
 //
-// Plus the family's own form, for initramfs NBD support that exists already:
+// Plus, with `attach: family` (a laptop OS without stiefelsystem's hooks, no
+// WireGuard), the family's own form, for initramfs NBD support that exists
+// already; with stiefelsystem's hooks it would only race them for the disk:
 //   initramfs-tools  nbdroot=[ADDR%IFNAME]:PORT/EXPORT nbddev=/dev/nbd0 ip=off
 //                    (nbd-client's local-top script; ip=off: the link needs no IP config)
 //   dracut           rd.neednet=1 ifname=IFNAME:MAC ip=IFNAME:link6
@@ -25,7 +27,7 @@
 // /proc/cmdline): they travel in the cpio appended to the initrd.
 import { isIPv4, isIPv6 } from 'node:net';
 import { StiefelError } from '../errors';
-import type { InitramfsFamily } from '../config/schema';
+import type { AttachMode, InitramfsFamily } from '../config/schema';
 
 /** x86 COMMAND_LINE_SIZE, including the terminating NUL. */
 export const MAX_CMDLINE_BYTES = 2048;
@@ -36,6 +38,8 @@ export interface LaptopCmdlineOptions {
   /** The laptop OS's own command line. */
   base: string;
   family: InitramfsFamily;
+  /** `stiefelsystem`: only the stiefel.* parameters; `family`: also the family's own form. */
+  attach: AttachMode;
   link: {
     /** MAC of the desktop NIC that reached the laptop. */
     mac: string;
@@ -127,7 +131,8 @@ export function buildLaptopCmdline(o: LaptopCmdlineOptions): string {
   if (!EXPORT.test(nbd.export)) throw new CmdlineError(`'${nbd.export}' is not a valid export name`);
 
   const words = splitCmdline(o.base).filter((w) => !owned(w, link.interfaceName));
-  if (o.family === 'initramfs-tools' && words.some((w) => paramName(w) === 'ip')) {
+  const nativeForm = o.attach === 'family' ? o.family : undefined;
+  if (nativeForm === 'initramfs-tools' && words.some((w) => paramName(w) === 'ip')) {
     // We set ip=off; a second ip= would make the initramfs configure (and wait for) DHCP.
     for (let i = words.length - 1; i >= 0; i--) if (paramName(words[i]!) === 'ip') words.splice(i, 1);
   }
@@ -144,7 +149,7 @@ export function buildLaptopCmdline(o: LaptopCmdlineOptions): string {
     `stiefel.nbd_export=${nbd.export}`,
     `stiefel.conf=${LINK_CONF_PATH}`,
   ];
-  switch (o.family) {
+  switch (nativeForm) {
     case 'initramfs-tools':
       added.push(`nbdroot=${host6 ? `[${zoned}]` : zoned}:${nbd.port}/${nbd.export}`, `nbddev=${DEFAULT_NBD_DEVICE}`, 'ip=off');
       break;

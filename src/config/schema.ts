@@ -15,6 +15,7 @@ export type InitramfsFamily = (typeof INITRAMFS_FAMILIES)[number];
 export const DEFAULT_DISCOVERY_PORT = 61570;
 export const DEFAULT_PAYLOAD_PORT = 4644;
 export const DEFAULT_NBD_PORT = 10809;
+export const DEFAULT_WIREGUARD_PORT = 51820;
 
 export interface NetworkConfig {
   /** `all` (every interface but lo) or the names to use. */
@@ -48,9 +49,33 @@ export interface BootConfig {
   readonly family: InitramfsFamily;
 }
 
+/** How the laptop OS's initramfs attaches the disk. */
+export const ATTACH_MODES = ['stiefelsystem', 'family'] as const;
+export type AttachMode = (typeof ATTACH_MODES)[number];
+
+export interface WireGuardConfig {
+  /** Serve the disk only through a WireGuard tunnel with fresh keys for every boot. */
+  readonly enabled: boolean;
+  /** UDP port of the laptop's end of the tunnel. */
+  readonly port: number;
+}
+
 export interface ServerConfig {
-  /** The laptop OS to hand to the desktop; undefined until set. */
+  /** The laptop OS to hand to the desktop, named explicitly; undefined: found on `disk`. */
   readonly boot: BootConfig | undefined;
+  /** The laptop OS's initramfs family when the disk does not record it (setup-server-os does). */
+  readonly family: InitramfsFamily | undefined;
+  /** Command line for kernels found without one, when the disk does not record it. */
+  readonly cmdline: string | undefined;
+  /** Words added to the laptop OS's command line on the desktop (e.g. `quiet`). */
+  readonly cmdlineAppend: string;
+  /**
+   * `stiefelsystem`: the laptop OS has stiefelsystem's hooks (setup-server-os)
+   * and reads stiefel.* parameters; `family`: its initramfs family's own NBD
+   * support is used (nbdroot=, netroot=nbd:, nbd_host=), without WireGuard.
+   */
+  readonly attach: AttachMode;
+  readonly wireguard: WireGuardConfig;
   /** The disk (file or block device) served over NBD; undefined: none. */
   readonly disk: string | undefined;
   readonly nbd: { readonly port: number; readonly export: string };
@@ -271,8 +296,25 @@ export function validateConfig(raw: unknown, file: string | undefined, baseDir =
     export: nbdSec.str('export', { pattern: EXPORT_NAME, allowed: 'an export name (1 to 64 letters, digits, _ . : + -)', def: 'disk' })!,
   };
   nbdSec.done();
+  const wgSec = srv.section('wireguard');
+  const wireguard: WireGuardConfig = {
+    enabled: wgSec.bool('enabled', true),
+    port: wgSec.int('port', DEFAULT_WIREGUARD_PORT, 1, 65535),
+  };
+  wgSec.done();
+  const attach = srv.oneOf('attach', ATTACH_MODES, 'stiefelsystem')!;
+  if (attach === 'family' && wireguard.enabled) {
+    srv.fail('attach', "'stiefelsystem' while server.wireguard.enabled is true (the family's own NBD support cannot set up the tunnel)", attach);
+  }
+  const cmdlineText = (name: string): string | undefined =>
+    srv.str(name, { pattern: CMDLINE_TEXT, allowed: 'kernel command line words, without quotes or backslashes' })?.trim().replace(/\s+/g, ' ');
   const server: ServerConfig = {
     boot,
+    family: srv.oneOf('family', INITRAMFS_FAMILIES, undefined),
+    cmdline: cmdlineText('cmdline'),
+    cmdlineAppend: cmdlineText('cmdline_append') ?? '',
+    attach,
+    wireguard,
     disk: srv.path('disk', base),
     nbd,
     handoffTimeoutS: srv.int('handoff_timeout_s', 300, 1, 86_400),

@@ -47,16 +47,31 @@ payload:
   port: ${DEFAULT_PAYLOAD_PORT}
 
 server:
-  # The laptop OS that the desktop boots: its kernel, initrd and command line.
-  # family is how its initramfs finds the disk over the network:
-  # ${INITRAMFS_FAMILIES.join(', ')}.
+  # The disk the laptop OS lives on, served over NBD to one client at a time.
+  # What the desktop boots is found on it the way the laptop's boot loader
+  # finds it (see 'stiefelctl boot-entries'), with the initramfs family and
+  # command line that 'stiefelctl setup-server-os' recorded there.
+  # disk: /dev/nvme0n1
+  # Or name the laptop OS's kernel, initrd and command line yourself; family
+  # is how its initramfs finds the disk: ${INITRAMFS_FAMILIES.join(', ')}.
   # boot:
   #   kernel: /boot/vmlinuz
   #   initrd: /boot/initrd.img
   #   cmdline: "root=UUID=... ro quiet"
   #   family: initramfs-tools
-  # The disk the laptop OS lives on, served over NBD to one client at a time.
-  # disk: /dev/nvme0n1
+  # Used when the disk has no record from setup-server-os:
+  # family: initramfs-tools
+  # cmdline: "root=UUID=... ro quiet"
+  # Words added to the laptop OS's command line when it boots on the desktop.
+  cmdline_append: ""
+  # stiefelsystem: the laptop OS has stiefelsystem's hooks (setup-server-os);
+  # family: use the initramfs family's own NBD support (needs wireguard off).
+  attach: stiefelsystem
+  # The disk is served only through a WireGuard tunnel whose keys are made
+  # anew for every boot. Turn it off only on a trusted point-to-point cable.
+  wireguard:
+    enabled: true
+    port: 51820
   nbd:
     port: ${DEFAULT_NBD_PORT}
     export: disk

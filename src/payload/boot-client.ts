@@ -142,11 +142,13 @@ export async function runBootClient(o: BootClientOptions, ctx: { log: Logger; si
       nbdHost: wg ? wg.serverAddress : serverAddress,
       nbdPort: m.nbd.port,
       nbdExport: m.nbd.export,
+      nbdBlockSize: m.nbd.blockSize,
       wireguard: wg,
     };
     const cmdline = buildLaptopCmdline({
       base: m.cmdline,
       family: m.family,
+      attach: m.attach,
       link: { mac: link.mac, interfaceName: link.interfaceName, serverAddress },
       nbd: { host: link.nbdHost, port: link.nbdPort, export: link.nbdExport },
     });

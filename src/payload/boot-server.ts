@@ -11,15 +11,22 @@ import { busyMessage, ClientLock } from './client-lock';
 import type { ManifestLink } from './manifest';
 import { startPayloadServer, type PayloadServer } from './server';
 import { FilesPayloadSource, type BootPayloadSource } from './source';
+import { BootEntriesPayloadSource } from './boot-entries-source';
+import { startWireGuardServer, type WireGuardServer } from '../wireguard/link';
+import { systemRunner, type CommandRunner } from '../disk/runner';
 
 /** The disk server (NBD), started by the caller's factory with the lock's admission hook. */
 export interface DiskService {
   readonly port: number;
+  /** The disk's logical block size (its partition table counts in it). */
+  readonly blockSize: number;
   close(): Promise<void>;
 }
 
 export interface DiskServiceOptions {
   path: string;
+  /** Listen address; every address when omitted. */
+  host?: string;
   port: number;
   exportName: string;
   /** Called for every new connection: may this peer host use the disk now? */
@@ -39,8 +46,12 @@ export interface BootServerOptions {
   source?: BootPayloadSource;
   /** Serves config `server.disk`; without it no disk is served. */
   startDisk?: StartDiskService;
-  /** Per-boot link settings for the manifest (WireGuard, issue 6). */
+  /** Per-boot link settings for the manifest; by default a WireGuard tunnel when config server.wireguard.enabled. */
   link?: (peer: { host: string; session: string }) => Promise<ManifestLink>;
+  /** Where programs (ip, wg, mount...) run; tests script it. */
+  runner?: CommandRunner;
+  /** Scratch space for the payload found on the disk (a tmpfs in stiefelOS). */
+  workDir?: string;
 }
 
 export interface BootServer {
@@ -49,6 +60,7 @@ export interface BootServer {
   readonly disk: DiskService | undefined;
   readonly lock: ClientLock;
   readonly interfaces: InterfaceWatcher;
+  readonly wireguard: WireGuardServer | undefined;
   /** Resolves when the payload digests are computed (or rejects why not). */
   readonly payloadReady: Promise<void>;
   close(): Promise<void>;
@@ -66,21 +78,7 @@ export async function startBootServer(o: BootServerOptions, ctx: { log: Logger; 
   const { log, signal } = ctx;
   const cfg = o.config;
   const keys = deriveSubKeys(o.secret);
-  let source = o.source;
-  let payloadReady: Promise<void> = Promise.resolve();
-  if (!source) {
-    const boot = cfg.server.boot;
-    if (!boot) {
-      throw new StiefelError(
-        'E_CONFIG',
-        `config ${cfg.file ?? '(defaults)'}: server.boot is not set: name the laptop OS's kernel, initrd and cmdline there (see 'stiefelctl init')`,
-      );
-    }
-    const files = new FilesPayloadSource(boot);
-    source = files;
-    const t0 = Date.now();
-    payloadReady = files.prepare(signal).then(() => log.info(`boot payload ready: ${boot.kernel}, ${boot.initrd} (digests in ${((Date.now() - t0) / 1000).toFixed(1)} s)`));
-  }
+  const runner = o.runner ?? systemRunner;
   const lock = new ClientLock({ handoffMs: cfg.server.handoffTimeoutS * 1000, idleMs: 30_000 });
 
   const closers: Array<() => Promise<void>> = [];
@@ -88,6 +86,38 @@ export async function startBootServer(o: BootServerOptions, ctx: { log: Logger; 
     while (closers.length) await closers.pop()!().catch(() => undefined);
   };
   try {
+    // Where the payload comes from: the files named in the config, else the
+    // default boot entry on the disk.
+    let source = o.source;
+    let payloadReady: Promise<void> = Promise.resolve();
+    if (!source) {
+      const boot = cfg.server.boot;
+      if (boot) {
+        const files = new FilesPayloadSource(boot);
+        source = files;
+        const t0 = Date.now();
+        payloadReady = files.prepare(signal).then(() => log.info(`boot payload ready: ${boot.kernel}, ${boot.initrd} (digests in ${((Date.now() - t0) / 1000).toFixed(1)} s)`));
+      } else if (cfg.server.disk) {
+        const found = new BootEntriesPayloadSource({
+          device: cfg.server.disk,
+          workDir: o.workDir ?? '/run/stiefelsystem',
+          family: cfg.server.family,
+          cmdline: cfg.server.cmdline,
+          runner,
+        });
+        source = found;
+        closers.push(() => found.close());
+        // Found at start-up when it can be; an encrypted /boot waits for the
+        // first desktop, which is asked for the passphrase.
+        payloadReady = found.prepare({ log, signal }).then(() => undefined);
+      } else {
+        throw new StiefelError(
+          'E_CONFIG',
+          `config ${cfg.file ?? '(defaults)'}: neither server.disk nor server.boot is set: name the laptop's disk (its boot entries are found there) or the kernel, initrd and cmdline (see 'stiefelctl init')`,
+        );
+      }
+    }
+
     const interfaces = watchInterfaces(
       { interfaces: cfg.network.interfaces, exclude: cfg.network.exclude, intervalMs: cfg.network.watchIntervalMs },
       { log: log.child('netif'), signal, net: o.net, onUp: (name) => log.debug(`interface ${name} up`) },
@@ -95,26 +125,23 @@ export async function startBootServer(o: BootServerOptions, ctx: { log: Logger; 
     closers.push(async () => interfaces.stop());
     await interfaces.ready;
 
-    const payload = await startPayloadServer(
-      {
-        psk: keys.payloadPsk,
-        manifestKey: keys.manifest,
-        port: cfg.payload.port,
-        serverName: o.serverName,
-        source,
-        nbd: cfg.server.nbd,
-        lock,
-        link: o.link,
-      },
-      { log: log.child('payload'), signal },
-    );
-    closers.push(() => payload.close());
+    // The disk link: a WireGuard tunnel with keys made for this boot, and the
+    // disk served on its address alone.
+    let wireguard: WireGuardServer | undefined;
+    let link = o.link;
+    if (!link && cfg.server.wireguard.enabled && cfg.server.disk) {
+      const wg = await startWireGuardServer({ port: cfg.server.wireguard.port }, { runner, log: log.child('wireguard') });
+      wireguard = wg;
+      closers.push(() => wg.close());
+      link = async () => ({ wireguard: await wg.addPeer() });
+    }
 
     let disk: DiskService | undefined;
     if (cfg.server.disk && o.startDisk) {
       disk = await o.startDisk(
         {
           path: cfg.server.disk,
+          host: wireguard?.address,
           port: cfg.server.nbd.port,
           exportName: cfg.server.nbd.export,
           admit: (peer) => {
@@ -139,6 +166,23 @@ export async function startBootServer(o: BootServerOptions, ctx: { log: Logger; 
       log.warn(`server.disk ${cfg.server.disk} is not served: no disk server given`);
     }
 
+    const payload = await startPayloadServer(
+      {
+        psk: keys.payloadPsk,
+        manifestKey: keys.manifest,
+        port: cfg.payload.port,
+        serverName: o.serverName,
+        source,
+        nbd: { port: disk?.port ?? cfg.server.nbd.port, export: cfg.server.nbd.export, blockSize: disk?.blockSize ?? 512 },
+        attach: cfg.server.attach,
+        cmdlineAppend: cfg.server.cmdlineAppend,
+        lock,
+        link,
+      },
+      { log: log.child('payload'), signal },
+    );
+    closers.push(() => payload.close());
+
     const discovery = await startDiscoveryResponder(
       {
         key: keys.discovery,
@@ -157,11 +201,11 @@ export async function startBootServer(o: BootServerOptions, ctx: { log: Logger; 
     });
 
     log.info(
-      `serving '${o.serverName}': discovery on UDP ${cfg.discovery.port}, payload on HTTPS ${payload.port}${disk ? `, disk ${cfg.server.disk} on NBD ${disk.port}` : ''}; interfaces: ${[...interfaces.up].sort().join(', ') || '(none yet)'}`,
+      `serving '${o.serverName}': discovery on UDP ${cfg.discovery.port}, payload on HTTPS ${payload.port}${disk ? `, disk ${cfg.server.disk} on NBD ${disk.port}${wireguard ? ` at ${wireguard.address} (WireGuard only)` : ''}` : ''}; interfaces: ${[...interfaces.up].sort().join(', ') || '(none yet)'}`,
     );
     payloadReady.catch((err: Error) => log.warn(`the boot payload is not ready: ${err.message}`));
     signal.addEventListener('abort', () => void close(), { once: true });
-    return { payload, discovery, disk, lock, interfaces, payloadReady, close };
+    return { payload, discovery, disk, lock, interfaces, wireguard, payloadReady, close };
   } catch (err) {
     await close();
     throw err;

@@ -20,6 +20,8 @@ export interface LinkConf {
   nbdHost: string;
   nbdPort: number;
   nbdExport: string;
+  /** Logical block size to attach the disk with (the laptop disk's own). */
+  nbdBlockSize: number;
   wireguard?: WireGuardLink;
 }
 
@@ -33,6 +35,7 @@ export function encodeLinkConf(c: LinkConf): string {
     ['STIEFEL_NBD_HOST', c.nbdHost],
     ['STIEFEL_NBD_PORT', c.nbdPort],
     ['STIEFEL_NBD_EXPORT', c.nbdExport],
+    ['STIEFEL_NBD_BLOCK_SIZE', c.nbdBlockSize],
   ];
   if (c.wireguard) {
     const w = c.wireguard;

@@ -12,7 +12,7 @@
 // against, and it may be logged or kept).
 import { createHmac, timingSafeEqual } from 'node:crypto';
 import { StiefelError } from '../errors';
-import { INITRAMFS_FAMILIES, type InitramfsFamily } from '../config/schema';
+import { ATTACH_MODES, INITRAMFS_FAMILIES, type AttachMode, type InitramfsFamily } from '../config/schema';
 import { MAX_PIECES, MIN_PIECE_SIZE, pieceCount } from './pieces';
 
 export const MANIFEST_VERSION = 1;
@@ -62,10 +62,13 @@ export interface Manifest {
   issuedAtMs: number;
   /** Initramfs family of the laptop OS (decides the command line form). */
   family: InitramfsFamily;
+  /** How the laptop OS's initramfs attaches the disk (decides the parameters it gets). */
+  attach: AttachMode;
   /** The laptop OS's own command line. */
   cmdline: string;
   files: ManifestFile[];
-  nbd: { port: number; export: string };
+  /** blockSize: the disk's logical block size, which its partition table counts in. */
+  nbd: { port: number; export: string; blockSize: number };
   link: ManifestLink;
 }
 
@@ -113,7 +116,7 @@ function str(v: unknown, pattern: RegExp, what: string): string {
 /** Structural check of a manifest object; throws ManifestError. */
 export function validateManifest(m: unknown): Manifest {
   if (!isObject(m)) fail('not an object');
-  checkKeys(m, ['version', 'nonce', 'session', 'serverName', 'issuedAtMs', 'family', 'cmdline', 'files', 'nbd', 'link'], '');
+  checkKeys(m, ['version', 'nonce', 'session', 'serverName', 'issuedAtMs', 'family', 'attach', 'cmdline', 'files', 'nbd', 'link'], '');
   if (m.version !== MANIFEST_VERSION) fail(`version ${String(m.version)} is not ${MANIFEST_VERSION}: update stiefelsystem on both machines`);
   str(m.nonce, HEX(32), 'nonce');
   str(m.session, HEX(32), 'session');
@@ -122,6 +125,7 @@ export function validateManifest(m: unknown): Manifest {
   if (typeof m.family !== 'string' || !(INITRAMFS_FAMILIES as readonly string[]).includes(m.family)) {
     fail(`family must be one of ${INITRAMFS_FAMILIES.join(', ')}`);
   }
+  if (typeof m.attach !== 'string' || !(ATTACH_MODES as readonly string[]).includes(m.attach)) fail(`attach must be one of ${ATTACH_MODES.join(', ')}`);
   str(m.cmdline, /^[^\x00-\x1f\x7f]{0,4096}$/, 'cmdline');
   if (!Array.isArray(m.files) || m.files.length !== PAYLOAD_FILE_NAMES.length) fail('files must list kernel and initrd');
   const names = new Set<string>();
@@ -141,8 +145,10 @@ export function validateManifest(m: unknown): Manifest {
     for (const d of f.pieceSha256 as unknown[]) str(d, HEX(64), `a piece sha256 of ${f.name}`);
   }
   if (!isObject(m.nbd)) fail('nbd is missing');
-  checkKeys(m.nbd, ['port', 'export'], 'nbd.');
+  checkKeys(m.nbd, ['port', 'export', 'blockSize'], 'nbd.');
   safeInt(m.nbd.port, 1, 65535, 'nbd.port');
+  const blockSize = safeInt(m.nbd.blockSize, 512, 65536, 'nbd.blockSize');
+  if (!Number.isInteger(Math.log2(blockSize))) fail('nbd.blockSize must be a power of two');
   str(m.nbd.export, /^[A-Za-z0-9_.:+-]{1,64}$/, 'nbd.export');
   if (!isObject(m.link)) fail('link is missing');
   checkKeys(m.link, ['wireguard'], 'link.');

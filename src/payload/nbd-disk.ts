@@ -1,17 +1,41 @@
 // The disk served over NBD by `stiefelctl server`: issue 2's NBD server with
 // a file backend for `server.disk`, its admission tied to the one-desktop lock
-// (boot-server.ts), listening on every address (the link is link-local IPv6).
+// (boot-server.ts). It listens on the WireGuard tunnel address when the link
+// is encrypted, else on every address (the cable is link-local IPv6).
+import { readFile, stat } from 'node:fs/promises';
 import { FileBackend, startNbdServer, type NbdPeer } from '../nbd';
 import { peerHost } from './client-lock';
 import type { StartDiskService } from './boot-server';
 
+/**
+ * The logical block size of a block device (what its partition table counts
+ * in), from sysfs; 512 for a regular file or when sysfs cannot tell.
+ */
+export async function logicalBlockSize(path: string, sysfs = '/sys'): Promise<number> {
+  const st = await stat(path);
+  if (!st.isBlockDevice()) return 512;
+  const major = Math.floor(st.rdev / 256) & 0xfff;
+  const minor = (st.rdev & 0xff) | ((Math.floor(st.rdev / 0x100000) & 0xfff) << 8);
+  // A partition has no queue of its own: its disk's is one level up.
+  for (const rel of ['queue/logical_block_size', '../queue/logical_block_size']) {
+    try {
+      const n = Number((await readFile(`${sysfs}/dev/block/${major}:${minor}/${rel}`, 'utf8')).trim());
+      if (Number.isInteger(n) && n >= 512 && n <= 65536) return n;
+    } catch {
+      // try the next place
+    }
+  }
+  return 512;
+}
+
 export const startNbdDiskService: StartDiskService = async (o, ctx) => {
+  const blockSize = await logicalBlockSize(o.path);
   const backend = await FileBackend.open(o.path, {}, { log: ctx.log });
   try {
     const handle = await startNbdServer(
       {
         exports: [{ name: o.exportName, description: "the laptop's disk", backend }],
-        listen: { kind: 'tcp', host: '::', port: o.port },
+        listen: { kind: 'tcp', host: o.host ?? '::', port: o.port },
         admit: (peer: NbdPeer) => {
           const d = o.admit(peerHost(peer.address));
           return d.ok ? true : { refuse: d.message };
@@ -25,6 +49,7 @@ export const startNbdDiskService: StartDiskService = async (o, ctx) => {
     const port = handle.address.kind === 'tcp' ? handle.address.port : o.port;
     return {
       port,
+      blockSize,
       close: async () => {
         await handle.close();
         await backend.close();

@@ -7,6 +7,7 @@ import type { Socket } from 'node:net';
 import type { TLSSocket } from 'node:tls';
 import { StiefelError } from '../errors';
 import type { Logger } from '../log';
+import type { AttachMode } from '../config/schema';
 import { busyMessage, ClientLock, peerHost } from './client-lock';
 import { encodeManifest, PAYLOAD_FILE_NAMES, type Manifest, type ManifestLink, type PayloadFileName } from './manifest';
 import {
@@ -32,7 +33,11 @@ export interface PayloadServerOptions {
   host?: string;
   serverName: string;
   source: BootPayloadSource;
-  nbd: { port: number; export: string };
+  nbd: { port: number; export: string; blockSize: number };
+  /** How the laptop OS's initramfs attaches the disk. */
+  attach: AttachMode;
+  /** Words added to the laptop OS's command line (config server.cmdline_append). */
+  cmdlineAppend?: string;
   lock: ClientLock;
   /** Per-boot disk-link settings for a client (WireGuard keys, issue 6). */
   link?: (peer: { host: string; session: string }) => Promise<ManifestLink>;
@@ -171,7 +176,8 @@ export async function startPayloadServer(options: PayloadServerOptions, ctx: { l
       serverName: options.serverName,
       issuedAtMs: now(),
       family: payload.family,
-      cmdline: payload.cmdline,
+      attach: options.attach,
+      cmdline: [payload.cmdline, options.cmdlineAppend ?? ''].filter(Boolean).join(' '),
       files: PAYLOAD_FILE_NAMES.map((name) => {
         const f = payload.files[name];
         return { name, size: f.size, pieceSize: f.pieceSize, pieceSha256: f.pieceSha256 };

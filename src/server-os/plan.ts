@@ -9,7 +9,8 @@ import type { InitramfsFamily } from './family';
 /** The shared attach script, run by every family's adapter in the initramfs. */
 export const ATTACH_PATH = '/usr/lib/stiefelsystem/stiefel-attach';
 /** What the server needs to know about this OS, in the boot partition. */
-export const BOOT_RECORD_PATH = '/boot/stiefelsystem-os.json';
+export const BOOT_RECORD_FILE = 'stiefelsystem-os.json';
+export const BOOT_RECORD_PATH = `/boot/${BOOT_RECORD_FILE}`;
 export const MKINITCPIO_CONF = '/etc/mkinitcpio.conf';
 export const MKINITCPIO_HOOK = 'stiefelsystem';
 

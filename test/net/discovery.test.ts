@@ -16,7 +16,14 @@ before(async () => {
   writePayloadFile(join(w.dir, 'k'), 3 * 1024 * 1024 + 5);
   writePayloadFile(join(w.dir, 'i'), 5 * 1024 * 1024 + 1);
   writeSecret(join(w.dir, 'secret'));
-  writeConfig(join(w.dir, 'server.yaml'), { secret: 'secret', kernel: join(w.dir, 'k'), initrd: join(w.dir, 'i'), family: 'mkinitcpio' });
+  // A laptop OS without stiefelsystem's hooks: mkinitcpio's own nbd hook attaches the disk (no WireGuard then).
+  writeConfig(join(w.dir, 'server.yaml'), {
+    secret: 'secret',
+    kernel: join(w.dir, 'k'),
+    initrd: join(w.dir, 'i'),
+    family: 'mkinitcpio',
+    extra: '  attach: family\n  wireguard:\n    enabled: false\n',
+  });
   writeConfig(join(w.dir, 'client.yaml'), { secret: 'secret', timeoutS: 3 });
 });
 

@@ -5,12 +5,22 @@ import { buildLaptopCmdline, CmdlineError, splitCmdline, isIpv6, type LaptopCmdl
 const base: LaptopCmdlineOptions = {
   base: 'BOOT_IMAGE=/vmlinuz-6.1.0 root=UUID=0a1b ro quiet',
   family: 'initramfs-tools',
+  attach: 'family',
   link: { mac: 'AA:BB:CC:00:11:22', interfaceName: 'stiefellink', serverAddress: 'fe80::1' },
   nbd: { host: 'fe80::1', port: 10809, export: 'disk' },
 };
 const STIEFEL =
   'stiefel.mac=aa:bb:cc:00:11:22 stiefel.ifname=stiefellink stiefel.server=fe80::1 stiefel.nbd_host=fe80::1 ' +
   'stiefel.nbd_port=10809 stiefel.nbd_export=disk stiefel.conf=/etc/stiefelsystem/link.conf';
+
+test('with stiefelsystem\'s hooks only the stiefel.* parameters are added, whatever the family', () => {
+  for (const family of ['initramfs-tools', 'dracut', 'mkinitcpio'] as const) {
+    assert.equal(
+      buildLaptopCmdline({ ...base, family, attach: 'stiefelsystem', base: 'root=UUID=0a1b ro ip=dhcp' }),
+      `root=UUID=0a1b ro ip=dhcp ${STIEFEL}`,
+    );
+  }
+});
 
 test('initramfs-tools: nbd-client\'s nbdroot=[addr%if]:port/export, nbddev, ip=off', () => {
   assert.equal(

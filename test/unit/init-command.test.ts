@@ -92,14 +92,14 @@ test('client: --out and --no-kexec go together', async () => {
   }
 });
 
-test('server without server.boot says what to set', async () => {
+test('server without server.disk or server.boot says what to set', async () => {
   const dir = tmp();
   try {
     writeFileSync(join(dir, 'c.yaml'), 'secret: s\nnetwork: {interfaces: [stf3none0]}\n');
     writeFileSync(join(dir, 's'), Buffer.alloc(32), { mode: 0o600 });
     const x = io(['server', '--config', 'c.yaml'], dir);
     assert.equal(await main(x), 1);
-    assert.match(x.err.join(''), /server\.boot is not set: name the laptop OS's kernel, initrd and cmdline there/);
+    assert.match(x.err.join(''), /neither server\.disk nor server\.boot is set: name the laptop's disk \(its boot entries are found there\) or the kernel, initrd and cmdline/);
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }

@@ -16,6 +16,7 @@ const conf: LinkConf = {
   nbdHost: '10.83.70.1',
   nbdPort: 10809,
   nbdExport: 'disk',
+  nbdBlockSize: 512,
   wireguard: {
     clientPrivateKey: 'yAnz5TF+lXXJte14tji3zlMNq+hd2rYUIgJBgB3fBmk=',
     clientAddress: '10.83.70.2/30',
@@ -34,6 +35,7 @@ test('link.conf is shell-sourceable KEY=VALUE and reads back', () => {
     STIEFEL_NBD_HOST: '10.83.70.1',
     STIEFEL_NBD_PORT: '10809',
     STIEFEL_NBD_EXPORT: 'disk',
+    STIEFEL_NBD_BLOCK_SIZE: '512',
     STIEFEL_WG_PRIVATE_KEY: conf.wireguard!.clientPrivateKey,
     STIEFEL_WG_ADDRESS: '10.83.70.2/30',
     STIEFEL_WG_PEER_PUBLIC_KEY: conf.wireguard!.serverPublicKey,

@@ -14,12 +14,13 @@ const manifest: Manifest = {
   serverName: 'laptop',
   issuedAtMs: 1_700_000_000_000,
   family: 'initramfs-tools',
+  attach: 'stiefelsystem',
   cmdline: 'root=UUID=1234 ro quiet',
   files: [
     { name: 'kernel', size: 10, pieceSize: MIN_PIECE_SIZE, pieceSha256: ['1'.repeat(64)] },
     { name: 'initrd', size: 2 * MIN_PIECE_SIZE + 1, pieceSize: MIN_PIECE_SIZE, pieceSha256: ['2'.repeat(64), '3'.repeat(64), '4'.repeat(64)] },
   ],
-  nbd: { port: 10809, export: 'disk' },
+  nbd: { port: 10809, export: 'disk', blockSize: 512 },
   link: {
     wireguard: {
       clientPrivateKey: `${'A'.repeat(43)}=`,

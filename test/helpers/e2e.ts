@@ -1,0 +1,235 @@
+// The end-to-end scenario: a desktop with no disk boots the laptop's
+// installed Linux over the network, in two QEMU VMs (software emulation) on
+// one point-to-point Ethernet link.
+//
+//   server VM  stiefelOS, stiefel.role=server, the laptop disk image as
+//              /dev/vda: finds the boot entry on it, serves discovery, the
+//              payload (TLS-PSK) and the disk (NBD through WireGuard)
+//   client VM  stiefelOS, stiefel.role=client, no disk: discovers the
+//              server, fetches and verifies the payload, kexecs it; the
+//              laptop OS's own initramfs attaches the disk and boots from it,
+//              and a test unit writes a marker with this run's token onto its
+//              root file system, syncs and powers off
+//
+// Then the server VM is stopped and the token is looked for inside the
+// laptop's disk image. Used by test/vm/e2e-boot.test.ts, `npm run demo` and
+// `npm run bench:e2e`.
+import { createHash, randomBytes } from 'node:crypto';
+import { execFile } from 'node:child_process';
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { appendFile, copyFile, rename } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { promisify } from 'node:util';
+import { encodeNewc } from '../../src/cpio/newc';
+import { CLI } from './cli';
+import { debianKernel } from './kernel';
+import { buildLaptopImage, type LaptopFamily, type LaptopImage } from './laptop-image';
+import { dgramLink, startVm, type QemuVm } from './qemu';
+
+const run = promisify(execFile);
+
+export interface EndToEndOptions {
+  family: LaptopFamily;
+  /** Caches the laptop images and the stiefelOS image between runs. */
+  cacheDir: string;
+  /** Serve the disk through WireGuard (the default) or directly on the link. */
+  wireguard?: boolean;
+  /** Measure the network disk's throughput inside the booted laptop OS. */
+  bench?: boolean;
+  /** Progress lines for a person watching (and the test's log). */
+  log?: (line: string) => void;
+  /** Multiplies every timeout (a loaded machine is slower). */
+  timeScale?: number;
+}
+
+export interface Stage {
+  name: string;
+  /** Seconds this stage took. */
+  seconds: number;
+}
+
+export interface EndToEndResult {
+  token: string;
+  /** From the client VM's start, in order. */
+  stages: Stage[];
+  totalSeconds: number;
+  /** dd's summary lines from inside the laptop OS (with `bench`). */
+  bench?: { read: string; write: string };
+  /** The address the disk was served to, as the server saw it. */
+  diskPeer: string;
+}
+
+export const E2E_CACHE_DIR = '/var/cache/stiefelsystem-test';
+const SERVER_MAC = '52:54:00:5e:00:01';
+const CLIENT_MAC = '52:54:00:de:00:02';
+
+function sha256(...parts: (string | Buffer)[]): string {
+  const h = createHash('sha256');
+  for (const p of parts) h.update(p).update('\0');
+  return h.digest('hex');
+}
+
+/** stiefelOS (kernel + initrd) with a test secret, cached by its inputs. */
+export async function stiefelOsImage(cacheDir: string, log: (l: string) => void): Promise<{ vmlinuz: string; initrd: string }> {
+  const kernel = debianKernel();
+  mkdirSync(cacheDir, { recursive: true });
+  // One secret for the cached images: both VMs are built from the same image.
+  const secret = join(cacheDir, 'e2e-secret');
+  if (!existsSync(secret)) writeFileSync(secret, randomBytes(32), { mode: 0o600 });
+  const config = join(cacheDir, 'e2e-config.yaml');
+  writeFileSync(config, 'secret: secret\nserver:\n  disk: /dev/vda\n');
+  const st = statSync(kernel.path);
+  const key = sha256(readFileSync(CLI), kernel.path, String(st.size), String(st.mtimeMs), readFileSync(config), readFileSync(secret), process.execPath);
+  const dir = join(cacheDir, `stiefelos-${key.slice(0, 16)}`);
+  if (existsSync(join(dir, 'initrd.img'))) {
+    log(`stiefelOS image from the cache (${dir})`);
+  } else {
+    log(`building stiefelOS: stiefelctl build-image --kernel ${kernel.path}`);
+    const tmp = `${dir}.tmp`;
+    rmSync(tmp, { recursive: true, force: true });
+    await run(process.execPath, [CLI, 'build-image', '--kernel', kernel.path, '--out', tmp, '--config', config, '--secret', secret, '--level', '3'], {
+      maxBuffer: 16 * 1024 * 1024,
+    });
+    rmSync(dir, { recursive: true, force: true });
+    await rename(tmp, dir);
+  }
+  return { vmlinuz: join(dir, 'vmlinuz'), initrd: join(dir, 'initrd.img') };
+}
+
+/** The server VM's own config, put over the image's in a cpio appended to its initrd. */
+function serverConfigOverlay(token: string, options: { wireguard: boolean; bench: boolean }): Buffer {
+  const append = [`stiefel_e2e.token=${token}`, options.bench ? 'stiefel_e2e.bench=1' : ''].filter(Boolean).join(' ');
+  const yaml = [
+    'secret: secret',
+    'server:',
+    '  disk: /dev/vda',
+    `  cmdline_append: "${append}"`,
+    '  wireguard:',
+    `    enabled: ${options.wireguard}`,
+    '',
+  ].join('\n');
+  return encodeNewc([{ type: 'file', path: 'etc/stiefelsystem/config.yaml', data: Buffer.from(yaml), mode: 0o644 }]);
+}
+
+async function initrdWithOverlay(initrd: string, overlay: Buffer, out: string): Promise<void> {
+  await copyFile(initrd, out);
+  const size = statSync(out).size;
+  await appendFile(out, Buffer.concat([Buffer.alloc((4 - (size % 4)) % 4), overlay]));
+}
+
+/** Reads a file from the ext4 root partition of the laptop image (mounted read-only by offset). */
+export async function readFromLaptopImage(image: string, layout: LaptopImage['root'], path: string): Promise<string | null> {
+  const mnt = mkdtempSync(join(tmpdir(), 'stf6-mnt-'));
+  try {
+    await run('mount', ['-o', `ro,loop,offset=${layout.offset},sizelimit=${layout.size}`, image, mnt]);
+    try {
+      return readFileSync(join(mnt, path), 'utf8');
+    } catch {
+      return null;
+    } finally {
+      await run('umount', [mnt]);
+    }
+  } finally {
+    rmSync(mnt, { recursive: true, force: true });
+  }
+}
+
+export async function runEndToEnd(options: EndToEndOptions): Promise<EndToEndResult> {
+  const log = options.log ?? (() => undefined);
+  const scale = options.timeScale ?? 1;
+  const wireguard = options.wireguard ?? true;
+  const work = mkdtempSync(join(tmpdir(), 'stf6-e2e-'));
+  const vms: QemuVm[] = [];
+  try {
+    const t0 = Date.now();
+    const os = await stiefelOsImage(options.cacheDir, log);
+    const laptop = await buildLaptopImage({ family: options.family, cacheDir: options.cacheDir, stiefelctl: CLI, log });
+    const disk = join(work, 'laptop.img');
+    await run('cp', ['--sparse=always', laptop.path, disk]);
+    const token = randomBytes(12).toString('hex');
+    const serverInitrd = join(work, 'server-initrd.img');
+    await initrdWithOverlay(os.initrd, serverConfigOverlay(token, { wireguard, bench: options.bench ?? false }), serverInitrd);
+    log(`prepared in ${((Date.now() - t0) / 1000).toFixed(1)} s; token ${token}`);
+
+    const [serverLink, clientLink] = dgramLink(work, 'cable');
+    const server = startVm({
+      name: `stf6-server-${options.family}`,
+      kernel: os.vmlinuz,
+      initrd: serverInitrd,
+      append: 'console=ttyS0 stiefel.role=server panic=-1',
+      memoryMiB: 1024,
+      nics: [{ netdev: serverLink, mac: SERVER_MAC }],
+      disks: [{ path: disk, format: 'raw' }],
+    });
+    vms.push(server);
+    log('server VM (the laptop) started: stiefelOS, role server, the laptop disk as /dev/vda');
+    const clientStart = Date.now();
+    const client = startVm({
+      name: `stf6-client-${options.family}`,
+      kernel: os.vmlinuz,
+      initrd: os.initrd,
+      append: 'console=ttyS0 stiefel.role=client panic=-1',
+      memoryMiB: 2048,
+      nics: [{ netdev: clientLink, mac: CLIENT_MAC }],
+    });
+    vms.push(client);
+    log('client VM (the desktop) started: stiefelOS, role client, no disk');
+
+    const stages: Stage[] = [];
+    let last = clientStart;
+    const stage = async (name: string, vm: QemuVm, pattern: RegExp, timeoutS: number, from = 0): Promise<RegExpMatchArray> => {
+      const m = await vm.waitFor(pattern, timeoutS * 1000 * scale, from);
+      const now = Date.now();
+      stages.push({ name, seconds: (now - last) / 1000 });
+      log(`${name}: ${((now - last) / 1000).toFixed(1)} s (${((now - clientStart) / 1000).toFixed(1)} s since the desktop started)`);
+      last = now;
+      return m;
+    };
+
+    await stage('stiefelOS boot', client, /looking for the laptop on/, 120);
+    await stage('discovery', client, /found the laptop '.*' at (\S+) on (\S+) after/, 120);
+    await stage('payload', client, /payload verified: .*/, 180);
+    const kexecAt = client.console.length;
+    await stage('kexec', client, /Linux version \d/, 120, kexecAt);
+    await stage('laptop OS initramfs', client, /stiefelsystem: \/dev\/nbd0 attached/, 180, kexecAt);
+    const marker = await stage('laptop OS boot', client, new RegExp(`STIEFEL-E2E-MARKER (${token})`), 300, kexecAt);
+    const totalSeconds = (Date.now() - clientStart) / 1000;
+    log(`marker ${marker[1]} reached ${totalSeconds.toFixed(1)} s after the desktop started`);
+
+    let bench: EndToEndResult['bench'];
+    if (options.bench) {
+      const read = /STIEFEL-E2E-BENCH read (.*)/.exec(client.console)?.[1] ?? '';
+      const write = /STIEFEL-E2E-BENCH write (.*)/.exec(client.console)?.[1] ?? '';
+      bench = { read, write };
+    }
+    const root = /STIEFEL-E2E-ROOT (\S+)/.exec(client.console)?.[1];
+    if (root !== '/dev/nbd0p2') throw new Error(`the laptop OS's root was ${root ?? 'not reported'}, not /dev/nbd0p2`);
+    const peer = /the desktop at (\S+) connected to the disk/.exec(server.console)?.[1] ?? '';
+
+    // The laptop OS powers the desktop off; then the laptop (server) stops.
+    await client.waitForExit(120_000 * scale);
+    log('the desktop powered off');
+    // QEMU ends cleanly on SIGTERM, with every write of the guest in the image file.
+    const pid = server.pid();
+    if (pid !== undefined) process.kill(pid, 'SIGTERM');
+    await server.waitForExit(60_000 * scale);
+    log('the laptop (server VM) stopped');
+
+    const found = await readFromLaptopImage(disk, laptop.root, 'var/lib/stiefel-e2e/marker');
+    if (found?.trim() !== token) {
+      throw new Error(`the laptop's disk image does not hold this run's token (found ${JSON.stringify(found)}, wanted ${token})`);
+    }
+    log(`the laptop's disk holds the token ${token}: what the desktop wrote landed on the laptop's disk`);
+    return { token, stages, totalSeconds, bench, diskPeer: peer };
+  } catch (err) {
+    for (const vm of vms) {
+      log(`--- last lines of the ${vm.name} console ---\n${vm.tail(40)}`);
+    }
+    throw err;
+  } finally {
+    for (const vm of vms) await vm.stop().catch(() => undefined);
+    rmSync(work, { recursive: true, force: true });
+  }
+}
+
