@@ -17,6 +17,7 @@ export const PACKAGES = {
   blkid: { debian: 'util-linux', fedora: 'util-linux-core', arch: 'util-linux' },
   mount: { debian: 'mount', fedora: 'util-linux-core', arch: 'util-linux' },
   umount: { debian: 'mount', fedora: 'util-linux-core', arch: 'util-linux' },
+  losetup: { debian: 'mount', fedora: 'util-linux-core', arch: 'util-linux' },
   kmod: { debian: 'kmod', fedora: 'kmod', arch: 'kmod' },
   zstd: { debian: 'zstd', fedora: 'zstd', arch: 'zstd' },
   strip: { debian: 'binutils', fedora: 'binutils', arch: 'binutils' },

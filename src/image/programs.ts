@@ -27,6 +27,9 @@ export const IMAGE_PROGRAMS: readonly ProgramSpec[] = [
   { name: 'blkid', packages: PACKAGES.blkid },
   { name: 'mount', packages: PACKAGES.mount },
   { name: 'umount', packages: PACKAGES.umount },
+  // Boot-entry discovery mounts partitions through read-only loop devices by
+  // offset, with options busybox's losetup lacks.
+  { name: 'losetup', packages: PACKAGES.losetup },
   // kmod's modprobe reads the regenerated modules.*.bin indexes and handles
   // compressed modules; busybox's does not.
   { name: 'modprobe', packages: PACKAGES.kmod },

@@ -100,6 +100,7 @@ export class BootEntriesPayloadSource implements BootPayloadSource {
     let scan: BootEntryScan | undefined;
     const dir = join(o.workDir, 'payload');
     try {
+      await mkdir(o.workDir, { recursive: true, mode: 0o700 });
       scan = await findBootEntries(o.device, {
         log: log.child('boot-entries'),
         signal,

@@ -118,6 +118,9 @@ export async function startBootServer(o: BootServerOptions, ctx: { log: Logger; 
       }
     }
 
+    // Reported as soon as it fails; a desktop asking later is told why too.
+    payloadReady.catch((err: Error) => log.warn(`the boot payload is not ready: ${err.message}`));
+
     const interfaces = watchInterfaces(
       { interfaces: cfg.network.interfaces, exclude: cfg.network.exclude, intervalMs: cfg.network.watchIntervalMs },
       { log: log.child('netif'), signal, net: o.net, onUp: (name) => log.debug(`interface ${name} up`) },
@@ -203,7 +206,6 @@ export async function startBootServer(o: BootServerOptions, ctx: { log: Logger; 
     log.info(
       `serving '${o.serverName}': discovery on UDP ${cfg.discovery.port}, payload on HTTPS ${payload.port}${disk ? `, disk ${cfg.server.disk} on NBD ${disk.port}${wireguard ? ` at ${wireguard.address} (WireGuard only)` : ''}` : ''}; interfaces: ${[...interfaces.up].sort().join(', ') || '(none yet)'}`,
     );
-    payloadReady.catch((err: Error) => log.warn(`the boot payload is not ready: ${err.message}`));
     signal.addEventListener('abort', () => void close(), { once: true });
     return { payload, discovery, disk, lock, interfaces, wireguard, payloadReady, close };
   } catch (err) {

@@ -40,6 +40,7 @@ export const PROGRAM_CHECKS: ReadonlyArray<{ name: string; args: string[] }> = [
   { name: 'blkid', args: ['-V'] },
   { name: 'mount', args: ['-V'] },
   { name: 'umount', args: ['-V'] },
+  { name: 'losetup', args: ['-V'] },
   { name: 'modprobe', args: ['--version'] },
   { name: 'busybox', args: ['true'] },
 ];

@@ -8,6 +8,9 @@
 // Addresses come from a unique-local /64 drawn for this boot: the laptop is
 // PREFIX::1, each desktop session gets PREFIX::N (N = 2, 3, ...), so that a
 // session's tunnel address names that session.
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { StiefelError } from '../errors';
 import type { Logger } from '../log';
 import { runChecked, type CommandRunner } from '../disk/runner';
@@ -62,10 +65,17 @@ export async function startWireGuardServer(
   let peerKey: string | undefined;
   let sessions = 1;
   try {
-    // The private key goes through stdin, never onto a command line.
-    await runChecked(runner, 'E_WIREGUARD', 'wg', ['set', ifname, 'listen-port', String(options.port), 'private-key', '/dev/stdin'], {
-      input: `${keys.privateKey}\n`,
-    });
+    // The private key goes through a file only root can read, removed at
+    // once; never onto a command line. (Not stdin: Node's pipes are sockets,
+    // which wg cannot fopen() as /dev/stdin.)
+    const keyDir = await mkdtemp(join(tmpdir(), 'stiefelwg-'));
+    try {
+      const keyFile = join(keyDir, 'private.key');
+      await writeFile(keyFile, `${keys.privateKey}\n`, { mode: 0o600 });
+      await runChecked(runner, 'E_WIREGUARD', 'wg', ['set', ifname, 'listen-port', String(options.port), 'private-key', keyFile]);
+    } finally {
+      await rm(keyDir, { recursive: true, force: true });
+    }
     await ip('addr', 'add', `${address}/64`, 'dev', ifname, 'nodad');
     await ip('link', 'set', ifname, 'up');
   } catch (err) {

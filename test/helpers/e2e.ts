@@ -41,6 +41,8 @@ export interface EndToEndOptions {
   log?: (line: string) => void;
   /** Multiplies every timeout (a loaded machine is slower). */
   timeScale?: number;
+  /** Where to save both serial consoles (server.log, client.log), also on success. */
+  consoleDir?: string;
 }
 
 export interface Stage {
@@ -228,6 +230,10 @@ export async function runEndToEnd(options: EndToEndOptions): Promise<EndToEndRes
     }
     throw err;
   } finally {
+    if (options.consoleDir) {
+      mkdirSync(options.consoleDir, { recursive: true });
+      for (const [i, vm] of vms.entries()) writeFileSync(join(options.consoleDir, i === 0 ? 'server.log' : 'client.log'), vm.console);
+    }
     for (const vm of vms) await vm.stop().catch(() => undefined);
     rmSync(work, { recursive: true, force: true });
   }
