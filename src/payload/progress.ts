@@ -47,7 +47,7 @@ export interface ProgressReporterOptions {
   write: (line: string) => void;
   tty: boolean;
   now?: () => number;
-  /** Minimum time between two lines: 100 ms on a terminal, 2 s otherwise. */
+  /** Minimum time between two lines: 250 ms on a terminal, 2 s otherwise. */
   intervalMs?: number;
   label?: string;
 }
@@ -65,7 +65,7 @@ export class ProgressReporter {
     this.#o = options;
     this.#now = options.now ?? Date.now;
     this.#start = this.#now();
-    this.#interval = options.intervalMs ?? (options.tty ? 100 : 2000);
+    this.#interval = options.intervalMs ?? (options.tty ? 250 : 2000);
     // A plain line right at the start would say nothing (0 B/s); the first comes after an interval.
     if (!options.tty) this.#last = this.#start;
   }

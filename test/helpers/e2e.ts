@@ -25,7 +25,7 @@ import { encodeNewc } from '../../src/cpio/newc';
 import { CLI } from './cli';
 import { debianKernel } from './kernel';
 import { buildLaptopImage, type LaptopFamily, type LaptopImage } from './laptop-image';
-import { dgramLink, startVm, type QemuVm } from './qemu';
+import { startVm, type QemuVm } from './qemu';
 
 const run = promisify(execFile);
 
@@ -43,6 +43,8 @@ export interface EndToEndOptions {
   timeScale?: number;
   /** Where to save both serial consoles (server.log, client.log), also on success. */
   consoleDir?: string;
+  /** Every console line as it comes, from the laptop (server VM) or the desktop (client VM). */
+  onConsole?: (machine: 'laptop' | 'desktop', line: string) => void;
 }
 
 export interface Stage {
@@ -99,6 +101,22 @@ export async function stiefelOsImage(cacheDir: string, log: (l: string) => void)
   return { vmlinuz: join(dir, 'vmlinuz'), initrd: join(dir, 'initrd.img') };
 }
 
+/** A namespace with a bridge and two taps on it (stf6srv, stf6cli): the cable between the VMs. */
+async function makeCable(netns: string): Promise<void> {
+  const ip = (...args: string[]) => run('ip', ['-n', netns, ...args]);
+  await run('ip', ['netns', 'add', netns]);
+  await ip('link', 'add', 'cable', 'type', 'bridge');
+  // No IPv6 on the bridge itself: only the two VMs talk on this cable.
+  await run('ip', ['netns', 'exec', netns, 'sysctl', '-q', '-w', 'net.ipv6.conf.cable.disable_ipv6=1']);
+  await ip('link', 'set', 'cable', 'up');
+  for (const tap of ['stf6srv', 'stf6cli']) {
+    await ip('tuntap', 'add', 'dev', tap, 'mode', 'tap');
+    await run('ip', ['netns', 'exec', netns, 'sysctl', '-q', '-w', `net.ipv6.conf.${tap}.disable_ipv6=1`]);
+    await ip('link', 'set', tap, 'master', 'cable');
+    await ip('link', 'set', tap, 'up');
+  }
+}
+
 /** The server VM's own config, put over the image's in a cpio appended to its initrd. */
 function serverConfigOverlay(token: string, options: { wireguard: boolean; bench: boolean }): Buffer {
   const append = [`stiefel_e2e.token=${token}`, options.bench ? 'stiefel_e2e.bench=1' : ''].filter(Boolean).join(' ');
@@ -143,6 +161,7 @@ export async function runEndToEnd(options: EndToEndOptions): Promise<EndToEndRes
   const wireguard = options.wireguard ?? true;
   const work = mkdtempSync(join(tmpdir(), 'stf6-e2e-'));
   const vms: QemuVm[] = [];
+  let netns: string | undefined;
   try {
     const t0 = Date.now();
     const os = await stiefelOsImage(options.cacheDir, log);
@@ -154,18 +173,30 @@ export async function runEndToEnd(options: EndToEndOptions): Promise<EndToEndRes
     await initrdWithOverlay(os.initrd, serverConfigOverlay(token, { wireguard, bench: options.bench ?? false }), serverInitrd);
     log(`prepared in ${((Date.now() - t0) / 1000).toFixed(1)} s; token ${token}`);
 
-    const [serverLink, clientLink] = dgramLink(work, 'cable');
+    // The cable: a bridge with one tap per VM, in a network namespace of
+    // this run (taps pass whole TCP segments; QEMU's socket netdevs do not).
+    netns = `stf6-e2e-${randomBytes(3).toString('hex')}`;
+    await makeCable(netns);
+
     const server = startVm({
       name: `stf6-server-${options.family}`,
       kernel: os.vmlinuz,
       initrd: serverInitrd,
       append: 'console=ttyS0 stiefel.role=server panic=-1',
       memoryMiB: 1024,
-      nics: [{ netdev: serverLink, mac: SERVER_MAC }],
+      nics: [{ netdev: { type: 'tap', ifname: 'stf6srv' }, mac: SERVER_MAC }],
       disks: [{ path: disk, format: 'raw' }],
+      netns,
+      onLine: options.onConsole && ((line) => options.onConsole!('laptop', line)),
     });
     vms.push(server);
     log('server VM (the laptop) started: stiefelOS, role server, the laptop disk as /dev/vda');
+    // The laptop is ready first, as when it kexec'd into stiefelOS before the
+    // desktop was switched on; the stages below are the desktop's.
+    await server.waitFor(/^serving '/m, 180_000 * scale);
+    await server.waitFor(/^boot payload: /m, 180_000 * scale);
+    log(`the laptop serves (${((Date.now() - t0) / 1000).toFixed(1)} s): ${/^boot payload: (.*)$/m.exec(server.console)?.[1] ?? ''}`);
+
     const clientStart = Date.now();
     const client = startVm({
       name: `stf6-client-${options.family}`,
@@ -173,7 +204,9 @@ export async function runEndToEnd(options: EndToEndOptions): Promise<EndToEndRes
       initrd: os.initrd,
       append: 'console=ttyS0 stiefel.role=client panic=-1',
       memoryMiB: 2048,
-      nics: [{ netdev: clientLink, mac: CLIENT_MAC }],
+      nics: [{ netdev: { type: 'tap', ifname: 'stf6cli' }, mac: CLIENT_MAC }],
+      netns,
+      onLine: options.onConsole && ((line) => options.onConsole!('desktop', line)),
     });
     vms.push(client);
     log('client VM (the desktop) started: stiefelOS, role client, no disk');
@@ -235,6 +268,7 @@ export async function runEndToEnd(options: EndToEndOptions): Promise<EndToEndRes
       for (const [i, vm] of vms.entries()) writeFileSync(join(options.consoleDir, i === 0 ? 'server.log' : 'client.log'), vm.console);
     }
     for (const vm of vms) await vm.stop().catch(() => undefined);
+    if (netns) await run('ip', ['netns', 'del', netns]).catch(() => undefined);
     rmSync(work, { recursive: true, force: true });
   }
 }

@@ -64,6 +64,10 @@ export interface VmOptions {
   qemu?: string;
   /** Open a QMP socket so the test can drive QEMU (hotplug, link down, ...) with vm.qmp(). */
   qmp?: boolean;
+  /** Run QEMU inside this network namespace (for tap NICs made there). */
+  netns?: string;
+  /** Called with every complete line of console output (for narration). */
+  onLine?: (line: string) => void;
 }
 
 export interface VmExit {
@@ -182,13 +186,20 @@ export class QemuVm {
     this.#qmpSocket = options.qmp ? join(this.dir, 'qmp.sock') : undefined;
     this.#log = createWriteStream(this.logPath);
     // setpriv execs QEMU (same PID) with the parent-death signal set: QEMU dies with this process.
-    this.#child = spawn('setpriv', ['--pdeathsig', 'KILL', '--', qemu, ...qemuArgs(options, this.#pidfile, this.#qmpSocket)], {
-      stdio: ['pipe', 'pipe', 'pipe'],
-    });
+    // `ip netns exec` execs too, so the PID stays QEMU's.
+    const argv = ['setpriv', '--pdeathsig', 'KILL', '--', qemu, ...qemuArgs(options, this.#pidfile, this.#qmpSocket)];
+    if (options.netns !== undefined) argv.unshift('ip', 'netns', 'exec', options.netns);
+    this.#child = spawn(argv[0]!, argv.slice(1), { stdio: ['pipe', 'pipe', 'pipe'] });
     live.add(this);
+    let partial = '';
     const onData = (d: Buffer): void => {
       const text = d.toString('utf8');
       this.#console += text;
+      if (options.onLine) {
+        const lines = (partial + text).split('\n');
+        partial = lines.pop()!;
+        for (const line of lines) options.onLine(line.replace(/\r$/, ''));
+      }
       this.#log.write(d);
       for (const w of this.#waiters) w();
     };

@@ -15,11 +15,11 @@ test('on a terminal the bar is redrawn in place, at most every interval', () => 
   const lines: string[] = [];
   const r = new ProgressReporter({ write: (l) => lines.push(l), tty: true, now: () => t });
   r.update(0, 100);
-  t = 50;
+  t = 120;
   r.update(10, 100);
-  t = 150;
+  t = 300;
   r.update(20, 100);
-  t = 160;
+  t = 310;
   r.update(100, 100);
   r.update(100, 100);
   assert.equal(lines.length, 3);

@@ -1,5 +1,5 @@
 #!/bin/sh
-# npm run demo: what stiefelsystem does today, end to end on one machine.
+# npm run demo:nbd: the NBD server on its own, end to end on one machine.
 # Makes a small demo disk image, serves it over NBD with
 # `stiefelctl nbd-serve`, looks at it with nbdinfo (a client nobody here
 # wrote), copies it back through the server, and stops the server cleanly.
