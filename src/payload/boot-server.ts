@@ -12,7 +12,7 @@ import type { ManifestLink } from './manifest';
 import { startPayloadServer, type PayloadServer } from './server';
 import { FilesPayloadSource, type BootPayloadSource } from './source';
 import { BootEntriesPayloadSource } from './boot-entries-source';
-import { startWireGuardServer, type WireGuardServer } from '../wireguard/link';
+import { startWireGuardServer, WG_INTERFACE, type WireGuardServer } from '../wireguard/link';
 import { systemRunner, type CommandRunner } from '../disk/runner';
 
 /** The disk server (NBD), started by the caller's factory with the lock's admission hook. */
@@ -121,8 +121,9 @@ export async function startBootServer(o: BootServerOptions, ctx: { log: Logger; 
     // Reported as soon as it fails; a desktop asking later is told why too.
     payloadReady.catch((err: Error) => log.warn(`the boot payload is not ready: ${err.message}`));
 
+    // Our own tunnel interface is not a port to discover on.
     const interfaces = watchInterfaces(
-      { interfaces: cfg.network.interfaces, exclude: cfg.network.exclude, intervalMs: cfg.network.watchIntervalMs },
+      { interfaces: cfg.network.interfaces, exclude: [...cfg.network.exclude, WG_INTERFACE], intervalMs: cfg.network.watchIntervalMs },
       { log: log.child('netif'), signal, net: o.net, onUp: (name) => log.debug(`interface ${name} up`) },
     );
     closers.push(async () => interfaces.stop());
