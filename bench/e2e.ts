@@ -46,6 +46,7 @@ async function main(): Promise<void> {
         bench: true,
         timeScale: 3,
         log: (line) => process.stderr.write(`  ${line}\n`),
+        consoleDir: `/tmp/stf6-bench-consoles/${mode}`,
       });
       results[mode].push(r);
     }

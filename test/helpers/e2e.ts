@@ -194,7 +194,7 @@ export async function runEndToEnd(options: EndToEndOptions): Promise<EndToEndRes
     // The laptop is ready first, as when it kexec'd into stiefelOS before the
     // desktop was switched on; the stages below are the desktop's.
     await server.waitFor(/^serving '/m, 180_000 * scale);
-    await server.waitFor(/^boot payload: .*\n/m, 180_000 * scale);
+    await server.waitFor(/^boot payload: [^\n]*\n/m, 180_000 * scale);
     log(`the laptop serves (${((Date.now() - t0) / 1000).toFixed(1)} s): ${/^boot payload: (.*?)\r?$/m.exec(server.console)?.[1] ?? ''}`);
 
     const clientStart = Date.now();
