@@ -12,6 +12,13 @@ export interface PassphraseQuestion {
 export interface PassphraseProvider {
   /** How many tries before giving up (default 3). */
   attempts?: number;
+  /**
+   * Where the answer comes from, for the error when it opens nothing, e.g.
+   * "the passphrase in /root/pass" (default: "the passphrase given").
+   */
+  origin?: string;
+  /** What to do about a wrong answer, appended to that error, e.g. "check the file". */
+  hint?: string;
   /** Returns the passphrase typed for `question`; rejects to give up. */
   ask(question: string, details: PassphraseQuestion): Promise<string>;
 }
