@@ -222,6 +222,8 @@ export async function findBootEntries(source: string, options: FindBootEntriesOp
       checkAbort();
       try {
         const lvs = await activateVolumeGroup(device, { runner, cleanup });
+        const inUse = lvs.filter((lv) => lv.wasActive);
+        if (inUse.length) log.info(`${pv.name}: volume group ${inUse[0]!.vg} is active on this machine already: ${inUse.map((lv) => lv.path).join(', ')} read as they are and left active`);
         for (const lv of lvs) {
           checkAbort();
           const probe = probeFilesystem(await readAt(lv.path, 0, PROBE_BYTES));
@@ -243,6 +245,9 @@ export async function findBootEntries(source: string, options: FindBootEntriesOp
       discovery = await discoverBootEntries(trees, discoverOpts);
     } else for (const pv of lvmPvs) volumes.push({ name: pv.name, what: 'LVM physical volume', problem: 'not activated: usable entries were found without it' });
 
+    // A container the passphrase did not open, when nothing else had an
+    // entry: that is the one thing to tell the user.
+    let passphraseFailure: StiefelError | null = null;
     if (discovery.entries.length === 0 && luks.length) {
       for (const c of luks) {
         checkAbort();
@@ -259,16 +264,20 @@ export async function findBootEntries(source: string, options: FindBootEntriesOp
           });
         } catch (err) {
           if (!(err instanceof StiefelError) || err.code === 'E_INTERRUPTED') throw err;
+          if (err.code === 'E_LUKS_PASSPHRASE') passphraseFailure ??= err;
           volumes.push({ name: c.name, what: 'LUKS', problem: err.message });
           continue;
         }
         const probe = probeFilesystem(await readAt(mapped, 0, PROBE_BYTES));
-        const inner: Volume = { name: `${c.name} (LUKS ${mapped})`, device: mapped, offset: 0, size: 0, probe };
+        // Named after its partition: the mapping is gone once the scan is closed.
+        const inner: Volume = { name: c.name, device: mapped, offset: 0, size: 0, probe, ...(c.number ? { number: c.number } : {}) };
+        log.debug(`${c.name}: LUKS opened as ${mapped}, holding ${probe.kind}`);
         if (probe.kind === 'lvm2') await addLvm(inner, mapped);
         else if (mountArgs(probe.kind)) await mountVolume(inner, mapped, 0, 0);
-        else volumes.push({ name: inner.name, what: probe.kind, problem: 'no file system we can read' });
+        else volumes.push({ name: inner.name, what: `LUKS holding ${probe.kind}`, problem: 'no file system we can read' });
       }
       discovery = await discoverBootEntries(trees, discoverOpts);
+      if (discovery.entries.length === 0 && passphraseFailure) throw passphraseFailure;
     } else for (const c of luks) volumes.push({ name: c.name, what: 'LUKS', problem: 'not opened: usable entries were found without it' });
 
     checkAbort();

@@ -41,6 +41,8 @@ Examples:
 function fileProvider(path: string): PassphraseProvider {
   return {
     attempts: 1,
+    origin: `the passphrase in ${path}`,
+    hint: 'check the file (one final newline is ignored), or leave out --passphrase-file to be asked',
     async ask() {
       try {
         return (await readFile(path, 'utf8')).replace(/\r?\n$/, '');

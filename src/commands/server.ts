@@ -5,6 +5,7 @@ import { readSecretFile } from '../crypto/secret-file';
 import { systemNetworkControl } from '../netif/interfaces';
 import { startBootServer } from '../payload/boot-server';
 import { startNbdDiskService } from '../payload/nbd-disk';
+import { consolePassphraseProvider } from '../disk/passphrase-console';
 
 export const serverCommand: Command = {
   name: 'server',
@@ -14,7 +15,9 @@ export const serverCommand: Command = {
 The laptop's side. Brings every network interface up (and ones that appear
 later), answers discovery (UDP 61570), serves the boot payload named in
 server.boot over HTTPS with TLS-PSK (port 4644) and the disk server.disk over
-NBD, to one desktop at a time. Runs until interrupted.
+NBD, to one desktop at a time. Runs until interrupted. A LUKS passphrase for
+the laptop's /boot is asked on the desktop and, when this runs on a terminal
+(the laptop's console in stiefelOS), here too: the first answer wins.
 
 Options:
   --config PATH   config file (default $STIEFEL_CONFIG, else ${DEFAULT_CONFIG_PATH})
@@ -27,8 +30,12 @@ Example:
     const config = await loadConfig(configPath(values.config, ctx.env, ctx.cwd));
     const secret = await readSecretFile(config.secret);
     if (ctx.signal.aborted) return;
+    // The laptop's console (stiefelOS runs us on it, without a controlling
+    // terminal, hence stderr's device) answers a LUKS passphrase too, should
+    // the desktop not: whichever is typed first wins.
+    const consolePassphrase = ctx.isTTY ? consolePassphraseProvider({ ttyPath: '/proc/self/fd/2' }) : undefined;
     const server = await startBootServer(
-      { config, secret, serverName: config.server.name ?? hostname(), net: systemNetworkControl(), startDisk: startNbdDiskService },
+      { config, secret, serverName: config.server.name ?? hostname(), net: systemNetworkControl(), startDisk: startNbdDiskService, ...(consolePassphrase ? { consolePassphrase } : {}) },
       { log: ctx.log, signal: ctx.signal },
     );
     await new Promise<void>((resolve) => {

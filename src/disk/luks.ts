@@ -4,6 +4,9 @@
 //   cryptsetup close NAME                                            (always)
 // A wrong passphrase is exit code 2 ("No key available with this
 // passphrase"): we ask again, up to the provider's attempts.
+// Verified against the real cryptsetup 2.6 and a LUKS2 container inside a VM
+// (test/vm/boot-entries-luks-lvm.test.ts): no udev and no /run/cryptsetup are
+// needed; libdevmapper makes /dev/mapper/NAME itself when udev is not running.
 import { StiefelError } from '../errors';
 import type { CleanupStack } from './cleanup';
 import type { CommandRunner } from './runner';
@@ -39,5 +42,7 @@ export async function openLuks(device: string, o: LuksOpenOptions): Promise<stri
       throw new StiefelError('E_LUKS', `cryptsetup open ${device} failed: ${r.stderr.trim().split('\n').pop() || `exit code ${r.code}`}`);
     }
   }
-  throw new StiefelError('E_LUKS_PASSPHRASE', `no passphrase opened ${o.label} after ${attempts} attempts`);
+  const origin = o.passphrase.origin ?? 'the passphrase given';
+  const tries = attempts === 1 ? '' : ` (${attempts} attempts)`;
+  throw new StiefelError('E_LUKS_PASSPHRASE', `${origin} does not open ${o.label} (LUKS)${tries}${o.passphrase.hint ? `: ${o.passphrase.hint}` : ''}`);
 }

@@ -3,12 +3,20 @@
 // only our device (--devices, LVM 2.03.12+) so no other disk's volumes are
 // touched, and runs with metadata writes disabled:
 //   pvs    --devices DEV --config CFG --reportformat json -o pv_name,vg_name
+//   lvs    --devices DEV --config CFG --reportformat json -o lv_name,vg_name,lv_path,lv_size,lv_active --units b --nosuffix
 //   vgchange --devices DEV --config CFG --activate y VG
-//   lvs    --devices DEV --config CFG --reportformat json -o lv_name,vg_name,lv_path,lv_size --units b
 //   ... read /dev/VG/LV ...
 //   vgchange --devices DEV --config CFG --activate n VG             (always)
 // CFG = global/metadata_read_only=1, activation/read_only_volume_list=["*"]...
 // so activation never writes to the disk.
+//
+// A volume group that is already active (stiefelctl run on the laptop's
+// running OS: its root and /boot live in it) is used as it is and never
+// deactivated: LVM finds active volumes by UUID, so `vgchange -an` through our
+// loop device would pull the running system's volumes away.
+// Verified with the real lvm 2.03.16 inside a VM without udev
+// (test/vm/boot-entries-luks-lvm.test.ts): udev_sync/udev_rules off make LVM
+// create /dev/VG/LV itself.
 import { StiefelError } from '../errors';
 import type { CleanupStack } from './cleanup';
 import { runChecked, type CommandRunner } from './runner';
@@ -21,6 +29,8 @@ export interface LogicalVolume {
   lv: string;
   path: string;
   size: number;
+  /** Active before we came: someone else's, left as it is. */
+  wasActive: boolean;
 }
 
 export interface LvmOptions {
@@ -39,15 +49,19 @@ function parseReport(json: string, key: 'pv' | 'lv'): Record<string, string>[] {
   }
 }
 
-/** Activates the VG on `device` (a PV) and lists its LVs; deactivation is registered for cleanup. */
+/**
+ * Activates the VG on `device` (a PV) unless it is active already, and lists
+ * its LVs; deactivation of what we activated is registered for cleanup.
+ */
 export async function activateVolumeGroup(device: string, o: LvmOptions): Promise<LogicalVolume[]> {
   const pvs = parseReport(await runChecked(o.runner, 'E_LVM', 'pvs', [...common(device), '--reportformat', 'json', '-o', 'pv_name,vg_name']), 'pv');
   const vg = pvs.find((p) => p.vg_name)?.vg_name;
   if (!vg) throw new StiefelError('E_LVM', `${device} is an LVM physical volume without a volume group`);
+  const lvs = parseReport(await runChecked(o.runner, 'E_LVM', 'lvs', [...common(device), '--reportformat', 'json', '-o', 'lv_name,vg_name,lv_path,lv_size,lv_active', '--units', 'b', '--nosuffix']), 'lv')
+    .filter((l) => l.vg_name === vg && l.lv_path)
+    .map((l) => ({ vg, lv: l.lv_name ?? '', path: l.lv_path!, size: Number(l.lv_size ?? 0), wasActive: l.lv_active === 'active' }));
+  if (lvs.some((l) => l.wasActive)) return lvs.filter((l) => l.wasActive);
   o.cleanup.push(`LVM volume group ${vg}`, async () => void (await runChecked(o.runner, 'E_LVM', 'vgchange', [...common(device), '--activate', 'n', vg])));
   await runChecked(o.runner, 'E_LVM', 'vgchange', [...common(device), '--activate', 'y', vg]);
-  const lvs = parseReport(await runChecked(o.runner, 'E_LVM', 'lvs', [...common(device), '--reportformat', 'json', '-o', 'lv_name,vg_name,lv_path,lv_size', '--units', 'b', '--nosuffix']), 'lv');
-  return lvs
-    .filter((l) => l.vg_name === vg && l.lv_path)
-    .map((l) => ({ vg, lv: l.lv_name ?? '', path: l.lv_path!, size: Number(l.lv_size ?? 0) }));
+  return lvs;
 }

@@ -14,6 +14,7 @@ import { FilesPayloadSource, type BootPayloadSource } from './source';
 import { BootEntriesPayloadSource } from './boot-entries-source';
 import { startWireGuardServer, WG_INTERFACE, type WireGuardServer } from '../wireguard/link';
 import { systemRunner, type CommandRunner } from '../disk/runner';
+import type { PassphraseProvider } from '../disk/passphrase';
 
 /** The disk server (NBD), started by the caller's factory with the lock's admission hook. */
 export interface DiskService {
@@ -52,6 +53,8 @@ export interface BootServerOptions {
   runner?: CommandRunner;
   /** Scratch space for the payload found on the disk (a tmpfs in stiefelOS). */
   workDir?: string;
+  /** Asks the laptop's console for a LUKS passphrase while the desktop is asked too; the first answer wins. */
+  consolePassphrase?: PassphraseProvider;
 }
 
 export interface BootServer {
@@ -182,6 +185,7 @@ export async function startBootServer(o: BootServerOptions, ctx: { log: Logger; 
         cmdlineAppend: cfg.server.cmdlineAppend,
         lock,
         link,
+        ...(o.consolePassphrase ? { consolePassphrase: o.consolePassphrase } : {}),
       },
       { log: log.child('payload'), signal },
     );

@@ -21,6 +21,7 @@ import {
 } from './protocol';
 import { passphraseProvider, QuestionChannel, QuestionError, MAX_ANSWER_LENGTH } from './questions';
 import type { BootPayload, BootPayloadSource } from './source';
+import { firstAnswer, type PassphraseProvider } from '../disk/passphrase';
 import { PAYLOAD_CIPHER, pskServerOptions } from './tls';
 
 export interface PayloadServerOptions {
@@ -41,6 +42,8 @@ export interface PayloadServerOptions {
   lock: ClientLock;
   /** Per-boot disk-link settings for a client (WireGuard keys, issue 6). */
   link?: (peer: { host: string; session: string }) => Promise<ManifestLink>;
+  /** Asked together with the desktop for a LUKS passphrase (the laptop's console); the first answer wins. */
+  consolePassphrase?: PassphraseProvider;
   /** How long a question waits for its answer; default 10 minutes. */
   questionTimeoutMs?: number;
   /** A download whose client reads nothing for this long is ended; default 60 s. */
@@ -148,7 +151,9 @@ export async function startPayloadServer(options: PayloadServerOptions, ctx: { l
         ask: (q: Parameters<QuestionChannel['ask']>[0], o: Parameters<QuestionChannel['ask']>[1] = {}) =>
           s.questions.ask(q, { timeoutMs: options.questionTimeoutMs ?? 600_000, ...o }),
       };
-      s.payload = options.source.resolve({ log: log.child('source'), signal: s.abort.signal, passphrase: passphraseProvider(asker) });
+      const desktop = passphraseProvider(asker);
+      const passphrase = options.consolePassphrase ? firstAnswer([desktop, options.consolePassphrase]) : desktop;
+      s.payload = options.source.resolve({ log: log.child('source'), signal: s.abort.signal, passphrase });
       // A failed resolution is retried by the next manifest request.
       s.payload.catch(() => (s.payload = undefined));
     }

@@ -1,7 +1,8 @@
 // The exact LUKS, LVM, loop and mount command sequences, and that every exit
 // path undoes what was done, last first. A scripted runner stands in for
-// cryptsetup and lvm because this host's kernel has no device-mapper: these
-// sequences still need a run inside a VM (test/vm) against real LUKS and LVM.
+// cryptsetup and lvm because this host's kernel has no device-mapper; the
+// same code runs against the real tools, LUKS2 and LVM inside a VM in
+// test/vm/boot-entries-luks-lvm.test.ts.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { StiefelError } from '../../src/errors';
@@ -63,44 +64,81 @@ test('LUKS: read-only open with the passphrase on stdin, asked again when wrong,
 test('LUKS: attempts run out, or cryptsetup fails otherwise: nothing is left open', async () => {
   const runner = scripted(() => ({ code: 2 }));
   const cleanup = new CleanupStack(silentLogger);
-  await assert.rejects(openLuks('/dev/loop7', { runner, cleanup, passphrase: answers('a', 'b', 'c'), name: 'n', label: 'x' }), (e: StiefelError) => e.code === 'E_LUKS_PASSPHRASE');
+  await assert.rejects(
+    openLuks('/dev/loop7', { runner, cleanup, passphrase: answers('a', 'b', 'c'), name: 'n', label: 'disk.img#2' }),
+    (e: StiefelError) => e.code === 'E_LUKS_PASSPHRASE' && e.message === 'the passphrase given does not open disk.img#2 (LUKS) (3 attempts)',
+  );
   assert.equal(runner.calls.length, 3);
+  // A provider that says where its answer came from (a file) is named, with its fix.
+  const fromFile = { attempts: 1, origin: 'the passphrase in /root/pw', hint: 'check the file', ask: async () => 'x' };
+  await assert.rejects(openLuks('/dev/loop7', { runner, cleanup, passphrase: fromFile, name: 'n', label: '/dev/vda2' }), {
+    message: 'the passphrase in /root/pw does not open /dev/vda2 (LUKS): check the file',
+  });
   assert.equal(cleanup.size, 0);
   const broken = scripted(() => ({ code: 1, stderr: 'Device /dev/loop7 is not a valid LUKS device.' }));
   await assert.rejects(openLuks('/dev/loop7', { runner: broken, cleanup, passphrase: answers('a'), name: 'n', label: 'x' }), /not a valid LUKS device/);
   assert.equal(cleanup.size, 0);
 });
 
+const PVS = ['pvs', '--devices', '/dev/loop3', ...CFG, '--reportformat', 'json', '-o', 'pv_name,vg_name'].join(' ');
+const LVS = ['lvs', '--devices', '/dev/loop3', ...CFG, '--reportformat', 'json', '-o', 'lv_name,vg_name,lv_path,lv_size,lv_active', '--units', 'b', '--nosuffix'].join(' ');
+const vgchange = (how: 'y' | 'n') => ['vgchange', '--devices', '/dev/loop3', ...CFG, '--activate', how, 'vg0'].join(' ');
+const pvReport = JSON.stringify({ report: [{ pv: [{ pv_name: '/dev/loop3', vg_name: 'vg0' }] }] });
+const lvReport = (active: string) =>
+  JSON.stringify({ report: [{ lv: [{ lv_name: 'root', vg_name: 'vg0', lv_path: '/dev/vg0/root', lv_size: '1073741824', lv_active: active }, { lv_name: 'boot', vg_name: 'vg0', lv_path: '/dev/vg0/boot', lv_size: '536870912', lv_active: '' }] }] });
+
 test('LVM: activate only our device read-only, list the volumes, deactivate on cleanup', async () => {
   const runner = scripted((file) => {
-    if (file === 'pvs') return { stdout: JSON.stringify({ report: [{ pv: [{ pv_name: '/dev/loop3', vg_name: 'vg0' }] }] }) };
-    if (file === 'lvs') return { stdout: JSON.stringify({ report: [{ lv: [{ lv_name: 'root', vg_name: 'vg0', lv_path: '/dev/vg0/root', lv_size: '1073741824' }, { lv_name: 'boot', vg_name: 'vg0', lv_path: '/dev/vg0/boot', lv_size: '536870912' }] }] }) };
+    if (file === 'pvs') return { stdout: pvReport };
+    if (file === 'lvs') return { stdout: lvReport('') };
     return {};
   });
   const cleanup = new CleanupStack(silentLogger);
   const lvs = await activateVolumeGroup('/dev/loop3', { runner, cleanup });
-  assert.deepEqual(lvs.map((l) => [l.path, l.size]), [['/dev/vg0/root', 1073741824], ['/dev/vg0/boot', 536870912]]);
+  assert.deepEqual(lvs.map((l) => [l.path, l.size, l.wasActive]), [['/dev/vg0/root', 1073741824, false], ['/dev/vg0/boot', 536870912, false]]);
   await cleanup.run();
-  assert.deepEqual(runner.calls.map((c) => c.cmd), [
-    ['pvs', '--devices', '/dev/loop3', ...CFG, '--reportformat', 'json', '-o', 'pv_name,vg_name'].join(' '),
-    ['vgchange', '--devices', '/dev/loop3', ...CFG, '--activate', 'y', 'vg0'].join(' '),
-    ['lvs', '--devices', '/dev/loop3', ...CFG, '--reportformat', 'json', '-o', 'lv_name,vg_name,lv_path,lv_size', '--units', 'b', '--nosuffix'].join(' '),
-    ['vgchange', '--devices', '/dev/loop3', ...CFG, '--activate', 'n', 'vg0'].join(' '),
-  ]);
+  assert.deepEqual(runner.calls.map((c) => c.cmd), [PVS, LVS, vgchange('y'), vgchange('n')]);
   assert.match(LVM_READ_ONLY_CONFIG, /metadata_read_only = 1/);
   assert.match(LVM_READ_ONLY_CONFIG, /read_only_volume_list/);
 });
 
-test('LVM: a failure after activation still deactivates', async () => {
+test('LVM: a volume group active already (the running OS uses it) is read as it is and never deactivated', async () => {
   const runner = scripted((file) => {
-    if (file === 'pvs') return { stdout: JSON.stringify({ report: [{ pv: [{ pv_name: '/dev/loop3', vg_name: 'vg0' }] }] }) };
+    if (file === 'pvs') return { stdout: pvReport };
+    if (file === 'lvs') return { stdout: lvReport('active') };
+    return {};
+  });
+  const cleanup = new CleanupStack(silentLogger);
+  const lvs = await activateVolumeGroup('/dev/loop3', { runner, cleanup });
+  assert.deepEqual(lvs.map((l) => [l.path, l.wasActive]), [['/dev/vg0/root', true]]);
+  assert.equal(cleanup.size, 0);
+  await cleanup.run();
+  assert.deepEqual(runner.calls.map((c) => c.cmd), [PVS, LVS]);
+});
+
+test('LVM: a failing activation still deactivates (it may have activated some volumes)', async () => {
+  const runner = scripted((file, args) => {
+    if (file === 'pvs') return { stdout: pvReport };
+    if (file === 'lvs') return { stdout: lvReport('') };
+    if (file === 'vgchange' && args.includes('y')) return { code: 5, stderr: 'device-mapper: reload ioctl failed\n  1 logical volume(s) in volume group "vg0" now active' };
+    return {};
+  });
+  const cleanup = new CleanupStack(silentLogger);
+  await assert.rejects(activateVolumeGroup('/dev/loop3', { runner, cleanup }), /vgchange .* failed: .*now active/);
+  await cleanup.run();
+  assert.equal(runner.calls.at(-1)!.cmd, vgchange('n'));
+});
+
+test('LVM: an unreadable report fails before anything is activated', async () => {
+  const runner = scripted((file) => {
+    if (file === 'pvs') return { stdout: pvReport };
     if (file === 'lvs') return { code: 5, stderr: 'Volume group "vg0" not found' };
     return {};
   });
   const cleanup = new CleanupStack(silentLogger);
   await assert.rejects(activateVolumeGroup('/dev/loop3', { runner, cleanup }), /lvs .* failed: Volume group "vg0" not found/);
-  await cleanup.run();
-  assert.match(runner.calls.at(-1)!.cmd, /^vgchange .* --activate n vg0$/);
+  assert.equal(cleanup.size, 0);
+  assert.deepEqual(runner.calls.map((c) => c.cmd), [PVS, LVS]);
 });
 
 test('loop + LUKS + LVM + mount: a failing mount undoes everything in reverse order', async () => {
