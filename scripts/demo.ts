@@ -35,11 +35,15 @@ const NARRATION: Array<[RegExp, string]> = [
   [/STIEFEL-E2E-MARKER /, 'It wrote a file with this run\u2019s random token to its disk and synced; now it powers the desktop off.'],
 ];
 
+const told = new Set<(typeof NARRATION)[number]>();
+
 function onConsole(machine: 'laptop' | 'desktop', line: string): void {
   // eslint-disable-next-line no-control-regex
   const text = line.replace(/\x1b\[[0-9;]*[A-Za-z]/g, '').replace(/^\[ *\d+\.\d+\] /, '').trim();
   const hit = NARRATION.find(([re]) => re.test(text));
-  if (!hit) return;
+  // Each step once: the attach script's lines also reach the console through the kernel log.
+  if (!hit || told.has(hit)) return;
+  told.add(hit);
   process.stdout.write(`${dim(`${clock()}  ${machine.padEnd(7)} | ${text.slice(0, 150)}`)}\n`);
   process.stdout.write(`${clock()}  ${hit[1]}\n`);
 }

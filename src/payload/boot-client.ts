@@ -129,7 +129,7 @@ export async function runBootClient(o: BootClientOptions, ctx: { log: Logger; si
     const m = fetched.manifest;
     const downloadS = Math.max(1e-3, (verifiedMs - discoveryMs) / 1000);
     log.info(
-      `payload verified: ${(fetched.bytes / 1e6).toFixed(1)} MB in ${downloadS.toFixed(2)} s (${(fetched.bytes / 1e6 / downloadS).toFixed(0)} MB/s), ${(verifiedMs / 1000).toFixed(2)} s after start`,
+      `payload verified: ${(fetched.bytes / 1e6).toFixed(1)} MB in ${downloadS.toFixed(2)} s (${formatRate(fetched.bytes / 1e6 / downloadS)} MB/s), ${(verifiedMs / 1000).toFixed(2)} s after start`,
     );
 
     // 3. What the laptop OS needs to find its disk.
@@ -195,4 +195,9 @@ export async function runBootClient(o: BootClientOptions, ctx: { log: Logger; si
       await fs.rm(dir, { recursive: true, force: true }).catch(() => undefined);
     }
   }
+}
+
+/** MB/s with a decimal where it matters: 1.4, 23, 169. */
+function formatRate(mbPerS: number): string {
+  return mbPerS < 10 ? mbPerS.toFixed(1) : mbPerS.toFixed(0);
 }
