@@ -119,11 +119,12 @@ export function imageModulePath(path: string): string {
  * Whether a module stored compressed on the host goes into an initramfs
  * compressed with `outer` as a plain .ko. Measured on the 343 modules of
  * stiefelOS (BENCHMARKS.md): under zstd -9, modules compressed one by one with
- * zstd -3 (the kernel's `modules_install` default) or gzip make a bigger
- * initrd than plain ones, which the outer zstd compresses across; with
- * zstd -19 it is a draw; xz per module (Debian 13, Fedora) beats the outer
- * zstd, so those stay as they are. gzip inside gzip only wastes; with no outer
- * compression every module stays compressed.
+ * zstd -3 (the kernel's `modules_install` default) make a bigger initrd than
+ * plain ones, which the outer zstd compresses across; with zstd -19 it is a
+ * draw; xz per module (Debian 13, Fedora) beats the outer zstd, so those stay
+ * as they are. gzip per module (not measured: Debian's depmod cannot index
+ * .ko.gz) compresses worse than zstd -3, and gzip inside gzip only wastes.
+ * With no outer compression every module stays compressed.
  */
 export function carryModuleDecompressed(path: string, outer: Compression): boolean {
   if (outer === 'zstd') return path.endsWith('.gz') || path.endsWith('.zst');
