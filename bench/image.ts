@@ -1,6 +1,7 @@
 // Benchmarks for `stiefelctl build-image` and booting stiefelOS in QEMU.
 //
 //   npm run build && npm run bench:image [-- --runs 5 --boots 3]
+//   npm run build && npm run bench:image -- --sizes   (compressors only)
 //
 // Prints a Markdown section for BENCHMARKS.md. Measures, with medians:
 //   - build time, cold (the inputs evicted from the page cache with
@@ -116,7 +117,48 @@ function busyboxModprobeVariant(initrd: string, out: string): void {
   writeFileSync(out, execFileSync('zstd', ['-q', '-c', '-T0', '-9'], { input: cpio, maxBuffer: 1 << 30 }));
 }
 
+/**
+ * `--sizes`: the uncompressed cpio of the default image through other
+ * compressors and options (what build-image does not offer), one run each,
+ * with time on all cores (-T0 / -T2). Answers "how small can the same
+ * contents get, and at what cost".
+ */
+function sizeStudy(): void {
+  const out = join(work, 'none');
+  const { summary } = build(out, ['--compress', 'none']);
+  const cpio = join(out, 'initrd.img');
+  const lines: string[] = [];
+  lines.push(`The default contents as an uncompressed cpio (${MB(summary.initrd.bytes)} MB) through each compressor, one run each:`);
+  lines.push('');
+  lines.push('| compressor | size | time |', '| --- | --- | --- |');
+  const variants: Array<[string, string, string[]]> = [
+    ['zstd -9 (the default)', 'zstd', ['-q', '-c', '-T0', '-9']],
+    ['zstd -9 --long=27', 'zstd', ['-q', '-c', '-T0', '-9', '--long=27']],
+    ['zstd -10 --long=27', 'zstd', ['-q', '-c', '-T0', '-10', '--long=27']],
+    ['zstd -12 --long=27', 'zstd', ['-q', '-c', '-T0', '-12', '--long=27']],
+    ['zstd -19 --long=27', 'zstd', ['-q', '-c', '-T0', '-19', '--long=27']],
+    ['xz -1, x86 BCJ, crc32', 'xz', ['-q', '-c', '-T2', '--check=crc32', '--x86', '--lzma2=preset=1']],
+    ['xz -6, x86 BCJ, crc32', 'xz', ['-q', '-c', '-T2', '--check=crc32', '--x86', '--lzma2=preset=6']],
+  ];
+  for (const [name, tool, args] of variants) {
+    const t = process.hrtime.bigint();
+    const r = spawnSync('sh', ['-c', `"$0" "$@" < '${cpio}' | wc -c`, tool, ...args], { encoding: 'utf8' });
+    const seconds = Number(process.hrtime.bigint() - t) / 1e9;
+    if (r.status !== 0) throw new Error(`${name} failed: ${r.stderr}`);
+    lines.push(`| ${name} | ${MB(Number(r.stdout.trim()))} MB | ${seconds.toFixed(1)} s |`);
+    log(`${name}: ${MB(Number(r.stdout.trim()))} MB in ${seconds.toFixed(1)} s`);
+  }
+  lines.push('');
+  log(`load after: ${readFileSync('/proc/loadavg', 'utf8').trim()}`);
+  process.stdout.write(`${lines.join('\n')}\n`);
+}
+
 async function main(): Promise<void> {
+  if (argv.includes('--sizes')) {
+    log(`load before: ${readFileSync('/proc/loadavg', 'utf8').trim()}`);
+    sizeStudy();
+    return;
+  }
   const lines: string[] = [];
   const out = join(work, 'img');
   log(`load before: ${readFileSync('/proc/loadavg', 'utf8').trim()}`);

@@ -22,7 +22,7 @@ import { DEFAULT_LEVEL, writeCompressed, type Compression } from './compress';
 import { ImageTree, ImageTreeError } from './image-tree';
 import { kernelZstdSupport, locateKernel, type RdSupport } from './kernel';
 import { libraryClosure, readLdSoConfDirs } from './libraries';
-import { regenerateDepmod, selectModules } from './modules';
+import { carryModuleDecompressed, imageModulePath, regenerateDepmod, selectModules } from './modules';
 import { PACKAGES, formatPackages } from './packages';
 import { forEachLimited } from './for-each-limited';
 import { BUSYBOX, IMAGE_PROGRAMS, findProgram, lookupProgram, type ProgramSpec } from './programs';
@@ -256,9 +256,10 @@ export async function buildImage(options: BuildImageOptions, ctx: BuildContext =
   const tmpInitrd = posix.join(options.outDir, `.initrd.img.${randomBytes(6).toString('hex')}.tmp`);
   const tmpKernel = posix.join(options.outDir, `.vmlinuz.${randomBytes(6).toString('hex')}.tmp`);
   try {
+    const carriedPlain = new Map([...selection.decompressed].filter(([p]) => carryModuleDecompressed(p, compression)));
     progress({ phase: 'depmod', message: `regenerating depmod data for ${selection.paths.length} modules` });
     const depmodFiles = await regenerateDepmod(
-      { release: kernel.release, modulesDir, paths: selection.paths, stagingDir: posix.join(work, 'depmod'), depmod },
+      { release: kernel.release, modulesDir, paths: selection.paths, decompressed: carriedPlain, stagingDir: posix.join(work, 'depmod'), depmod },
       signal,
     );
     throwIfAborted(signal);
@@ -270,6 +271,7 @@ export async function buildImage(options: BuildImageOptions, ctx: BuildContext =
       kernelRelease: kernel.release,
       modulesDir,
       selection,
+      carriedPlain,
       depmodFiles,
       closure,
       programs,
@@ -407,6 +409,8 @@ interface LayoutInput {
   kernelRelease: string;
   modulesDir: string;
   selection: Awaited<ReturnType<typeof selectModules>>;
+  /** Compressed modules carried decompressed (carryModuleDecompressed), by host path. */
+  carriedPlain: ReadonlyMap<string, Buffer>;
   depmodFiles: Map<string, Buffer>;
   closure: Awaited<ReturnType<typeof libraryClosure>>;
   programs: Array<{ spec: ProgramSpec; path: string }>;
@@ -492,8 +496,11 @@ async function layoutTree(tree: ImageTree, input: LayoutInput): Promise<string> 
 
   // Kernel modules at /lib/modules/RELEASE, whatever directory they came from.
   const modRoot = `lib/modules/${input.kernelRelease}`;
+  // Some compressed ones go in decompressed, as plain .ko (carryModuleDecompressed).
   for (const p of input.selection.paths) {
-    tree.addFile(`${modRoot}/${p}`, { part: PART.modules, hostPath: await realpath(posix.join(input.modulesDir, p)) });
+    const data = input.carriedPlain.get(p);
+    if (data !== undefined) tree.addFile(`${modRoot}/${imageModulePath(p)}`, { part: PART.modules, data });
+    else tree.addFile(`${modRoot}/${p}`, { part: PART.modules, hostPath: await realpath(posix.join(input.modulesDir, p)) });
   }
   for (const [name, data] of input.depmodFiles) tree.addFile(`${modRoot}/${name}`, { part: PART.modules, data });
   for (const fw of input.selection.firmware) tree.addFile(`lib/firmware/${fw.name}`, { part: PART.firmware, hostPath: fw.hostPath });

@@ -14,6 +14,7 @@ import { DepmodParseError, filterModulesOrder, modinfoFirmware, parseModinfo } f
 import { MODULE_GROUPS, type ModuleGroup } from './module-groups';
 import { kernelModulesPackages, formatPackages, PACKAGES } from './packages';
 import { forEachLimited } from './for-each-limited';
+import type { Compression } from './compress';
 
 const execFileAsync = promisify(execFile);
 
@@ -42,6 +43,12 @@ export interface ModuleSelection {
   index: ModuleIndex;
   /** Module paths relative to the modules directory, sorted. */
   paths: string[];
+  /**
+   * The bytes of every chosen module that is stored compressed on the host
+   * (.ko.gz, .ko.xz, .ko.zst), decompressed, keyed by its entry in `paths`
+   * (see carryModuleDecompressed for which the image carries so).
+   */
+  decompressed: Map<string, Buffer>;
   /** Wanted names found built into the kernel (nothing to carry). */
   builtin: string[];
   /** Wanted optional names this kernel has neither as module nor built in. */
@@ -94,6 +101,35 @@ export async function readModuleIndex(modulesDir: string, release: string): Prom
     if (err instanceof DepmodParseError) throw new StiefelError('E_IMAGE_MODULES_DIR', `${modulesDir}: ${err.message}`);
     throw err;
   }
+}
+
+const MODULE_COMPRESSION_SUFFIX = /\.(gz|xz|zst)$/;
+
+/** Whether a module file is stored compressed (.ko.gz, .ko.xz, .ko.zst). */
+export function isCompressedModule(path: string): boolean {
+  return MODULE_COMPRESSION_SUFFIX.test(path);
+}
+
+/** The name a module has in the image, where it is stored uncompressed: foo.ko.xz -> foo.ko. */
+export function imageModulePath(path: string): string {
+  return path.replace(MODULE_COMPRESSION_SUFFIX, '');
+}
+
+/**
+ * Whether a module stored compressed on the host goes into an initramfs
+ * compressed with `outer` as a plain .ko. Measured on the 343 modules of
+ * stiefelOS (BENCHMARKS.md): under zstd -9, modules compressed one by one with
+ * zstd -3 (the kernel's `modules_install` default) make a bigger initrd than
+ * plain ones, which the outer zstd compresses across; with zstd -19 it is a
+ * draw; xz per module (Debian 13, Fedora) beats the outer zstd, so those stay
+ * as they are. gzip per module (not measured: Debian's depmod cannot index
+ * .ko.gz) compresses worse than zstd -3, and gzip inside gzip only wastes.
+ * With no outer compression every module stays compressed.
+ */
+export function carryModuleDecompressed(path: string, outer: Compression): boolean {
+  if (outer === 'zstd') return path.endsWith('.gz') || path.endsWith('.zst');
+  if (outer === 'gzip') return path.endsWith('.gz');
+  return false;
 }
 
 /** A module's bytes, decompressed when the file is .ko.gz, .ko.xz or .ko.zst. */
@@ -172,8 +208,10 @@ export async function selectModules(options: ModuleSelectionOptions, log: Logger
   const firmwareDir = options.firmwareDir ?? '/lib/firmware';
   const declared = new Set<string>();
   const vermagics = new Map<string, string>();
+  const decompressed = new Map<string, Buffer>();
   await forEachLimited(closure.paths, 8, async (p) => {
     const elf = await readModuleElf(posix.join(options.modulesDir, p), read);
+    if (isCompressedModule(p)) decompressed.set(p, elf);
     let modinfo: Uint8Array | undefined;
     try {
       modinfo = readElfSection(elf, '.modinfo');
@@ -201,19 +239,21 @@ export async function selectModules(options: ModuleSelectionOptions, log: Logger
   for (const fw of [...declared].sort()) {
     let found = false;
     for (const dir of fwDirs) {
+      // The first of these the kernel would try; one copy only.
       for (const suffix of ['', '.zst', '.xz']) {
         const host = posix.join(dir, fw + suffix);
         const st = await stat(host).catch(() => undefined);
         if (st?.isFile()) {
           firmware.push({ name: posix.relative(firmwareDir, host), hostPath: await realpath(host) });
           found = true;
+          break;
         }
       }
       if (found) break;
     }
     if (!found) firmwareMissing.push(fw);
   }
-  return { index, paths: closure.paths, builtin, absent, firmware, firmwareMissing, excluded: [...excluded].filter((p) => !closure.paths.includes(p)).sort() };
+  return { index, paths: closure.paths, decompressed, builtin, absent, firmware, firmwareMissing, excluded: [...excluded].filter((p) => !closure.paths.includes(p)).sort() };
 }
 
 export interface DepmodOptions {
@@ -221,6 +261,11 @@ export interface DepmodOptions {
   modulesDir: string;
   /** Module paths relative to modulesDir. */
   paths: readonly string[];
+  /**
+   * Decompressed bytes of compressed modules the image carries as plain .ko
+   * files: these are indexed under their .ko names.
+   */
+  decompressed?: ReadonlyMap<string, Buffer>;
   /** An empty directory to stage in (removed by the caller). */
   stagingDir: string;
   depmod: string;
@@ -228,8 +273,8 @@ export interface DepmodOptions {
 
 /**
  * Runs `depmod -b STAGING RELEASE` on a tree of symlinks to the chosen
- * modules and returns the files it wrote (modules.dep, modules.alias and
- * their .bin indexes, ...), plus modules.builtin* copied and modules.order
+ * modules (decompressed copies of compressed ones) and returns the files it
+ * wrote (modules.dep, modules.alias and their .bin indexes, ...), plus modules.builtin* copied and modules.order
  * filtered. The host's /etc/depmod.d is not used (`-C` points at an empty
  * directory) so the result depends only on the modules.
  */
@@ -242,10 +287,15 @@ export async function regenerateDepmod(options: DepmodOptions, signal?: AbortSig
   await symlink('usr/lib', posix.join(stagingDir, 'lib'));
   const confDir = posix.join(stagingDir, 'depmod.d');
   await mkdir(confDir);
+  const imagePaths: string[] = [];
   for (const p of options.paths) {
-    const target = posix.join(base, p);
+    const data = options.decompressed?.get(p);
+    const imagePath = data === undefined ? p : imageModulePath(p);
+    imagePaths.push(imagePath);
+    const target = posix.join(base, imagePath);
     await mkdir(posix.dirname(target), { recursive: true });
-    await symlink(await realpath(posix.join(modulesDir, p)), target);
+    if (data === undefined) await symlink(await realpath(posix.join(modulesDir, p)), target);
+    else await writeFile(target, data);
   }
   const copied = new Map<string, Buffer>();
   for (const name of ['modules.builtin', 'modules.builtin.modinfo']) {
@@ -253,7 +303,7 @@ export async function regenerateDepmod(options: DepmodOptions, signal?: AbortSig
     if (data !== undefined) copied.set(name, data);
   }
   const order = await readOptional(posix.join(modulesDir, 'modules.order'));
-  if (order !== undefined) copied.set('modules.order', Buffer.from(filterModulesOrder(order.toString('utf8'), options.paths)));
+  if (order !== undefined) copied.set('modules.order', Buffer.from(filterModulesOrder(order.toString('utf8'), imagePaths)));
   for (const [name, data] of copied) await writeFile(posix.join(base, name), data);
   try {
     await execFileAsync(options.depmod, ['-b', stagingDir, '-C', confDir, release], { signal });

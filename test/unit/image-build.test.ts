@@ -333,3 +333,59 @@ test('without --kernel the running kernel’s image is used, and its absence is 
   assert.equal(found.path, KERNEL);
   assert.equal(found.release, RELEASE);
 });
+
+test('compressed modules: .ko.zst go into a zstd image as plain .ko, .ko.xz as they are; depmod data names what is there', async () => {
+  // A modules tree like Arch's (.ko.zst) and Fedora's (.ko.xz) at once, made
+  // from this kernel's real modules. (No .ko.gz: Debian's depmod is built
+  // without zlib and would not index them.)
+  const zstd = requireTool('zstd');
+  const xz = requireTool('xz');
+  const depmod = requireTool('depmod');
+  const host = `/lib/modules/${RELEASE}`;
+  const dir = join(work, 'mixed-modules', RELEASE);
+  const plan: Array<[string, 'zst' | 'xz']> = [
+    ['kernel/drivers/block/nbd.ko', 'zst'],
+    ['kernel/drivers/net/wireguard/wireguard.ko', 'xz'],
+    ['kernel/net/ipv4/udp_tunnel.ko', 'xz'],
+    ['kernel/net/ipv6/ip6_udp_tunnel.ko', 'zst'],
+    ['kernel/arch/x86/crypto/curve25519-x86_64.ko', 'zst'],
+    ['kernel/lib/crypto/libcurve25519-generic.ko', 'zst'],
+    ['kernel/lib/crypto/libchacha20poly1305.ko', 'zst'],
+    ['kernel/arch/x86/crypto/chacha-x86_64.ko', 'zst'],
+    ['kernel/lib/crypto/libchacha.ko', 'zst'],
+    ['kernel/arch/x86/crypto/poly1305-x86_64.ko', 'zst'],
+  ];
+  const hostDep = readFileSync(`${host}/modules.dep`, 'utf8');
+  for (const [p] of plan) assert.match(hostDep, new RegExp(`^${p.replace(/[.+]/g, '\\$&')}:`, 'm'), `${p} is a module of ${RELEASE}`);
+  for (const [p, how] of plan) {
+    mkdirSync(join(dir, p, '..'), { recursive: true });
+    const data = readFileSync(`${host}/${p}`);
+    const [tool, args] = how === 'zst' ? [zstd, ['-c', '-3']] : [xz, ['-c', '--check=crc32', '--lzma2=dict=1MiB']];
+    writeFileSync(join(dir, `${p}.${how}`), execFileSync(tool, args, { input: data, maxBuffer: 1 << 26 }));
+  }
+  // The tree's own modules.dep, by depmod, names the compressed files.
+  mkdirSync(join(work, 'mixed-base', 'lib'), { recursive: true });
+  symlinkSync(join(work, 'mixed-modules'), join(work, 'mixed-base', 'lib', 'modules'));
+  execFileSync(depmod, ['-b', join(work, 'mixed-base'), RELEASE]);
+  const out = join(work, 'mixed-out');
+  const r = await build(out, ['--modules-dir', dir, '--json']);
+  assert.equal(r.code, 0, r.stderr);
+  const summary = JSON.parse(r.stdout) as BuildSummary;
+  assert.equal(summary.initrd.compression, 'zstd');
+  const entries = unpack(join(out, 'initrd.img'));
+  // lib/modules/RELEASE, wherever the host's /lib link puts it.
+  const modRoot = entries.find((e) => e.path.endsWith(`lib/modules/${RELEASE}/modules.dep`))!.path.replace(/\/modules\.dep$/, '');
+  const files = new Map(entries.filter((e) => e.path.startsWith(`${modRoot}/kernel/`) && (e.mode & S_IFMT) === S_IFREG).map((e) => [e.path.slice(modRoot.length + 1), e]));
+  const expected = plan.map(([p, how]) => (how === 'xz' ? `${p}.xz` : p)).sort();
+  assert.deepEqual([...files.keys()].sort(), expected);
+  for (const [p, how] of plan) {
+    if (how !== 'xz') assert.ok(Buffer.from(files.get(p)!.data).equals(readFileSync(`${host}/${p}`)), `${p} is carried decompressed, byte for byte`);
+  }
+  const dep = entries.find((e) => e.path === `${modRoot}/modules.dep`)!;
+  const depText = Buffer.from(dep.data).toString();
+  assert.deepEqual(
+    depText.trim().split('\n').map((l) => l.split(':')[0]).sort(),
+    expected,
+  );
+  assert.match(depText, /^kernel\/drivers\/net\/wireguard\/wireguard\.ko\.xz: .*kernel\/net\/ipv6\/ip6_udp_tunnel\.ko .*kernel\/net\/ipv4\/udp_tunnel\.ko\.xz$/m);
+});

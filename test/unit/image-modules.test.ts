@@ -7,7 +7,7 @@ import { join } from 'node:path';
 import { StiefelError } from '../../src/errors';
 import { silentLogger } from '../../src/log';
 import { parseModulesDep } from '../../src/kmod/depmod-files';
-import { regenerateDepmod, selectModules } from '../../src/image/modules';
+import { carryModuleDecompressed, imageModulePath, regenerateDepmod, selectModules } from '../../src/image/modules';
 import { MODULE_GROUPS } from '../../src/image/module-groups';
 import { requireTool } from '../helpers/tools';
 import { debianKernel } from '../helpers/kernel';
@@ -22,6 +22,8 @@ test('declared firmware goes in when installed (also compressed), and the rest i
   mkdirSync(join(fw, 'rtl_nic'), { recursive: true });
   writeFileSync(join(fw, 'rtl_nic/rtl8168h-2.fw'), 'fake firmware');
   writeFileSync(join(fw, 'rtl_nic/rtl8125b-2.fw.zst'), 'fake compressed firmware');
+  // A second, compressed copy of the same firmware is not carried: the kernel tries the plain name first.
+  writeFileSync(join(fw, 'rtl_nic/rtl8168h-2.fw.xz'), 'fake compressed copy');
   const s = await selectModules({ release: RELEASE, modulesDir: MODULES, firmwareDir: fw, groups: [{ name: 'test', names: ['r8169'] }] }, silentLogger);
   // r8169 with its dependency libphy and its soft dependency, the Realtek PHY driver.
   assert.deepEqual(s.paths, ['kernel/drivers/net/ethernet/realtek/r8169.ko', 'kernel/drivers/net/phy/libphy.ko', 'kernel/drivers/net/phy/mdio_devres.ko', 'kernel/drivers/net/phy/realtek.ko']);
@@ -115,4 +117,33 @@ test('compressed modules (.ko.zst, as Arch ships them) are read, closed over and
   const dep = parseModulesDep(files.get('modules.dep')!.toString());
   assert.deepEqual([...dep.keys()].sort(), s.paths);
   assert.match(files.get('modules.alias')!.toString(), / r8169$/m);
+  // The image carries them decompressed: the selection holds the original
+  // bytes, and depmod's data names the plain .ko files.
+  assert.deepEqual([...s.decompressed.keys()].sort(), s.paths);
+  for (const p of wanted) assert.ok(s.decompressed.get(`${p}.zst`)!.equals(readFileSync(`${MODULES}/${p}`)), `${p} decompressed`);
+  const plain = await regenerateDepmod({ release: RELEASE, modulesDir: dir, paths: s.paths, decompressed: s.decompressed, stagingDir: join(work, 'zst-stage-plain'), depmod });
+  const plainDep = parseModulesDep(plain.get('modules.dep')!.toString());
+  assert.deepEqual([...plainDep.keys()].sort(), [...wanted].sort());
+  assert.deepEqual(plainDep.get('kernel/drivers/net/ethernet/realtek/r8169.ko')!.sort(), ['kernel/drivers/net/phy/libphy.ko', 'kernel/drivers/net/phy/mdio_devres.ko']);
+});
+
+test('uncompressed modules are carried as they are: nothing is decompressed', async () => {
+  const s = await selectModules({ release: RELEASE, modulesDir: MODULES, groups: [{ name: 'test', names: ['nbd'] }] }, silentLogger);
+  assert.deepEqual(s.paths, ['kernel/drivers/block/nbd.ko']);
+  assert.equal(s.decompressed.size, 0);
+});
+
+test('which compressed modules the image carries decompressed, by the outer compression (measured: BENCHMARKS.md)', () => {
+  const p = 'kernel/drivers/block/nbd.ko';
+  // Under zstd: per-module zstd and gzip lose to the outer zstd; per-module xz wins.
+  assert.equal(carryModuleDecompressed(`${p}.zst`, 'zstd'), true);
+  assert.equal(carryModuleDecompressed(`${p}.gz`, 'zstd'), true);
+  assert.equal(carryModuleDecompressed(`${p}.xz`, 'zstd'), false);
+  // Under gzip only gzip is undone; without outer compression nothing is.
+  assert.equal(carryModuleDecompressed(`${p}.gz`, 'gzip'), true);
+  assert.equal(carryModuleDecompressed(`${p}.zst`, 'gzip'), false);
+  for (const ext of ['gz', 'xz', 'zst']) assert.equal(carryModuleDecompressed(`${p}.${ext}`, 'none'), false);
+  assert.equal(carryModuleDecompressed(p, 'zstd'), false);
+  assert.equal(imageModulePath(`${p}.zst`), p);
+  assert.equal(imageModulePath(p), p);
 });
