@@ -40,11 +40,13 @@ function testFiles(dir) {
 }
 
 let failed = [];
+let ran = 0;
 for (const layer of LAYERS) {
   if (!wanted.has(layer.name)) continue;
   let files = testFiles(join(root, 'test', layer.name));
   if (filters.length) files = files.filter((f) => filters.some((w) => relative(root, f).includes(w)));
   if (files.length === 0) continue;
+  ran += files.length;
   if (layer.root && process.getuid && process.getuid() !== 0) {
     console.error(`test: the ${layer.name} layer drives kernel features and needs root: run it with sudo`);
     failed.push(layer.name);
@@ -58,6 +60,11 @@ for (const layer of LAYERS) {
   ], { cwd: root, stdio: 'inherit' });
   console.log(`=== ${layer.name}: ${r.status === 0 ? 'passed' : 'FAILED'} in ${((Date.now() - started) / 1000).toFixed(1)} s`);
   if (r.status !== 0) failed.push(layer.name);
+}
+if (ran === 0) {
+  // A filter that matches nothing must not pass as if tests had run.
+  console.error(`test: no test file in ${[...wanted].join(', ')} matches ${filters.map((f) => `'${f}'`).join(' or ')} (test/LAYER/*.test.ts paths)`);
+  process.exit(1);
 }
 if (failed.length) {
   console.error(`\ntest: failed layers: ${failed.join(', ')}`);
