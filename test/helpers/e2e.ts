@@ -16,7 +16,7 @@
 // `npm run bench:e2e`.
 import { createHash, randomBytes } from 'node:crypto';
 import { execFile } from 'node:child_process';
-import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { appendFile, copyFile, rename } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -97,8 +97,20 @@ export async function stiefelOsImage(cacheDir: string, log: (l: string) => void)
     });
     rmSync(dir, { recursive: true, force: true });
     await rename(tmp, dir);
+    pruneStiefelOsImages(cacheDir, KEEP_STIEFELOS_IMAGES);
   }
   return { vmlinuz: join(dir, 'vmlinuz'), initrd: join(dir, 'initrd.img') };
+}
+
+/** Every change of stiefelctl makes a new cached image (about 35 MB): keep the newest few. */
+const KEEP_STIEFELOS_IMAGES = 4;
+
+function pruneStiefelOsImages(cacheDir: string, keep: number): void {
+  const images = readdirSync(cacheDir)
+    .filter((name) => /^stiefelos-[0-9a-f]{16}$/.test(name))
+    .map((name) => ({ path: join(cacheDir, name), mtime: statSync(join(cacheDir, name)).mtimeMs }))
+    .sort((a, b) => b.mtime - a.mtime);
+  for (const old of images.slice(keep)) rmSync(old.path, { recursive: true, force: true });
 }
 
 /** A namespace with a bridge and two taps on it (stf6srv, stf6cli): the cable between the VMs. */
