@@ -20,6 +20,7 @@ import { StiefelError } from '../errors';
 import type { Logger } from '../log';
 import { BOOT_RECORD_FILE } from '../server-os/plan';
 import { FilesPayloadSource, type BootPayload, type BootPayloadContext, type BootPayloadSource } from './source';
+import { initrdPadding } from './link-conf';
 
 export interface BootEntriesSourceOptions {
   /** The laptop's disk (or a partition, or an image). */
@@ -144,10 +145,10 @@ export class BootEntriesPayloadSource implements BootPayloadSource {
       let written = 0;
       for (const f of entry.files.initrds) {
         // Each archive starts 4-byte aligned, as the kernel's unpacker wants (and GRUB pads).
-        const pad = (4 - (written % 4)) % 4;
-        if (pad) out.write(Buffer.alloc(pad));
+        const pad = initrdPadding(written);
+        if (pad.length) out.write(pad);
         await pipeline(scan.open(f), out, { end: false, signal });
-        written += pad + f.length;
+        written += pad.length + f.length;
       }
       await new Promise<void>((resolve, reject) => out.end((err?: Error | null) => (err ? reject(err) : resolve())));
       const describe = `'${entry.title}' (${entry.source}${entry.version ? ` ${entry.version}` : ''}) from ${entry.partition}`;

@@ -22,6 +22,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { encodeNewc } from '../../src/cpio/newc';
+import { initrdPadding } from '../../src/payload/link-conf';
 import { CLI } from './cli';
 import { debianKernel } from './kernel';
 import { buildLaptopImage, type LaptopFamily, type LaptopImage } from './laptop-image';
@@ -144,10 +145,10 @@ function serverConfigOverlay(token: string, options: { wireguard: boolean; bench
   return encodeNewc([{ type: 'file', path: 'etc/stiefelsystem/config.yaml', data: Buffer.from(yaml), mode: 0o644 }]);
 }
 
-async function initrdWithOverlay(initrd: string, overlay: Buffer, out: string): Promise<void> {
+/** A copy of `initrd` at `out` with the `overlay` cpio appended (its files win over the image's). */
+export async function initrdWithOverlay(initrd: string, overlay: Buffer, out: string): Promise<void> {
   await copyFile(initrd, out);
-  const size = statSync(out).size;
-  await appendFile(out, Buffer.concat([Buffer.alloc((4 - (size % 4)) % 4), overlay]));
+  await appendFile(out, Buffer.concat([initrdPadding(statSync(out).size), overlay]));
 }
 
 /** Reads a file from the ext4 root partition of the laptop image (mounted read-only by offset). */
@@ -205,7 +206,9 @@ export async function runEndToEnd(options: EndToEndOptions): Promise<EndToEndRes
     log('server VM (the laptop) started: stiefelOS, role server, the laptop disk as /dev/vda');
     // The laptop is ready first, as when it kexec'd into stiefelOS before the
     // desktop was switched on; the stages below are the desktop's.
-    await server.waitFor(/^serving '/m, 180_000 * scale);
+    const serving = await server.waitFor(/^serving '[^\n]*; interfaces: ([^\r\n]*)\r?\n/m, 180_000 * scale);
+    // The laptop discovers on its ports, not on its own WireGuard interface.
+    if (serving[1]!.split(', ').includes('stiefelwg')) throw new Error(`the laptop uses its WireGuard interface as a discovery port: ${serving[1]}`);
     await server.waitFor(/^boot payload: [^\n]*\n/m, 180_000 * scale);
     log(`the laptop serves (${((Date.now() - t0) / 1000).toFixed(1)} s): ${/^boot payload: (.*?)\r?$/m.exec(server.console)?.[1] ?? ''}`);
 

@@ -31,12 +31,11 @@ import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
 import { closeSync, ftruncateSync, mkdtempSync, openSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
-import { copyFile, appendFile, stat } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { encodeNewc } from '../../src/cpio/newc';
 import { buildDiskImage, type PartitionSpec } from '../helpers/disk-image';
-import { E2E_CACHE_DIR, stiefelOsImage } from '../helpers/e2e';
+import { E2E_CACHE_DIR, initrdWithOverlay, stiefelOsImage } from '../helpers/e2e';
 import { withVms } from '../helpers/qemu';
 import { requireRoot, requireTool } from '../helpers/tools';
 
@@ -291,9 +290,7 @@ before(async () => {
     { type: 'file', path: 'stf4l/wrong', data: Buffer.from('not the passphrase'), mode: 0o600 },
   ]);
   const initrd = join(work, 'initrd.img');
-  await copyFile(os.initrd, initrd);
-  const size = (await stat(initrd)).size;
-  await appendFile(initrd, Buffer.concat([Buffer.alloc((4 - (size % 4)) % 4), overlay]));
+  await initrdWithOverlay(os.initrd, overlay, initrd);
 
   const started = Date.now();
   await withVms(
