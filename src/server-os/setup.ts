@@ -150,6 +150,19 @@ async function runInRoot(runner: CommandRunner, root: string, argv: string[], lo
     await runChecked(runner, 'E_REGENERATE', file, args);
     return;
   }
+  await withChrootMounts(
+    root,
+    async () => {
+      log.debug(`chroot ${root} ${argv.join(' ')}`);
+      await runChecked(runner, 'E_REGENERATE', 'chroot', [root, ...argv]);
+    },
+    { runner, log },
+  );
+}
+
+/** Runs `fn` with /proc, /sys and /dev mounted inside `root`, unmounting them again whatever happens. */
+export async function withChrootMounts<T>(root: string, fn: () => Promise<T>, deps: { runner: CommandRunner; log: Logger }): Promise<T> {
+  const { runner, log } = deps;
   const mounted: string[] = [];
   try {
     for (const [where, margs] of [
@@ -162,8 +175,7 @@ async function runInRoot(runner: CommandRunner, root: string, argv: string[], lo
       await runChecked(runner, 'E_CHROOT_MOUNT', 'mount', [...margs, target]);
       mounted.unshift(target);
     }
-    log.debug(`chroot ${root} ${argv.join(' ')}`);
-    await runChecked(runner, 'E_REGENERATE', 'chroot', [root, ...argv]);
+    return await fn();
   } finally {
     for (const m of mounted) {
       const r = await runner.run('umount', [m]);

@@ -14,6 +14,9 @@ import { spawn } from 'node:child_process';
 import { existsSync, readFileSync } from 'node:fs';
 import { chmod, copyFile, mkdir, readdir, rename, rm, stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
+import { systemRunner } from '../../src/disk/runner';
+import { silentLogger } from '../../src/log';
+import { withChrootMounts } from '../../src/server-os/setup';
 
 export type LaptopFamily = 'initramfs-tools' | 'dracut';
 
@@ -90,26 +93,6 @@ function sh(file: string, args: string[], options: { cwd?: string; input?: strin
   });
 }
 
-/** Runs `fn` with /proc, /sys and /dev mounted inside `root`, unmounting them always. */
-async function withChrootMounts<T>(root: string, fn: () => Promise<T>): Promise<T> {
-  const mounted: string[] = [];
-  try {
-    for (const [what, where, args] of [
-      ['proc', 'proc', ['-t', 'proc']],
-      ['sysfs', 'sys', ['-t', 'sysfs']],
-      ['/dev', 'dev', ['--bind']],
-    ] as const) {
-      const target = join(root, where);
-      await mkdir(target, { recursive: true });
-      await sh('mount', [...args, what, target]);
-      mounted.unshift(target);
-    }
-    return await fn();
-  } finally {
-    for (const m of mounted) await sh('umount', ['-l', m]).catch(() => undefined);
-  }
-}
-
 async function buildBase(dir: string, options: Required<Pick<LaptopImageOptions, 'family' | 'mirror' | 'suite'>>, log: (l: string) => void): Promise<void> {
   const tmp = `${dir}.tmp-${randomBytes(4).toString('hex')}`;
   try {
@@ -124,8 +107,10 @@ async function buildBase(dir: string, options: Required<Pick<LaptopImageOptions,
     if (options.family === 'dracut') {
       log('installing dracut in place of initramfs-tools');
       await copyFile('/etc/resolv.conf', join(tmp, 'etc/resolv.conf'));
-      await withChrootMounts(tmp, () =>
-        sh('chroot', [tmp, 'sh', '-c', 'DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends dracut']),
+      await withChrootMounts(
+        tmp,
+        () => sh('chroot', [tmp, 'sh', '-c', 'DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends dracut']),
+        { runner: systemRunner, log: silentLogger },
       );
       await rm(join(tmp, 'etc/resolv.conf'), { force: true });
     }
