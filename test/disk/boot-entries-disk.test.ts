@@ -24,6 +24,12 @@ let dir = '';
 
 const sha = (path: string) => createHash('sha256').update(readFileSync(path)).digest('hex');
 const fixture = (p: string) => readFileSync(join(FIX, p), 'utf8');
+// The release the recorded grub.cfg fixture boots, read from it (its files are made to match).
+const GRUB_RELEASE = /linux\t\/boot\/vmlinuz-(\S+)/.exec(fixture('grub/debian-12-grub.cfg'))![1]!;
+// Made-up kernels in made-up images, compared with nothing on the host.
+const UKI_RELEASE = '6.1.0-56-amd64'; // made-up release: the UKI's .uname
+const OLD = '6.1.0-9-amd64'; // made-up release
+const NEW = '6.1.0-18-amd64'; // made-up release
 
 function ourMounts(): string[] {
   return execFileSync('findmnt', ['-rn', '-o', 'TARGET'], { encoding: 'utf8' }).split('\n').filter((t) => t.includes('/stf4-'));
@@ -60,7 +66,7 @@ test('GPT, Debian grub.cfg on an ext4 root: grub default first, $root found by f
     scheme: 'gpt',
     partitions: [
       { sizeMiB: 4, type: 'esp', fs: 'vfat', files: { 'EFI/debian/grub.cfg': "search.fs_uuid x root\nconfigfile $prefix/grub.cfg\n" } },
-      { sizeMiB: 12, fs: 'ext4', uuid: DEBIAN_UUID, files: { 'boot/grub/grub.cfg': fixture('grub/debian-12-grub.cfg'), 'boot/vmlinuz-6.1.0-56-amd64': 'kernel', 'boot/initrd.img-6.1.0-56-amd64': 'initrd', 'etc/fstab': '' } },
+      { sizeMiB: 12, fs: 'ext4', uuid: DEBIAN_UUID, files: { 'boot/grub/grub.cfg': fixture('grub/debian-12-grub.cfg'), [`boot/vmlinuz-${GRUB_RELEASE}`]: 'kernel', [`boot/initrd.img-${GRUB_RELEASE}`]: 'initrd', 'etc/fstab': '' } },
     ],
   });
   const r = await runClean(img.path);
@@ -69,9 +75,9 @@ test('GPT, Debian grub.cfg on an ext4 root: grub default first, $root found by f
   assert.deepEqual(entries[0], {
     id: `gnulinux-simple-${DEBIAN_UUID}`,
     title: 'Debian GNU/Linux',
-    version: '6.1.0-56-amd64',
-    kernel: '/boot/vmlinuz-6.1.0-56-amd64',
-    initrds: ['/boot/initrd.img-6.1.0-56-amd64'],
+    version: GRUB_RELEASE,
+    kernel: `/boot/vmlinuz-${GRUB_RELEASE}`,
+    initrds: [`/boot/initrd.img-${GRUB_RELEASE}`],
     cmdline: 'root=/dev/vda2 ro quiet',
     source: 'grub',
     partition: `${img.path}#2`,
@@ -86,7 +92,7 @@ test('GPT, BootLoaderSpec entries and a real UKI on an ext4 partition; UKI bytes
   const initrd = join(dir, 'uki-initrd.cpio');
   writeFileSync(initrd, encodeNewc([{ type: 'file', path: 'init', data: Buffer.from('#!/bin/sh\n'), mode: 0o755 }]));
   const ukiPath = join(dir, 'fedora.efi');
-  buildUki(ukiPath, { kernel: KERNEL, initrd, cmdline: 'root=UUID=abc ro', osRelease: 'NAME=Fedora\nID=fedora\nVERSION_ID=40\nPRETTY_NAME="Fedora Linux 40"\n', uname: '6.1.0-56-amd64' });
+  buildUki(ukiPath, { kernel: KERNEL, initrd, cmdline: 'root=UUID=abc ro', osRelease: 'NAME=Fedora\nID=fedora\nVERSION_ID=40\nPRETTY_NAME="Fedora Linux 40"\n', uname: UKI_RELEASE });
   const files: Record<string, string | Uint8Array> = { 'EFI/Linux/fedora-6.1.efi': readFileSync(ukiPath) };
   for (const n of readdirSync(join(FIX, 'bls', 'fedora-40', 'loader', 'entries'))) {
     files[`loader/entries/${n}`] = fixture(`bls/fedora-40/loader/entries/${n}`);
@@ -102,7 +108,7 @@ test('GPT, BootLoaderSpec entries and a real UKI on an ext4 partition; UKI bytes
   assert.deepEqual(entries.map((e) => [e.source, e.version, e.default]), [
     ['bls', '6.10.6-200.fc40.x86_64', true],
     ['bls', '6.9.12-200.fc40.x86_64', false],
-    ['uki', '6.1.0-56-amd64', false],
+    ['uki', UKI_RELEASE, false],
     ['kernel-pair', '6.10.6-200.fc40.x86_64', false],
     ['kernel-pair', '6.9.12-200.fc40.x86_64', false],
   ]);
@@ -140,20 +146,21 @@ test('MBR, the override file wins over kernel pairs; kernel pairs alone take --c
   const img = buildDiskImage(join(dir, 'override.img'), {
     scheme: 'mbr',
     partitions: [
-      { sizeMiB: 8, fs: 'ext4', files: { 'stiefelsystem.json': JSON.stringify({ kernel: 'vmlinuz-6.1.0-9-amd64', initrd: 'initrd.img-6.1.0-9-amd64', cmdline: 'root=/dev/sda2 ro' }), 'vmlinuz-6.1.0-18-amd64': 'k18', 'initrd.img-6.1.0-18-amd64': 'i18', 'vmlinuz-6.1.0-9-amd64': 'k9', 'initrd.img-6.1.0-9-amd64': 'i9' } },
+      { sizeMiB: 8, fs: 'ext4', files: { 'stiefelsystem.json': JSON.stringify({ kernel: `vmlinuz-${OLD}`, initrd: `initrd.img-${OLD}`, cmdline: 'root=/dev/sda2 ro' }), [`vmlinuz-${NEW}`]: 'k18', [`initrd.img-${NEW}`]: 'i18', [`vmlinuz-${OLD}`]: 'k9', [`initrd.img-${OLD}`]: 'i9' } },
       { sizeMiB: 8, fs: 'ext4', files: { 'etc/hostname': 'laptop\n' } },
     ],
   });
   const r = await runClean(img.path);
   assert.equal(r.code, 0, r.stderr);
   const entries = JSON.parse(r.stdout) as Record<string, unknown>[];
-  assert.deepEqual(entries.map((e) => [e.source, e.version ?? null, e.default]), [['override', null, true], ['kernel-pair', '6.1.0-18-amd64', false], ['kernel-pair', '6.1.0-9-amd64', false]]);
-  assert.equal(entries[0]!.kernel, '/vmlinuz-6.1.0-9-amd64');
+  assert.deepEqual(entries.map((e) => [e.source, e.version ?? null, e.default]), [['override', null, true], ['kernel-pair', NEW, false], ['kernel-pair', OLD, false]]);
+  assert.equal(entries[0]!.kernel, `/vmlinuz-${OLD}`);
 
-  const pairs = buildDiskImage(join(dir, 'pairs.img'), { scheme: 'mbr', partitions: [{ sizeMiB: 8, fs: 'ext4', files: { 'vmlinuz-6.1.0-18-amd64': 'k', 'initrd.img-6.1.0-18-amd64': 'i' } }] });
+  const pairs = buildDiskImage(join(dir, 'pairs.img'), { scheme: 'mbr', partitions: [{ sizeMiB: 8, fs: 'ext4', files: { [`vmlinuz-${NEW}`]: 'k', [`initrd.img-${NEW}`]: 'i' } }] });
   const table = await runClean(pairs.path, ['--cmdline', 'root=LABEL=root ro']);
   assert.equal(table.code, 0, table.stderr);
-  assert.match(table.stdout, /^\*\s+kernel-pair\s+6\.1\.0-18-amd64\s+\S+pairs\.img#1\s+\/vmlinuz-6\.1\.0-18-amd64\s+\/initrd\.img-6\.1\.0-18-amd64\s+root=LABEL=root ro/m);
+  const n = NEW.replace(/\./g, '\\.');
+  assert.match(table.stdout, new RegExp(`^\\*\\s+kernel-pair\\s+${n}\\s+\\S+pairs\\.img#1\\s+/vmlinuz-${n}\\s+/initrd\\.img-${n}\\s+root=LABEL=root ro`, 'm'));
 });
 
 test('nothing usable: exit 1, every layout looked at and why it failed, and still no trace', async () => {

@@ -19,7 +19,7 @@ import { execFile } from 'node:child_process';
 import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { appendFile, copyFile, rename } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { basename, join } from 'node:path';
 import { promisify } from 'node:util';
 import { encodeNewc } from '../../src/cpio/newc';
 import { initrdPadding } from '../../src/payload/link-conf';
@@ -27,6 +27,7 @@ import { CLI } from './cli';
 import { debianKernel } from './kernel';
 import { buildLaptopImage, type LaptopFamily, type LaptopImage } from './laptop-image';
 import { startVm, type QemuVm } from './qemu';
+import { pruneCache, TEST_CACHE_DIR } from './test-cache';
 
 const run = promisify(execFile);
 
@@ -65,7 +66,7 @@ export interface EndToEndResult {
   diskPeer: string;
 }
 
-export const E2E_CACHE_DIR = '/var/cache/stiefelsystem-test';
+export const E2E_CACHE_DIR = TEST_CACHE_DIR;
 const SERVER_MAC = '52:54:00:5e:00:01';
 const CLIENT_MAC = '52:54:00:de:00:02';
 
@@ -98,20 +99,9 @@ export async function stiefelOsImage(cacheDir: string, log: (l: string) => void)
     });
     rmSync(dir, { recursive: true, force: true });
     await rename(tmp, dir);
-    pruneStiefelOsImages(cacheDir, KEEP_STIEFELOS_IMAGES);
   }
+  pruneCache(cacheDir, 'stiefelos-', basename(dir));
   return { vmlinuz: join(dir, 'vmlinuz'), initrd: join(dir, 'initrd.img') };
-}
-
-/** Every change of stiefelctl makes a new cached image (about 35 MB): keep the newest few. */
-const KEEP_STIEFELOS_IMAGES = 4;
-
-function pruneStiefelOsImages(cacheDir: string, keep: number): void {
-  const images = readdirSync(cacheDir)
-    .filter((name) => /^stiefelos-[0-9a-f]{16}$/.test(name))
-    .map((name) => ({ path: join(cacheDir, name), mtime: statSync(join(cacheDir, name)).mtimeMs }))
-    .sort((a, b) => b.mtime - a.mtime);
-  for (const old of images.slice(keep)) rmSync(old.path, { recursive: true, force: true });
 }
 
 /** A namespace with a bridge and two taps on it (stf6srv, stf6cli): the cable between the VMs. */

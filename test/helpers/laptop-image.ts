@@ -13,10 +13,11 @@ import { createHash, randomBytes } from 'node:crypto';
 import { spawn } from 'node:child_process';
 import { existsSync, readFileSync } from 'node:fs';
 import { chmod, copyFile, mkdir, readdir, rename, rm, stat, writeFile } from 'node:fs/promises';
-import { join } from 'node:path';
+import { basename, join } from 'node:path';
 import { systemRunner } from '../../src/disk/runner';
 import { silentLogger } from '../../src/log';
 import { withChrootMounts } from '../../src/server-os/setup';
+import { pruneCache } from './test-cache';
 
 export type LaptopFamily = 'initramfs-tools' | 'dracut';
 
@@ -257,6 +258,8 @@ export async function buildLaptopImage(options: LaptopImageOptions): Promise<Lap
 
   const baseKey = sha256('base', String(RECIPE_VERSION), suite, mirror, options.family, BASE_PACKAGES.join(','));
   const baseDir = join(options.cacheDir, `laptop-base-${options.family}-${baseKey.slice(0, 16)}`);
+  for (const gone of pruneCache(options.cacheDir, `laptop-base-${options.family}-`, basename(baseDir))) log(`removed ${gone} from the cache (built from other inputs)`);
+  pruneCache(options.cacheDir, `laptop-root-${options.family}-`, '');
   if (!existsSync(baseDir)) await buildBase(baseDir, { family: options.family, suite, mirror }, log);
   else log(`laptop base system (${options.family}) from the cache`);
 
@@ -286,12 +289,8 @@ export async function buildLaptopImage(options: LaptopImageOptions): Promise<Lap
     } finally {
       await rm(root, { recursive: true, force: true });
     }
-    // Keep the cache from growing without bound: drop older images of this family.
-    for (const name of await readdir(options.cacheDir)) {
-      const full = join(options.cacheDir, name);
-      if (name.startsWith(`laptop-${options.family}-`) && full !== path) await rm(full, { recursive: true, force: true });
-    }
   }
+  pruneCache(options.cacheDir, `laptop-${options.family}-`, basename(path));
   await stat(path);
   return { path, family: options.family, kernelVersion, ...laptopLayout() };
 }

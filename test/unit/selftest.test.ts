@@ -117,7 +117,7 @@ test('no NIC, or only tentative addresses, fail the nic check after the timeout'
 });
 
 test('a module that does not load fails its check', async () => {
-  const r = await run({ nics: ['eth0'], fail: { modprobe: { code: 1, stdout: '', stderr: "modprobe: FATAL: Module nbd not found in directory /lib/modules/6.1.0-56-amd64\n" } } });
+  const r = await run({ nics: ['eth0'], fail: { modprobe: { code: 1, stdout: '', stderr: "modprobe: FATAL: Module nbd not found in directory /lib/modules/6.1.0-56-amd64\n" } } }); // made-up release
   assert.equal(r.lines.at(-1), 'STIEFEL-SELFTEST-FAILED: modprobe, module nbd, module wireguard');
 });
 
