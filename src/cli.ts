@@ -1,3 +1,4 @@
 import { runFromProcess } from './cli/process';
+import { COMMANDS } from './commands';
 
-runFromProcess();
+runFromProcess(COMMANDS);

@@ -2,17 +2,18 @@
 import { StiefelError, UsageError } from '../errors';
 import { createStreamLogger, parseDebugNamespaces } from '../log';
 import { HelpRequested, type Command, type CommandContext } from './command';
-import { COMMANDS } from './commands';
 import { VERSION } from '../version';
 
 export const EXIT_OK = 0;
 export const EXIT_FAILURE = 1;
 export const EXIT_USAGE = 2;
 export const EXIT_BUG = 70;
+/** A second SIGINT/SIGTERM: the shell's convention, 128 + SIGINT. */
+export const EXIT_INTERRUPTED = 130;
 
-function mainHelp(): string {
-  const width = Math.max(...COMMANDS.map((c) => c.name.length));
-  const lines = COMMANDS.map((c) => `  ${c.name.padEnd(width)}  ${c.summary}`);
+function mainHelp(commands: readonly Command[]): string {
+  const width = Math.max(...commands.map((c) => c.name.length));
+  const lines = commands.map((c) => `  ${c.name.padEnd(width)}  ${c.summary}`);
   return `stiefelctl ${VERSION}: boot the Linux installed on one computer on another over a network cable
 
 Usage: stiefelctl COMMAND [OPTIONS]
@@ -35,17 +36,17 @@ export interface MainIO {
   signal: AbortSignal;
 }
 
-export async function main(io: MainIO): Promise<number> {
+export async function main(io: MainIO, commands: readonly Command[]): Promise<number> {
   const [name, ...rest] = io.argv;
   if (name === undefined || name === '--help' || name === '-h' || name === 'help') {
-    io.stdout(mainHelp());
+    io.stdout(mainHelp(commands));
     return name === undefined ? EXIT_USAGE : EXIT_OK;
   }
   if (name === '--version' || name === '-V') {
     io.stdout(`stiefelctl ${VERSION}\n`);
     return EXIT_OK;
   }
-  const command: Command | undefined = COMMANDS.find((c) => c.name === name);
+  const command: Command | undefined = commands.find((c) => c.name === name);
   if (!command) {
     io.stderr(`stiefelctl: unknown command '${name}'; run 'stiefelctl --help' for the list\n`);
     return EXIT_USAGE;

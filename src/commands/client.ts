@@ -6,9 +6,9 @@ import { configPath, loadConfig, DEFAULT_CONFIG_PATH } from '../config';
 import { readSecretFile } from '../crypto/secret-file';
 import { kexecTools } from '../kexec/kexec';
 import { systemNetworkControl } from '../netif/interfaces';
-import { runBootClient } from '../payload/boot-client';
-import { ProgressReporter } from '../payload/progress';
-import { terminalAnswerer } from '../payload/terminal-answerer';
+import { runBootClient } from '../desktop/client-role';
+import { ProgressReporter } from '../desktop/progress';
+import { terminalAnswerer } from '../desktop/terminal-answerer';
 
 export const clientCommand: Command = {
   name: 'client',

@@ -3,8 +3,8 @@ import { parseCommandArgs, type Command } from '../cli/command';
 import { configPath, loadConfig, DEFAULT_CONFIG_PATH } from '../config';
 import { readSecretFile } from '../crypto/secret-file';
 import { systemNetworkControl } from '../netif/interfaces';
-import { startBootServer } from '../payload/boot-server';
-import { startNbdDiskService } from '../payload/nbd-disk';
+import { startBootServer } from '../laptop/server-role';
+import { startNbdDiskService } from '../laptop/nbd-disk';
 import { consolePassphraseProvider } from '../disk/passphrase-console';
 
 export const serverCommand: Command = {

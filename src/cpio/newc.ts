@@ -203,3 +203,12 @@ export function decodeNewc(buf: Uint8Array, start = 0): { entries: DecodedCpioEn
     });
   }
 }
+
+/**
+ * Zero bytes to put between an initrd of `size` bytes and an appended cpio:
+ * the kernel skips zeros between archives but wants each header 4-aligned
+ * (init/initramfs.c, "broken padding").
+ */
+export function initrdPadding(size: number): Buffer {
+  return Buffer.alloc((4 - (size % 4)) % 4);
+}

@@ -14,6 +14,9 @@ import { createHmac, timingSafeEqual } from 'node:crypto';
 import { StiefelError } from '../errors';
 import { ATTACH_MODES, INITRAMFS_FAMILIES, type AttachMode, type InitramfsFamily } from '../config/schema';
 import { MAX_PIECES, MIN_PIECE_SIZE, pieceCount } from './pieces';
+import type { WireGuardLink } from '../wireguard/link-settings';
+
+export type { WireGuardLink };
 
 export const MANIFEST_VERSION = 1;
 /** Largest envelope a client reads. */
@@ -28,24 +31,6 @@ export interface ManifestFile {
   pieceSize: number;
   /** SHA-256 of every piece in order, lower-case hex. */
   pieceSha256: string[];
-}
-
-/**
- * Per-boot WireGuard settings for the disk link (issue 6). Handed to the
- * desktop only inside this authenticated, encrypted channel, and to the laptop
- * OS's initramfs only inside the secrets cpio appended to its initrd.
- */
-export interface WireGuardLink {
-  /** The desktop's private key for this boot, base64 (32 bytes). */
-  clientPrivateKey: string;
-  /** The desktop's tunnel address with prefix, e.g. 10.83.70.2/30. */
-  clientAddress: string;
-  /** The laptop's public key, base64. */
-  serverPublicKey: string;
-  /** The laptop's tunnel address (where NBD listens), e.g. 10.83.70.1. */
-  serverAddress: string;
-  /** UDP port of the laptop's WireGuard on the link. */
-  serverPort: number;
 }
 
 export interface ManifestLink {

@@ -14,7 +14,7 @@ import { join } from 'node:path';
 import { StiefelError } from '../errors';
 import type { Logger } from '../log';
 import { runChecked, type CommandRunner } from '../disk/runner';
-import type { WireGuardLink } from '../payload/manifest';
+import type { WireGuardLink } from './link-settings';
 import { generateWireGuardKeyPair, randomTunnelPrefix } from './keys';
 
 export const WG_INTERFACE = 'stiefelwg';

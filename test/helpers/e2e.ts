@@ -22,7 +22,7 @@ import { tmpdir } from 'node:os';
 import { basename, join } from 'node:path';
 import { promisify } from 'node:util';
 import { encodeNewc } from '../../src/cpio/newc';
-import { initrdPadding } from '../../src/payload/link-conf';
+import { initrdPadding } from '../../src/cpio/newc';
 import { CLI } from './cli';
 import { debianKernel } from './kernel';
 import { buildLaptopImage, type LaptopFamily, type LaptopImage } from './laptop-image';

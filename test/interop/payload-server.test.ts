@@ -8,10 +8,10 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { connect } from 'node:tls';
 import { createStreamLogger } from '../../src/log';
-import { fetchPayload } from '../../src/payload/client';
-import { ClientLock } from '../../src/payload/client-lock';
-import { startPayloadServer } from '../../src/payload/server';
-import { FilesPayloadSource } from '../../src/payload/source';
+import { fetchPayload } from '../../src/desktop/payload-client';
+import { ClientLock } from '../../src/laptop/client-lock';
+import { startPayloadServer } from '../../src/laptop/payload-server';
+import { FilesPayloadSource } from '../../src/laptop/payload-source';
 import { pskClientOptions } from '../../src/payload/tls';
 
 test('a desktop that stops reading is cut off after the stall timeout, and the next one is served', async (t) => {

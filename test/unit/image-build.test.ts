@@ -10,6 +10,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { decodeNewc, S_IFCHR, S_IFLNK, S_IFREG, type DecodedCpioEntry } from '../../src/cpio/newc';
 import { main, type MainIO } from '../../src/cli/main';
+import { COMMANDS } from '../../src/commands';
 import { StiefelError } from '../../src/errors';
 import { kernelZstdSupport, locateKernel } from '../../src/image/kernel';
 import { chooseCompression } from '../../src/image/build';
@@ -316,7 +317,7 @@ test('running from source, the bundle must be named with --bundle', async () => 
     stderrIsTTY: false,
     signal: new AbortController().signal,
   };
-  assert.equal(await main(io), 2);
+  assert.equal(await main(io, COMMANDS), 2);
   assert.match(err.join(''), /not running from the bundled stiefelctl\.js: pass --bundle PATH/);
   assert.ok(!existsSync(join(work, 'from-source')));
 });

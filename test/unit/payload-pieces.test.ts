@@ -6,8 +6,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Readable } from 'node:stream';
 import fc from 'fast-check';
-import { payloadFileFromParts } from '../../src/payload/source';
-import { FileSink, HashWorkerPool, PayloadVerifyError } from '../../src/payload/file-sink';
+import { payloadFileFromParts } from '../../src/laptop/payload-source';
+import { FileSink, HashWorkerPool, PayloadVerifyError } from '../../src/desktop/file-sink';
 import { MAX_PIECES, MIN_PIECE_SIZE, PieceHasher, pieceCount, pieceDigests, pieceRange, pieceSizeFor } from '../../src/payload/pieces';
 
 test('piece size: 8 MiB, doubled until a file has at most 512 pieces', () => {

@@ -8,7 +8,7 @@
 // contain only characters that need no quoting.
 import { encodeNewc } from '../cpio/newc';
 import { LINK_CONF_PATH } from '../cmdline/laptop-cmdline';
-import type { WireGuardLink } from './manifest';
+import type { WireGuardLink } from '../wireguard/link-settings';
 
 export { LINK_CONF_PATH };
 
@@ -78,13 +78,4 @@ export function encodeSecretsCpio(c: LinkConf): Buffer {
     ],
     { mtime: 0 },
   );
-}
-
-/**
- * Zero bytes to put between an initrd of `size` bytes and an appended cpio:
- * the kernel skips zeros between archives but wants each header 4-aligned
- * (init/initramfs.c, "broken padding").
- */
-export function initrdPadding(size: number): Buffer {
-  return Buffer.alloc((4 - (size % 4)) % 4);
 }

@@ -6,7 +6,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { gzipSync } from 'node:zlib';
 import { decodeNewc, encodeNewc } from '../../src/cpio/newc';
-import { encodeLinkConf, encodeSecretsCpio, initrdPadding, parseLinkConf, LINK_CONF_PATH, type LinkConf } from '../../src/payload/link-conf';
+import { initrdPadding } from '../../src/cpio/newc';
+import { encodeLinkConf, encodeSecretsCpio, parseLinkConf, LINK_CONF_PATH, type LinkConf } from '../../src/desktop/link-conf';
 import { requireTool } from '../helpers/tools';
 
 const conf: LinkConf = {

@@ -5,7 +5,7 @@
 import { readFile, stat } from 'node:fs/promises';
 import { FileBackend, startNbdServer, type NbdPeer } from '../nbd';
 import { peerHost } from './client-lock';
-import type { StartDiskService } from './boot-server';
+import type { StartDiskService } from './server-role';
 
 /**
  * The logical block size of a block device (what its partition table counts

@@ -13,7 +13,7 @@ import { constants, promises as fs } from 'node:fs';
 import { availableParallelism } from 'node:os';
 import { Worker } from 'node:worker_threads';
 import { StiefelError } from '../errors';
-import { pieceCount, pieceRange } from './pieces';
+import { pieceCount, pieceRange } from '../payload/pieces';
 
 export const BATCH_SIZE = 1024 * 1024;
 export const IN_FLIGHT_PER_WORKER = 6;

@@ -13,9 +13,10 @@ import { buildLaptopCmdline } from '../cmdline/laptop-cmdline';
 import type { Kexec } from '../kexec/kexec';
 import type { Logger } from '../log';
 import { watchInterfaces, type NetworkControl } from '../netif/interfaces';
-import { fetchPayload, type FetchedPayload } from './client';
-import { encodeSecretsCpio, initrdPadding, type LinkConf } from './link-conf';
-import type { QuestionAnswerer } from './questions';
+import { fetchPayload, type FetchedPayload } from './payload-client';
+import { initrdPadding } from '../cpio/newc';
+import { encodeSecretsCpio, type LinkConf } from './link-conf';
+import type { QuestionAnswerer } from '../payload/questions';
 
 export const OUTPUT_NAMES = Object.freeze({ kernel: 'vmlinuz', initrd: 'initrd.img', cmdline: 'cmdline' });
 

@@ -4,7 +4,7 @@
 // reason the laptop logs.
 import { closeSync, openSync } from 'node:fs';
 import { ReadStream, WriteStream } from 'node:tty';
-import { QuestionError, MAX_ANSWER_LENGTH, type Question, type QuestionAnswerer } from './questions';
+import { QuestionError, MAX_ANSWER_LENGTH, type Question, type QuestionAnswerer } from '../payload/questions';
 
 export interface TerminalAnswererOptions {
   /** The terminal device; /dev/tty. */

@@ -10,10 +10,10 @@ import { join } from 'node:path';
 import { StiefelError } from '../errors';
 import type { Logger } from '../log';
 import { FileSink, HashWorkerPool, PayloadVerifyError } from './file-sink';
-import { decodeManifest, MANIFEST_MAX_BYTES, PAYLOAD_FILE_NAMES, type Manifest, type PayloadFileName } from './manifest';
-import { API_PREFIX, SESSION_HEADER, type ErrorBody } from './protocol';
-import { isValidQuestion, type QuestionAnswerer } from './questions';
-import { pskClientOptions } from './tls';
+import { decodeManifest, MANIFEST_MAX_BYTES, PAYLOAD_FILE_NAMES, type Manifest, type PayloadFileName } from '../payload/manifest';
+import { API_PREFIX, SESSION_HEADER, type ErrorBody } from '../payload/protocol';
+import { isValidQuestion, type QuestionAnswerer } from '../payload/questions';
+import { pskClientOptions } from '../payload/tls';
 
 export interface FetchPayloadOptions {
   /** Server address (link-local IPv6 with its zone, fe80::1%eth0, or IPv4). */

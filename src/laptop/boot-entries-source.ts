@@ -19,8 +19,8 @@ import type { CommandRunner } from '../disk/runner';
 import { StiefelError } from '../errors';
 import type { Logger } from '../log';
 import { BOOT_RECORD_FILE } from '../server-os/plan';
-import { FilesPayloadSource, type BootPayload, type BootPayloadContext, type BootPayloadSource } from './source';
-import { initrdPadding } from './link-conf';
+import { FilesPayloadSource, type BootPayload, type BootPayloadContext, type BootPayloadSource } from './payload-source';
+import { initrdPadding } from '../cpio/newc';
 
 export interface BootEntriesSourceOptions {
   /** The laptop's disk (or a partition, or an image). */

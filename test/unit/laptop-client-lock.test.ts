@@ -1,6 +1,6 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { busyMessage, ClientLock, peerHost } from '../../src/payload/client-lock';
+import { busyMessage, ClientLock, peerHost } from '../../src/laptop/client-lock';
 
 function lock() {
   let t = 1_000_000;

@@ -7,8 +7,8 @@ import { Readable } from 'node:stream';
 import { StiefelError } from '../errors';
 import type { InitramfsFamily } from '../config/schema';
 import type { Logger } from '../log';
-import type { PayloadFileName } from './manifest';
-import { PieceHasher, pieceSizeFor } from './pieces';
+import type { PayloadFileName } from '../payload/manifest';
+import { PieceHasher, pieceSizeFor } from '../payload/pieces';
 import type { PassphraseProvider } from '../disk/passphrase';
 
 export interface PayloadFile {

@@ -9,7 +9,7 @@ import { StiefelError } from '../errors';
 import type { Logger } from '../log';
 import type { AttachMode } from '../config/schema';
 import { busyMessage, ClientLock, peerHost } from './client-lock';
-import { encodeManifest, PAYLOAD_FILE_NAMES, type Manifest, type ManifestLink, type PayloadFileName } from './manifest';
+import { encodeManifest, PAYLOAD_FILE_NAMES, type Manifest, type ManifestLink, type PayloadFileName } from '../payload/manifest';
 import {
   API_PREFIX,
   MAX_ANSWER_BODY,
@@ -18,11 +18,11 @@ import {
   SESSION_HEADER,
   SESSION_PATTERN,
   type ErrorBody,
-} from './protocol';
-import { passphraseProvider, QuestionChannel, QuestionError, MAX_ANSWER_LENGTH } from './questions';
-import type { BootPayload, BootPayloadSource } from './source';
+} from '../payload/protocol';
+import { passphraseProvider, QuestionChannel, QuestionError, MAX_ANSWER_LENGTH } from '../payload/questions';
+import type { BootPayload, BootPayloadSource } from './payload-source';
 import { firstAnswer, type PassphraseProvider } from '../disk/passphrase';
-import { PAYLOAD_CIPHER, pskServerOptions } from './tls';
+import { PAYLOAD_CIPHER, pskServerOptions } from '../payload/tls';
 
 export interface PayloadServerOptions {
   /** TLS pre-shared key (HKDF "payloadPsk"). */
