@@ -1,4 +1,4 @@
-// Bundles src/cli.ts and everything it imports (npm packages included) into
+// Bundles src/stiefelctl.ts and everything it imports (npm packages included) into
 // one file, dist/stiefelctl.js, that runs with plain `node`: it goes into the
 // stiefelOS ramdisk, where there is no node_modules. Files under assets/ are
 // embedded as strings (see src/assets.ts).
@@ -21,7 +21,7 @@ function collectAssets(dir, out = {}) {
 
 const outfile = join(root, 'dist', 'stiefelctl.js');
 await build({
-  entryPoints: [join(root, 'src', 'cli.ts')],
+  entryPoints: [join(root, 'src', 'stiefelctl.ts')],
   outfile,
   bundle: true,
   platform: 'node',

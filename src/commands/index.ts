@@ -1,5 +1,5 @@
 // Every stiefelctl command, in the order --help lists them. One file each;
-// src/cli.ts hands this list to the CLI, which knows no command by name.
+// src/stiefelctl.ts hands this list to the CLI, which knows no command by name.
 import type { Command } from '../cli/command';
 import { nbdServeCommand } from './nbd-serve';
 import { initCommand } from './init';
