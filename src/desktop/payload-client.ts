@@ -10,9 +10,10 @@ import { join } from 'node:path';
 import { StiefelError } from '../errors';
 import type { Logger } from '../log';
 import { FileSink, HashWorkerPool, PayloadVerifyError } from './file-sink';
-import { decodeManifest, MANIFEST_MAX_BYTES, PAYLOAD_FILE_NAMES, type Manifest, type PayloadFileName } from '../payload/manifest';
-import { API_PREFIX, SESSION_HEADER, type ErrorBody } from '../payload/protocol';
-import { isValidQuestion, type QuestionAnswerer } from '../payload/questions';
+import { readCappedBody } from '../payload/body';
+import { decodeManifest, MANIFEST_MAX_BYTES, PAYLOAD_FILE_NAMES, type Manifest, type ManifestFile, type PayloadFileName } from '../payload/manifest';
+import { API_PREFIX, MAX_QUESTION_WAIT_MS, SESSION_HEADER, type ErrorBody } from '../payload/protocol';
+import { isValidQuestion, type Question, type QuestionAnswerer } from '../payload/questions';
 import { pskClientOptions } from '../payload/tls';
 
 export interface FetchPayloadOptions {
@@ -44,6 +45,12 @@ export interface FetchedPayload {
 
 export class PayloadError extends StiefelError {}
 
+/** Small answers (errors, questions) are at most this long. */
+const SMALL_BODY_BYTES = 16 * 1024;
+/** The long poll asks for a little less than the server holds at most, so the server answers first. */
+const QUESTION_POLL_MS = MAX_QUESTION_WAIT_MS - 5_000;
+const RETRY_PAUSE_MS = 500;
+
 /** What a failed connection or transfer means, in one line. */
 export function explainNetworkError(err: unknown, where: string, handshakeDone: boolean): PayloadError {
   if (err instanceof StiefelError) return err as PayloadError;
@@ -67,50 +74,54 @@ export function explainNetworkError(err: unknown, where: string, handshakeDone: 
   return new PayloadError('E_PAYLOAD_NETWORK', `the payload connection to ${where} failed: ${e.message ?? String(err)}`, { cause: err });
 }
 
-export async function fetchPayload(options: FetchPayloadOptions, ctx: { log: Logger; signal: AbortSignal }): Promise<FetchedPayload> {
-  const log = ctx.log;
-  const where = `the server at ${options.address.includes(':') ? `[${options.address}]` : options.address}:${options.port}`;
-  const session = randomBytes(16).toString('hex');
-  const nonce = randomBytes(16).toString('hex');
-  let handshakeDone = false;
-  // A response body that stops early only says 'aborted'; the socket knows why (a TLS record that failed authentication, say).
-  let lastSocketError: Error | undefined;
-  const agent = new Agent({
-    ...pskClientOptions(options.psk),
-    keepAlive: true,
-    maxSockets: 2,
-    maxCachedSessions: 0,
-  });
-  const stop = new AbortController();
-  const onOuterAbort = (): void => stop.abort(ctx.signal.reason);
-  ctx.signal.addEventListener('abort', onOuterAbort, { once: true });
-  const temps: string[] = [];
+/** The HTTPS requests of one client session: one agent, one session id, the socket's last error kept. */
+class PayloadConnection {
+  readonly where: string;
+  readonly session = randomBytes(16).toString('hex');
+  /** Aborts every request of the session (the outer signal, or the end of the fetch). */
+  readonly stop = new AbortController();
+  #handshakeDone = false;
+  /** A response body that stops early only says 'aborted'; the socket knows why (a TLS record that failed authentication, say). */
+  #lastSocketError: Error | undefined;
+  readonly #agent: Agent;
+  readonly #options: FetchPayloadOptions;
+  readonly #outer: AbortSignal;
+  readonly #onOuterAbort = (): void => this.stop.abort(this.#outer.reason);
 
-  const request = (method: string, path: string, body?: Buffer, signal: AbortSignal = stop.signal): Promise<IncomingMessage> =>
-    new Promise((resolve, reject) => {
+  constructor(options: FetchPayloadOptions, outer: AbortSignal) {
+    this.#options = options;
+    this.#outer = outer;
+    this.where = `the server at ${options.address.includes(':') ? `[${options.address}]` : options.address}:${options.port}`;
+    this.#agent = new Agent({ ...pskClientOptions(options.psk), keepAlive: true, maxSockets: 2, maxCachedSessions: 0 });
+    outer.addEventListener('abort', this.#onOuterAbort, { once: true });
+  }
+
+  get lastSocketError(): Error | undefined {
+    return this.#lastSocketError;
+  }
+
+  request(method: string, path: string, body?: Buffer, signal: AbortSignal = this.stop.signal): Promise<IncomingMessage> {
+    return new Promise((resolve, reject) => {
       const req = httpsRequest(
         {
-          agent,
-          host: options.address,
-          port: options.port,
+          agent: this.#agent,
+          host: this.#options.address,
+          port: this.#options.port,
           method,
-          path,
+          path: `${API_PREFIX}${path}`,
           signal,
           headers: {
             host: 'stiefelsystem',
-            [SESSION_HEADER]: session,
+            [SESSION_HEADER]: this.session,
             ...(body ? { 'content-type': 'application/json', 'content-length': body.length } : {}),
           },
         },
         resolve,
       );
-      const timer = setTimeout(() => {
-        const err = Object.assign(new Error('connect timeout'), { code: 'E_CONNECT_TIMEOUT' });
-        req.destroy(err);
-      }, options.connectTimeoutMs ?? 10_000);
+      const timer = setTimeout(() => req.destroy(Object.assign(new Error('connect timeout'), { code: 'E_CONNECT_TIMEOUT' })), this.#options.connectTimeoutMs ?? 10_000);
       req.once('socket', (socket) => {
         const connected = (): void => {
-          handshakeDone = true;
+          this.#handshakeDone = true;
           clearTimeout(timer);
         };
         // A reused keep-alive socket finished its handshake long ago; the
@@ -118,32 +129,26 @@ export async function fetchPayload(options: FetchPayloadOptions, ctx: { log: Log
         if (req.reusedSocket) connected();
         else socket.once('secureConnect', connected);
         if (!socket.listeners('error').some((l) => (l as { stiefel?: boolean }).stiefel)) {
-          const onError = Object.assign((err: Error) => (lastSocketError = err), { stiefel: true });
-          socket.on('error', onError);
+          socket.on('error', Object.assign((err: Error) => (this.#lastSocketError = err), { stiefel: true }));
         }
         socket.once('close', () => clearTimeout(timer));
       });
       req.once('response', () => clearTimeout(timer));
       req.once('error', (err) => {
         clearTimeout(timer);
-        reject(signal.aborted && ctx.signal.aborted ? new StiefelError('E_ABORTED', 'interrupted') : explainNetworkError(err, where, handshakeDone));
+        reject(signal.aborted && this.#outer.aborted ? new StiefelError('E_ABORTED', 'interrupted') : explainNetworkError(err, this.where, this.#handshakeDone));
       });
       req.end(body);
     });
+  }
 
-  const readSmall = async (res: IncomingMessage, limit: number): Promise<Buffer> => {
-    const chunks: Buffer[] = [];
-    let n = 0;
-    for await (const chunk of res as AsyncIterable<Buffer>) {
-      n += chunk.length;
-      if (n > limit) throw new PayloadError('E_PAYLOAD_PROTOCOL', `${where} sent an answer larger than ${limit} bytes`);
-      chunks.push(chunk);
-    }
-    return Buffer.concat(chunks);
-  };
+  readSmall(res: IncomingMessage, limit: number): Promise<Buffer> {
+    return readCappedBody(res, limit, () => new PayloadError('E_PAYLOAD_PROTOCOL', `${this.where} sent an answer larger than ${limit} bytes`));
+  }
 
-  const failed = async (res: IncomingMessage, what: string): Promise<never> => {
-    const text = (await readSmall(res, 16 * 1024).catch(() => Buffer.alloc(0))).toString('utf8');
+  /** Turns a non-200 answer into the error the server described, in one line. */
+  async failed(res: IncomingMessage, what: string): Promise<never> {
+    const text = (await this.readSmall(res, SMALL_BODY_BYTES).catch(() => Buffer.alloc(0))).toString('utf8');
     let body: ErrorBody | undefined;
     try {
       body = JSON.parse(text) as ErrorBody;
@@ -151,78 +156,153 @@ export async function fetchPayload(options: FetchPayloadOptions, ctx: { log: Log
       body = undefined;
     }
     const msg = typeof body?.message === 'string' ? body.message.replace(/[\x00-\x1f\x7f]/g, ' ').slice(0, 400) : `HTTP ${res.statusCode}`;
-    if (res.statusCode === 409 && body?.code === 'E_SERVER_BUSY') throw new PayloadError('E_SERVER_BUSY', `${where} refused this desktop: ${msg}`);
-    throw new PayloadError(typeof body?.code === 'string' ? body.code : 'E_PAYLOAD_PROTOCOL', `${what} from ${where} failed: ${msg}`);
-  };
+    if (res.statusCode === 409 && body?.code === 'E_SERVER_BUSY') throw new PayloadError('E_SERVER_BUSY', `${this.where} refused this desktop: ${msg}`);
+    throw new PayloadError(typeof body?.code === 'string' ? body.code : 'E_PAYLOAD_PROTOCOL', `${what} from ${this.where} failed: ${msg}`);
+  }
 
-  // Questions are answered while the manifest request waits (the server may
-  // need a passphrase before it can list the files).
-  const pollQuestions = async (): Promise<void> => {
-    while (!stop.signal.aborted) {
-      let res: IncomingMessage;
-      try {
-        res = await request('GET', `${API_PREFIX}/question?wait=25000`);
-      } catch (err) {
-        if (stop.signal.aborted) return;
-        log.debug(`question poll failed: ${(err as Error).message}`);
-        await new Promise((r) => setTimeout(r, 500));
-        continue;
-      }
-      if (res.statusCode === 204) {
-        res.resume();
-        continue;
-      }
-      if (res.statusCode !== 200) {
-        res.resume();
-        log.debug(`question poll: HTTP ${res.statusCode}`);
-        await new Promise((r) => setTimeout(r, 500));
-        continue;
-      }
-      let q: unknown;
-      try {
-        q = JSON.parse((await readSmall(res, 16 * 1024)).toString('utf8'));
-      } catch {
-        q = undefined;
-      }
-      if (!isValidQuestion(q)) {
-        log.warn('the server asked a malformed question; ignored');
-        continue;
-      }
-      let body: string;
-      if (!options.answerer) {
-        body = JSON.stringify({ refused: 'this client cannot ask questions' });
-      } else {
-        try {
-          body = JSON.stringify({ answer: await options.answerer.answer(q, { signal: stop.signal }) });
-        } catch (err) {
-          if (stop.signal.aborted) return;
-          body = JSON.stringify({ refused: (err as Error).message });
-        }
-      }
-      const r = await request('POST', `${API_PREFIX}/answer/${q.id}`, Buffer.from(body)).catch((err: Error) => {
-        log.debug(`posting an answer failed: ${err.message}`);
-        return undefined;
-      });
-      r?.resume();
+  close(): void {
+    this.stop.abort();
+    this.#outer.removeEventListener('abort', this.#onOuterAbort);
+    this.#agent.destroy();
+  }
+}
+
+const pause = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
+
+/** The next question, or undefined when there is none yet (or the poll failed: the loop retries). */
+async function nextQuestion(conn: PayloadConnection, log: Logger): Promise<Question | undefined> {
+  let res: IncomingMessage;
+  try {
+    res = await conn.request('GET', `/question?wait=${QUESTION_POLL_MS}`);
+  } catch (err) {
+    if (!conn.stop.signal.aborted) log.debug(`question poll failed: ${(err as Error).message}`);
+    await pause(RETRY_PAUSE_MS);
+    return undefined;
+  }
+  if (res.statusCode === 204) {
+    res.resume();
+    return undefined;
+  }
+  if (res.statusCode !== 200) {
+    res.resume();
+    log.debug(`question poll: HTTP ${res.statusCode}`);
+    await pause(RETRY_PAUSE_MS);
+    return undefined;
+  }
+  let q: unknown;
+  try {
+    q = JSON.parse((await conn.readSmall(res, SMALL_BODY_BYTES)).toString('utf8'));
+  } catch {
+    q = undefined;
+  }
+  if (isValidQuestion(q)) return q;
+  log.warn('the server asked a malformed question; ignored');
+  return undefined;
+}
+
+/** The answer to post: the person's, or a refusal saying why there is none. */
+async function answerFor(q: Question, answerer: QuestionAnswerer | undefined, signal: AbortSignal): Promise<string> {
+  if (!answerer) return JSON.stringify({ refused: 'this client cannot ask questions' });
+  try {
+    return JSON.stringify({ answer: await answerer.answer(q, { signal }) });
+  } catch (err) {
+    return JSON.stringify({ refused: (err as Error).message });
+  }
+}
+
+/**
+ * Answers the server's questions while the manifest request waits (the
+ * server may need a passphrase before it can list the files), until the
+ * session stops.
+ */
+async function answerQuestions(conn: PayloadConnection, answerer: QuestionAnswerer | undefined, log: Logger): Promise<void> {
+  while (!conn.stop.signal.aborted) {
+    const q = await nextQuestion(conn, log);
+    if (!q) continue;
+    const body = await answerFor(q, answerer, conn.stop.signal);
+    if (conn.stop.signal.aborted) return;
+    const r = await conn.request('POST', `/answer/${q.id}`, Buffer.from(body)).catch((err: Error) => {
+      log.debug(`posting an answer failed: ${err.message}`);
+      return undefined;
+    });
+    r?.resume();
+  }
+}
+
+/** The signed manifest, bound to a fresh nonce, with every file within the size limit. */
+async function fetchManifest(conn: PayloadConnection, options: FetchPayloadOptions, log: Logger): Promise<Manifest> {
+  const nonce = randomBytes(16).toString('hex');
+  const res = await conn.request('GET', `/manifest?nonce=${nonce}`);
+  if (res.statusCode !== 200) await conn.failed(res, 'the manifest request');
+  const manifest = decodeManifest(await conn.readSmall(res, MANIFEST_MAX_BYTES), options.manifestKey, { nonce });
+  for (const f of manifest.files) {
+    if (f.size > options.maxFileBytes) {
+      throw new PayloadError('E_PAYLOAD_SIZE', `the ${f.name} is ${f.size} bytes, more than client.max_file_bytes (${options.maxFileBytes}): refused`);
     }
-  };
+  }
+  log.debug(`manifest: ${manifest.files.map((f) => `${f.name} ${f.size} bytes in ${f.pieceSha256.length} pieces of ${f.pieceSize}`).join(', ')}`);
+  return manifest;
+}
 
-  let poller: Promise<void> | undefined;
+function truncated(name: PayloadFileName, conn: PayloadConnection, received: number, size: number, cause?: unknown): PayloadVerifyError {
+  return new PayloadVerifyError(
+    'E_PAYLOAD_TRUNCATED',
+    `the ${name} is truncated: the connection to ${conn.where} broke after ${received} of ${size} bytes; nothing was used`,
+    { cause },
+  );
+}
+
+/** Streams one file into its sink; a quiet server, a broken or short stream is an error naming it. */
+async function downloadFile(conn: PayloadConnection, entry: ManifestFile, sink: FileSink, options: FetchPayloadOptions, onBytes: (n: number) => void): Promise<void> {
+  const name = entry.name;
+  const r = await conn.request('GET', `/files/${name}`);
+  if (r.statusCode !== 200) await conn.failed(r, `the ${name} request`);
+  const length = Number(r.headers['content-length']);
+  if (length !== entry.size) {
+    r.destroy();
+    throw new PayloadVerifyError('E_PAYLOAD_SIZE', `${conn.where} announced ${length} bytes for the ${name}, but its manifest lists ${entry.size}: refused`);
+  }
+  // A server (or cable) that goes quiet must not leave the desktop waiting forever.
+  const stallMs = options.stallTimeoutMs ?? 30_000;
+  let stalled = false;
+  const timer = setTimeout(() => {
+    stalled = true;
+    r.destroy(new Error('stalled'));
+  }, stallMs);
+  try {
+    for await (const chunk of r as AsyncIterable<Buffer>) {
+      timer.refresh();
+      await sink.write(chunk);
+      onBytes(chunk.length);
+    }
+  } catch (err) {
+    if (err instanceof StiefelError) throw err;
+    if (stalled) {
+      throw new PayloadError('E_PAYLOAD_STALLED', `${conn.where} sent nothing for ${Math.round(stallMs / 1000)} s after ${sink.received} of ${entry.size} bytes of the ${name}; nothing was used`);
+    }
+    const why = explainNetworkError(conn.lastSocketError ?? err, conn.where, true);
+    if (why.code === 'E_PAYLOAD_TAMPERED') throw why;
+    throw truncated(name, conn, sink.received, entry.size, err);
+  } finally {
+    clearTimeout(timer);
+  }
+  if (!r.complete) throw truncated(name, conn, sink.received, entry.size);
+  await sink.finish();
+}
+
+export async function fetchPayload(options: FetchPayloadOptions, ctx: { log: Logger; signal: AbortSignal }): Promise<FetchedPayload> {
+  const log = ctx.log;
+  const conn = new PayloadConnection(options, ctx.signal);
+  const temps: string[] = [];
+  const discard = async (): Promise<void> => {
+    await Promise.all(temps.map((p) => fs.rm(p, { force: true })));
+  };
   // Verification workers start now, while the handshake and the manifest are under way.
   const pool = new HashWorkerPool();
+  const questions = answerQuestions(conn, options.answerer, log).catch((err: Error) => log.debug(`question polling stopped: ${err.message}`));
   try {
-    poller = pollQuestions().catch((err: Error) => log.debug(`question polling stopped: ${err.message}`));
-    const res = await request('GET', `${API_PREFIX}/manifest?nonce=${nonce}`);
-    if (res.statusCode !== 200) await failed(res, 'the manifest request');
-    const manifest = decodeManifest(await readSmall(res, MANIFEST_MAX_BYTES), options.manifestKey, { nonce });
+    const manifest = await fetchManifest(conn, options, log);
     const total = manifest.files.reduce((a, f) => a + f.size, 0);
-    for (const f of manifest.files) {
-      if (f.size > options.maxFileBytes) {
-        throw new PayloadError('E_PAYLOAD_SIZE', `the ${f.name} is ${f.size} bytes, more than client.max_file_bytes (${options.maxFileBytes}): refused`);
-      }
-    }
-    log.debug(`manifest: ${manifest.files.map((f) => `${f.name} ${f.size} bytes in ${f.pieceSha256.length} pieces of ${f.pieceSize}`).join(', ')}`);
-
     let received = 0;
     const paths = {} as Record<PayloadFileName, string>;
     const tag = randomBytes(6).toString('hex');
@@ -232,75 +312,28 @@ export async function fetchPayload(options: FetchPayloadOptions, ctx: { log: Log
       temps.push(path);
       const sink = await FileSink.create(path, name, entry, { pool });
       try {
-        const r = await request('GET', `${API_PREFIX}/files/${name}`);
-        if (r.statusCode !== 200) await failed(r, `the ${name} request`);
-        const length = Number(r.headers['content-length']);
-        if (length !== entry.size) {
-          r.destroy();
-          throw new PayloadVerifyError('E_PAYLOAD_SIZE', `${where} announced ${length} bytes for the ${name}, but its manifest lists ${entry.size}: refused`);
-        }
-        // A server (or cable) that goes quiet must not leave the desktop waiting forever.
-        const stallMs = options.stallTimeoutMs ?? 30_000;
-        let stalled = false;
-        const timer = setTimeout(function stall() {
-          stalled = true;
-          r.destroy(new Error('stalled'));
-        }, stallMs);
-        try {
-          for await (const chunk of r as AsyncIterable<Buffer>) {
-            timer.refresh();
-            await sink.write(chunk);
-            received += chunk.length;
-            options.onProgress?.({ received, total });
-          }
-        } catch (err) {
-          if (err instanceof StiefelError) throw err;
-          if (stalled) {
-            throw new PayloadError('E_PAYLOAD_STALLED', `${where} sent nothing for ${Math.round(stallMs / 1000)} s after ${sink.received} of ${entry.size} bytes of the ${name}; nothing was used`);
-          }
-          const why = explainNetworkError(lastSocketError ?? err, where, true);
-          if (why.code === 'E_PAYLOAD_TAMPERED') throw why;
-          throw new PayloadVerifyError(
-            'E_PAYLOAD_TRUNCATED',
-            `the ${name} is truncated: the connection to ${where} broke after ${sink.received} of ${entry.size} bytes; nothing was used`,
-            { cause: err },
-          );
-        } finally {
-          clearTimeout(timer);
-        }
-        if (!r.complete) {
-          throw new PayloadVerifyError(
-            'E_PAYLOAD_TRUNCATED',
-            `the ${name} is truncated: the connection to ${where} broke after ${sink.received} of ${entry.size} bytes; nothing was used`,
-          );
-        }
-        await sink.finish();
+        await downloadFile(conn, entry, sink, options, (n) => {
+          received += n;
+          options.onProgress?.({ received, total });
+        });
       } catch (err) {
         await sink.abandon();
         throw err;
       }
       paths[name] = path;
     }
-    stop.abort();
-    await poller.catch(() => undefined);
-    const done = await request('POST', `${API_PREFIX}/done`, Buffer.from('{}'), new AbortController().signal);
+    conn.stop.abort();
+    await questions;
+    // The session's own signal is aborted by now; the goodbye gets one of its own.
+    const done = await conn.request('POST', '/done', Buffer.from('{}'), new AbortController().signal);
     done.resume();
-    return {
-      manifest,
-      paths,
-      bytes: total,
-      discard: async () => {
-        await Promise.all(temps.map((p) => fs.rm(p, { force: true })));
-      },
-    };
+    return { manifest, paths, bytes: total, discard };
   } catch (err) {
-    await Promise.all(temps.map((p) => fs.rm(p, { force: true })));
+    await discard();
     throw err;
   } finally {
-    stop.abort();
+    conn.close();
     await pool.close();
-    await poller?.catch(() => undefined);
-    ctx.signal.removeEventListener('abort', onOuterAbort);
-    agent.destroy();
+    await questions;
   }
 }

@@ -1,6 +1,8 @@
 // The payload server: HTTPS over TLS 1.2 ECDHE-PSK, nothing else listening.
 // Streams the kernel and initrd from their source with backpressure (memory
-// stays bounded whatever their size), to one client host at a time.
+// stays bounded whatever their size), to one client host at a time. The
+// requests are a table of routes (src/payload/protocol.ts lists them), each
+// a small handler of one session.
 import { createServer, type Server } from 'node:https';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { Socket } from 'node:net';
@@ -9,6 +11,7 @@ import { StiefelError } from '../errors';
 import type { Logger } from '../log';
 import type { AttachMode } from '../config/schema';
 import { busyMessage, ClientLock, peerHost } from './client-lock';
+import { readCappedBody } from '../payload/body';
 import { encodeManifest, PAYLOAD_FILE_NAMES, type Manifest, type ManifestLink, type PayloadFileName } from '../payload/manifest';
 import {
   API_PREFIX,
@@ -40,7 +43,7 @@ export interface PayloadServerOptions {
   /** Words added to the laptop OS's command line (config server.cmdline_append). */
   cmdlineAppend?: string;
   lock: ClientLock;
-  /** Per-boot disk-link settings for a client (WireGuard keys, issue 6). */
+  /** Per-boot disk-link settings for a client (its WireGuard keys). */
   link?: (peer: { host: string; session: string }) => Promise<ManifestLink>;
   /** Asked together with the desktop for a LUKS passphrase (the laptop's console); the first answer wins. */
   consolePassphrase?: PassphraseProvider;
@@ -53,17 +56,7 @@ export interface PayloadServerOptions {
 
 export interface PayloadServer {
   readonly port: number;
-  /** The question channel of the current client, for callers that ask outside a payload resolution. */
-  questionsFor(host: string): QuestionChannel | undefined;
   close(): Promise<void>;
-}
-
-interface Session {
-  id: string;
-  host: string;
-  questions: QuestionChannel;
-  abort: AbortController;
-  payload?: Promise<BootPayload>;
 }
 
 export class HttpError extends StiefelError {
@@ -72,6 +65,69 @@ export class HttpError extends StiefelError {
     super(code, message);
     this.status = status;
   }
+}
+
+/** One desktop's run of `stiefelctl client`, named by the id it sends with every request. */
+interface Session {
+  id: string;
+  host: string;
+  questions: QuestionChannel;
+  abort: AbortController;
+  payload?: Promise<BootPayload>;
+}
+
+/** The sessions of the server: at most the lock holder's are alive. */
+class Sessions {
+  readonly #sessions = new Map<string, Session>();
+  readonly #lock: ClientLock;
+
+  constructor(lock: ClientLock) {
+    this.#lock = lock;
+  }
+
+  end(id: string, why: string): void {
+    const s = this.#sessions.get(id);
+    if (!s) return;
+    this.#sessions.delete(id);
+    s.abort.abort(new StiefelError('E_SESSION_ENDED', why));
+    s.questions.close(new QuestionError(why));
+  }
+
+  /** The session `id` of `host`; a new one ends the sessions of hosts that no longer hold the lock. */
+  of(id: string, host: string): Session {
+    let s = this.#sessions.get(id);
+    if (s && s.host !== host) throw new HttpError(409, 'E_SESSION', 'this session belongs to another host');
+    if (!s) {
+      for (const other of [...this.#sessions.values()]) if (this.#lock.busyFor(other.host)) this.end(other.id, 'another desktop took over');
+      s = { id, host, questions: new QuestionChannel(), abort: new AbortController() };
+      this.#sessions.set(id, s);
+    }
+    return s;
+  }
+
+  endAll(why: string): void {
+    for (const id of [...this.#sessions.keys()]) this.end(id, why);
+  }
+}
+
+/** What every handler gets: the request, its session, and the server's options and log. */
+interface RequestContext {
+  s: Session;
+  url: URL;
+  req: IncomingMessage;
+  res: ServerResponse;
+  /** The route pattern's captured groups. */
+  params: string[];
+  options: PayloadServerOptions;
+  log: Logger;
+  now: () => number;
+}
+
+interface Route {
+  method: 'GET' | 'POST';
+  /** Matched against the path after API_PREFIX. */
+  path: RegExp;
+  handle(ctx: RequestContext): Promise<void>;
 }
 
 /**
@@ -102,217 +158,244 @@ function sendJson(res: ServerResponse, status: number, body: unknown): void {
   res.end(text);
 }
 
+function sendNoContent(res: ServerResponse): void {
+  res.writeHead(204, { 'cache-control': 'no-store' });
+  res.end();
+}
+
 function sendError(res: ServerResponse, err: HttpError): void {
   const body: ErrorBody = { code: err.code, message: err.message };
   if (!res.headersSent) sendJson(res, err.status, body);
   else res.destroy(err);
 }
 
-async function readBody(req: IncomingMessage, limit: number): Promise<Buffer> {
-  const chunks: Buffer[] = [];
-  let n = 0;
-  for await (const chunk of req as AsyncIterable<Buffer>) {
-    n += chunk.length;
-    if (n > limit) throw new HttpError(413, 'E_TOO_LARGE', `request body larger than ${limit} bytes`);
-    chunks.push(chunk);
+function readBody(req: IncomingMessage, limit: number): Promise<Buffer> {
+  return readCappedBody(req, limit, () => new HttpError(413, 'E_TOO_LARGE', `request body larger than ${limit} bytes`));
+}
+
+/** The session's payload, resolved once (asking the desktop, and the console, for a passphrase if need be). */
+function resolvePayload(ctx: RequestContext): Promise<BootPayload> {
+  const { s, options } = ctx;
+  if (!s.payload) {
+    const asker = {
+      ask: (q: Parameters<QuestionChannel['ask']>[0], o: Parameters<QuestionChannel['ask']>[1] = {}) =>
+        s.questions.ask(q, { timeoutMs: options.questionTimeoutMs ?? 600_000, ...o }),
+    };
+    const desktop = passphraseProvider(asker);
+    const passphrase = options.consolePassphrase ? firstAnswer([desktop, options.consolePassphrase]) : desktop;
+    s.payload = options.source.resolve({ log: ctx.log.child('source'), signal: s.abort.signal, passphrase });
+    // A failed resolution is retried by the next manifest request.
+    s.payload.catch(() => (s.payload = undefined));
   }
-  return Buffer.concat(chunks);
+  return s.payload;
+}
+
+async function serveManifest(ctx: RequestContext): Promise<void> {
+  const { s, options, log } = ctx;
+  const nonce = ctx.url.searchParams.get('nonce') ?? '';
+  if (!NONCE_PATTERN.test(nonce)) throw new HttpError(400, 'E_REQUEST', 'nonce must be 32 lower-case hex digits');
+  let payload: BootPayload;
+  try {
+    payload = await resolvePayload(ctx);
+  } catch (err) {
+    const msg = err instanceof Error ? err.message : String(err);
+    log.warn(`cannot prepare the boot payload for ${s.host}: ${msg}`);
+    throw new HttpError(503, err instanceof StiefelError ? err.code : 'E_PAYLOAD', `the laptop cannot prepare its boot payload: ${msg}`);
+  }
+  const link = (await options.link?.({ host: s.host, session: s.id })) ?? {};
+  // The booted laptop OS may reach the disk from its tunnel address.
+  if (link.wireguard) options.lock.expectDiskPeer(link.wireguard.clientAddress.replace(/\/\d+$/, ''));
+  const manifest: Manifest = {
+    version: 1,
+    nonce,
+    session: s.id,
+    serverName: options.serverName,
+    issuedAtMs: ctx.now(),
+    family: payload.family,
+    attach: options.attach,
+    cmdline: [payload.cmdline, options.cmdlineAppend ?? ''].filter(Boolean).join(' '),
+    files: PAYLOAD_FILE_NAMES.map((name) => {
+      const f = payload.files[name];
+      return { name, size: f.size, pieceSize: f.pieceSize, pieceSha256: f.pieceSha256 };
+    }),
+    nbd: options.nbd,
+    link,
+  };
+  const body = encodeManifest(manifest, options.manifestKey);
+  ctx.res.writeHead(200, { 'content-type': 'application/json', 'content-length': body.length, 'cache-control': 'no-store' });
+  ctx.res.end(body);
+  const mb = (n: number): string => (n / 1e6).toFixed(1);
+  log.info(`sending kernel (${mb(payload.files.kernel.size)} MB) and initrd (${mb(payload.files.initrd.size)} MB) to ${s.host}`);
+}
+
+async function serveFile(ctx: RequestContext): Promise<void> {
+  const { s, res, log } = ctx;
+  const name = ctx.params[0] as PayloadFileName;
+  if (!s.payload) throw new HttpError(409, 'E_REQUEST', 'ask for the manifest first');
+  const file = (await s.payload).files[name];
+  let stream;
+  try {
+    stream = await file.open();
+  } catch (err) {
+    log.warn(`cannot send the ${name}: ${(err as Error).message}`);
+    throw new HttpError(503, 'E_PAYLOAD_CHANGED', (err as Error).message);
+  }
+  res.writeHead(200, { 'content-type': 'application/octet-stream', 'content-length': file.size, 'cache-control': 'no-store' });
+  let sent = 0;
+  const started = ctx.now();
+  const onClose = (): void => void stream.destroy();
+  res.once('close', onClose);
+  try {
+    for await (const chunk of stream as AsyncIterable<Buffer>) {
+      const room = file.size - sent;
+      const part = chunk.length > room ? chunk.subarray(0, room) : chunk;
+      sent += part.length;
+      if (part.length > 0 && !res.write(part)) await drained(res, ctx.options.stallTimeoutMs ?? 60_000);
+      if (sent >= file.size) break;
+    }
+  } catch (err) {
+    if (res.destroyed) return;
+    log.warn(`sending the ${name} to ${s.host} failed after ${sent} of ${file.size} bytes: ${(err as Error).message}`);
+    res.destroy();
+    return;
+  } finally {
+    res.off('close', onClose);
+    stream.destroy();
+  }
+  if (sent !== file.size) {
+    // Never end a response short of its length: the client must see a broken transfer.
+    log.warn(`the ${name} ${file.describe} ended after ${sent} of ${file.size} bytes; connection to ${s.host} aborted`);
+    res.destroy();
+    return;
+  }
+  res.end();
+  const secs = Math.max(1e-3, (ctx.now() - started) / 1000);
+  log.debug(`sent the ${name} (${file.size} bytes) to ${s.host} in ${secs.toFixed(2)} s`);
+}
+
+async function serveQuestion(ctx: RequestContext): Promise<void> {
+  const { s, req, res } = ctx;
+  const wait = Math.min(MAX_QUESTION_WAIT_MS, Math.max(0, Number(ctx.url.searchParams.get('wait') ?? 0) || 0));
+  const gone = new AbortController();
+  const onClose = (): void => gone.abort();
+  res.once('close', onClose);
+  req.socket.once('close', onClose);
+  try {
+    const q = await s.questions.next(wait, gone.signal);
+    if (res.destroyed) return;
+    if (!q) return sendNoContent(res);
+    ctx.log.debug(`asking ${s.host}: ${q.prompt}`);
+    sendJson(res, 200, q);
+  } finally {
+    res.off('close', onClose);
+    req.socket.off('close', onClose);
+  }
+}
+
+async function serveAnswer(ctx: RequestContext): Promise<void> {
+  const { s } = ctx;
+  const id = ctx.params[0]!;
+  let body: unknown;
+  try {
+    body = JSON.parse((await readBody(ctx.req, MAX_ANSWER_BODY)).toString('utf8'));
+  } catch (err) {
+    if (err instanceof HttpError) throw err;
+    throw new HttpError(400, 'E_REQUEST', 'the answer is not JSON');
+  }
+  const b = body as { answer?: unknown; refused?: unknown };
+  let ok: boolean;
+  if (typeof b.answer === 'string' && b.answer.length <= MAX_ANSWER_LENGTH) ok = s.questions.answer(id, b.answer);
+  else if (typeof b.refused === 'string') ok = s.questions.refuse(id, b.refused.slice(0, 200));
+  else throw new HttpError(400, 'E_REQUEST', `an answer is {"answer": "..."} (at most ${MAX_ANSWER_LENGTH} characters) or {"refused": "why"}`);
+  if (!ok) throw new HttpError(404, 'E_QUESTION', 'no such open question');
+  sendNoContent(ctx.res);
+}
+
+async function serveDone(ctx: RequestContext): Promise<void> {
+  await readBody(ctx.req, 1024);
+  ctx.options.lock.handOff(ctx.s.host);
+  ctx.log.info(`the desktop at ${ctx.s.host} verified its payload and boots it; waiting for its disk connection`);
+  sendNoContent(ctx.res);
+}
+
+const ROUTES: readonly Route[] = [
+  { method: 'GET', path: /^\/manifest$/, handle: serveManifest },
+  { method: 'GET', path: new RegExp(`^/files/(${PAYLOAD_FILE_NAMES.join('|')})$`), handle: serveFile },
+  { method: 'GET', path: /^\/question$/, handle: serveQuestion },
+  { method: 'POST', path: /^\/answer\/([0-9a-f]{16,64})$/, handle: serveAnswer },
+  { method: 'POST', path: /^\/done$/, handle: serveDone },
+];
+
+/** The route of a request, with its captured groups; undefined: no such request. */
+export function routeOf(method: string, pathname: string): { route: Route; params: string[] } | undefined {
+  if (!pathname.startsWith(`${API_PREFIX}/`)) return undefined;
+  const rest = pathname.slice(API_PREFIX.length);
+  for (const route of ROUTES) {
+    const m = route.method === method ? route.path.exec(rest) : null;
+    if (m) return { route, params: m.slice(1) };
+  }
+  return undefined;
+}
+
+/** Why a TLS handshake failed, in words a person can act on. */
+export function tlsFailureReason(err: Error & { code?: string }): string {
+  const text = `${err.code ?? ''} ${err.message}`;
+  if (/bad record mac|decryption failed/i.test(text)) return 'the client holds a different secret';
+  if (/no shared cipher|no suitable|unsupported protocol|version too low/i.test(text)) return `the client does not offer TLS 1.2 ${PAYLOAD_CIPHER}`;
+  if (/wrong version number|http request|unknown protocol|unexpected eof|ECONNRESET/i.test(text)) return 'not a stiefelsystem TLS-PSK client';
+  if (/psk identity/i.test(text)) return 'the client named an unknown key (another program, or another stiefelsystem version)';
+  return err.message.split('\n')[0]!.replace(/^[A-Z0-9:_]+:error:[0-9A-F]+:[^:]*:/i, '');
+}
+
+function listen(server: Server, port: number, host: string): Promise<void> {
+  return new Promise<void>((resolve, reject) => {
+    const onError = (err: NodeJS.ErrnoException): void => {
+      const hint = err.code === 'EADDRINUSE' ? ': is another stiefelctl server running?' : '';
+      reject(new StiefelError('E_PAYLOAD_LISTEN', `cannot listen for payload requests on TCP port ${port}: ${err.message}${hint}`, { cause: err }));
+    };
+    server.once('error', onError);
+    server.listen({ port, host }, () => {
+      server.off('error', onError);
+      resolve();
+    });
+  });
+}
+
+/** At most one warning line per sender and reason every 10 s, about at most 1,000 senders. */
+function tlsWarnings(log: Logger, now: () => number): (from: string, reason: string) => void {
+  const last = new Map<string, number>();
+  return (from, reason) => {
+    const t = now();
+    const k = `${from} ${reason}`;
+    if ((last.get(k) ?? -Infinity) > t - 10_000) return;
+    if (last.size > 1000) last.clear();
+    last.set(k, t);
+    log.warn(`refused a payload connection from ${from}: TLS handshake failed (${reason})`);
+  };
 }
 
 export async function startPayloadServer(options: PayloadServerOptions, ctx: { log: Logger; signal?: AbortSignal }): Promise<PayloadServer> {
   const log = ctx.log;
   const now = options.now ?? Date.now;
-  const sessions = new Map<string, Session>();
-  const lastTlsWarning = new Map<string, number>();
-
-  const endSession = (id: string, why: string): void => {
-    const s = sessions.get(id);
-    if (!s) return;
-    sessions.delete(id);
-    s.abort.abort(new StiefelError('E_SESSION_ENDED', why));
-    s.questions.close(new QuestionError(why));
-  };
-
-  const sessionFor = (id: string, host: string): Session => {
-    let s = sessions.get(id);
-    if (s && s.host !== host) throw new HttpError(409, 'E_SESSION', 'this session belongs to another host');
-    if (!s) {
-      // Sessions of hosts that no longer hold the lock are over.
-      for (const other of [...sessions.values()]) if (options.lock.busyFor(other.host)) endSession(other.id, 'another desktop took over');
-      s = { id, host, questions: new QuestionChannel(), abort: new AbortController() };
-      sessions.set(id, s);
-    }
-    return s;
-  };
-
-  const resolvePayload = (s: Session): Promise<BootPayload> => {
-    if (!s.payload) {
-      const asker = {
-        ask: (q: Parameters<QuestionChannel['ask']>[0], o: Parameters<QuestionChannel['ask']>[1] = {}) =>
-          s.questions.ask(q, { timeoutMs: options.questionTimeoutMs ?? 600_000, ...o }),
-      };
-      const desktop = passphraseProvider(asker);
-      const passphrase = options.consolePassphrase ? firstAnswer([desktop, options.consolePassphrase]) : desktop;
-      s.payload = options.source.resolve({ log: log.child('source'), signal: s.abort.signal, passphrase });
-      // A failed resolution is retried by the next manifest request.
-      s.payload.catch(() => (s.payload = undefined));
-    }
-    return s.payload;
-  };
-
-  const serveManifest = async (s: Session, url: URL, res: ServerResponse): Promise<void> => {
-    const nonce = url.searchParams.get('nonce') ?? '';
-    if (!NONCE_PATTERN.test(nonce)) throw new HttpError(400, 'E_REQUEST', 'nonce must be 32 lower-case hex digits');
-    let payload: BootPayload;
-    try {
-      payload = await resolvePayload(s);
-    } catch (err) {
-      const msg = err instanceof Error ? err.message : String(err);
-      log.warn(`cannot prepare the boot payload for ${s.host}: ${msg}`);
-      throw new HttpError(503, err instanceof StiefelError ? err.code : 'E_PAYLOAD', `the laptop cannot prepare its boot payload: ${msg}`);
-    }
-    const link = (await options.link?.({ host: s.host, session: s.id })) ?? {};
-    // The booted laptop OS may reach the disk from its tunnel address.
-    if (link.wireguard) options.lock.expectDiskPeer(link.wireguard.clientAddress.replace(/\/\d+$/, ''));
-    const manifest: Manifest = {
-      version: 1,
-      nonce,
-      session: s.id,
-      serverName: options.serverName,
-      issuedAtMs: now(),
-      family: payload.family,
-      attach: options.attach,
-      cmdline: [payload.cmdline, options.cmdlineAppend ?? ''].filter(Boolean).join(' '),
-      files: PAYLOAD_FILE_NAMES.map((name) => {
-        const f = payload.files[name];
-        return { name, size: f.size, pieceSize: f.pieceSize, pieceSha256: f.pieceSha256 };
-      }),
-      nbd: options.nbd,
-      link,
-    };
-    const body = encodeManifest(manifest, options.manifestKey);
-    res.writeHead(200, { 'content-type': 'application/json', 'content-length': body.length, 'cache-control': 'no-store' });
-    res.end(body);
-    const mb = (n: number): string => (n / 1e6).toFixed(1);
-    log.info(`sending kernel (${mb(payload.files.kernel.size)} MB) and initrd (${mb(payload.files.initrd.size)} MB) to ${s.host}`);
-  };
-
-  const serveFile = async (s: Session, name: PayloadFileName, res: ServerResponse): Promise<void> => {
-    if (!s.payload) throw new HttpError(409, 'E_REQUEST', 'ask for the manifest first');
-    const file = (await s.payload).files[name];
-    let stream;
-    try {
-      stream = await file.open();
-    } catch (err) {
-      log.warn(`cannot send the ${name}: ${(err as Error).message}`);
-      throw new HttpError(503, 'E_PAYLOAD_CHANGED', (err as Error).message);
-    }
-    res.writeHead(200, { 'content-type': 'application/octet-stream', 'content-length': file.size, 'cache-control': 'no-store' });
-    let sent = 0;
-    const started = now();
-    const onClose = (): void => void stream.destroy();
-    res.once('close', onClose);
-    try {
-      for await (const chunk of stream as AsyncIterable<Buffer>) {
-        const room = file.size - sent;
-        const part = chunk.length > room ? chunk.subarray(0, room) : chunk;
-        sent += part.length;
-        if (part.length > 0 && !res.write(part)) await drained(res, options.stallTimeoutMs ?? 60_000);
-        if (sent >= file.size) break;
-      }
-    } catch (err) {
-      if (res.destroyed) return;
-      log.warn(`sending the ${name} to ${s.host} failed after ${sent} of ${file.size} bytes: ${(err as Error).message}`);
-      res.destroy();
-      return;
-    } finally {
-      res.off('close', onClose);
-      stream.destroy();
-    }
-    if (sent !== file.size) {
-      // Never end a response short of its length: the client must see a broken transfer.
-      log.warn(`the ${name} ${file.describe} ended after ${sent} of ${file.size} bytes; connection to ${s.host} aborted`);
-      res.destroy();
-      return;
-    }
-    res.end();
-    const secs = Math.max(1e-3, (now() - started) / 1000);
-    log.debug(`sent the ${name} (${file.size} bytes) to ${s.host} in ${secs.toFixed(2)} s`);
-  };
-
-  const serveQuestion = async (s: Session, url: URL, req: IncomingMessage, res: ServerResponse): Promise<void> => {
-    const wait = Math.min(MAX_QUESTION_WAIT_MS, Math.max(0, Number(url.searchParams.get('wait') ?? 0) || 0));
-    const gone = new AbortController();
-    const onClose = (): void => gone.abort();
-    res.once('close', onClose);
-    req.socket.once('close', onClose);
-    try {
-      const q = await s.questions.next(wait, gone.signal);
-      if (res.destroyed) return;
-      if (!q) {
-        res.writeHead(204, { 'cache-control': 'no-store' });
-        res.end();
-        return;
-      }
-      log.debug(`asking ${s.host}: ${q.prompt}`);
-      sendJson(res, 200, q);
-    } finally {
-      res.off('close', onClose);
-      req.socket.off('close', onClose);
-    }
-  };
-
-  const serveAnswer = async (s: Session, id: string, req: IncomingMessage, res: ServerResponse): Promise<void> => {
-    let body: unknown;
-    try {
-      body = JSON.parse((await readBody(req, MAX_ANSWER_BODY)).toString('utf8'));
-    } catch (err) {
-      if (err instanceof HttpError) throw err;
-      throw new HttpError(400, 'E_REQUEST', 'the answer is not JSON');
-    }
-    const b = body as { answer?: unknown; refused?: unknown };
-    let ok: boolean;
-    if (typeof b.answer === 'string' && b.answer.length <= MAX_ANSWER_LENGTH) ok = s.questions.answer(id, b.answer);
-    else if (typeof b.refused === 'string') ok = s.questions.refuse(id, b.refused.slice(0, 200));
-    else throw new HttpError(400, 'E_REQUEST', `an answer is {"answer": "..."} (at most ${MAX_ANSWER_LENGTH} characters) or {"refused": "why"}`);
-    if (!ok) throw new HttpError(404, 'E_QUESTION', 'no such open question');
-    res.writeHead(204);
-    res.end();
-  };
+  const sessions = new Sessions(options.lock);
 
   const handle = async (req: IncomingMessage, res: ServerResponse): Promise<void> => {
     const host = peerHost(req.socket.remoteAddress);
     const url = new URL(req.url ?? '/', 'https://stiefelsystem');
-    const session = String(req.headers[SESSION_HEADER] ?? '');
-    if (!SESSION_PATTERN.test(session)) throw new HttpError(400, 'E_REQUEST', `missing or malformed ${SESSION_HEADER} header`);
-    const decision = options.lock.beginRequest(host, session);
+    const id = String(req.headers[SESSION_HEADER] ?? '');
+    if (!SESSION_PATTERN.test(id)) throw new HttpError(400, 'E_REQUEST', `missing or malformed ${SESSION_HEADER} header`);
+    const decision = options.lock.beginRequest(host, id);
     if (!decision.ok) {
-      const message = busyMessage(decision.owner);
       log.warn(`refused the desktop at ${host}: busy with ${decision.owner.host}`);
-      throw new HttpError(409, 'E_SERVER_BUSY', message);
+      throw new HttpError(409, 'E_SERVER_BUSY', busyMessage(decision.owner));
     }
     res.once('close', () => options.lock.endRequest(host));
-    if (decision.replacedSession) endSession(decision.replacedSession, 'the desktop started a new session');
-    const s = sessionFor(session, host);
-    const path = url.pathname;
+    if (decision.replacedSession) sessions.end(decision.replacedSession, 'the desktop started a new session');
+    const s = sessions.of(id, host);
     const method = req.method ?? 'GET';
-    if (method === 'GET' && path === `${API_PREFIX}/manifest`) return serveManifest(s, url, res);
-    const fileMatch = /^\/v1\/files\/([a-z]+)$/.exec(path);
-    if (method === 'GET' && fileMatch && (PAYLOAD_FILE_NAMES as readonly string[]).includes(fileMatch[1]!)) {
-      return serveFile(s, fileMatch[1] as PayloadFileName, res);
-    }
-    if (method === 'GET' && path === `${API_PREFIX}/question`) return serveQuestion(s, url, req, res);
-    const answerMatch = /^\/v1\/answer\/([0-9a-f]{16,64})$/.exec(path);
-    if (method === 'POST' && answerMatch) return serveAnswer(s, answerMatch[1]!, req, res);
-    if (method === 'POST' && path === `${API_PREFIX}/done`) {
-      await readBody(req, 1024);
-      options.lock.handOff(host);
-      log.info(`the desktop at ${host} verified its payload and boots it; waiting for its disk connection`);
-      res.writeHead(204);
-      res.end();
-      return;
-    }
-    throw new HttpError(404, 'E_NOT_FOUND', `no such request: ${method} ${path}`);
+    const found = routeOf(method, url.pathname);
+    if (!found) throw new HttpError(404, 'E_NOT_FOUND', `no such request: ${method} ${url.pathname}`);
+    await found.route.handle({ s, url, req, res, params: found.params, options, log, now });
   };
 
   const server: Server = createServer(
@@ -326,34 +409,10 @@ export async function startPayloadServer(options: PayloadServerOptions, ctx: { l
     },
   );
   // TLS failures are where a client with another secret shows up.
-  server.on('tlsClientError', (err: Error & { code?: string }, socket: TLSSocket | Socket) => {
-    const from = peerHost(socket.remoteAddress);
-    const text = `${err.code ?? ''} ${err.message}`;
-    let reason: string;
-    if (/bad record mac|decryption failed/i.test(text)) reason = 'the client holds a different secret';
-    else if (/no shared cipher|no suitable|unsupported protocol|version too low/i.test(text)) reason = `the client does not offer TLS 1.2 ${PAYLOAD_CIPHER}`;
-    else if (/wrong version number|http request|unknown protocol|unexpected eof|ECONNRESET/i.test(text)) reason = 'not a stiefelsystem TLS-PSK client';
-    else reason = err.message.split('\n')[0]!;
-    // At most one line per sender and reason every 10 s.
-    const t = now();
-    const k = `${from} ${reason}`;
-    if ((lastTlsWarning.get(k) ?? -Infinity) > t - 10_000) return;
-    if (lastTlsWarning.size > 1000) lastTlsWarning.clear();
-    lastTlsWarning.set(k, t);
-    log.warn(`refused a payload connection from ${from}: TLS handshake failed (${reason})`);
-  });
+  const warnTls = tlsWarnings(log, now);
+  server.on('tlsClientError', (err: Error & { code?: string }, socket: TLSSocket | Socket) => warnTls(peerHost(socket.remoteAddress), tlsFailureReason(err)));
 
-  await new Promise<void>((resolve, reject) => {
-    const onError = (err: NodeJS.ErrnoException): void => {
-      const hint = err.code === 'EADDRINUSE' ? ': is another stiefelctl server running?' : '';
-      reject(new StiefelError('E_PAYLOAD_LISTEN', `cannot listen for payload requests on TCP port ${options.port}: ${err.message}${hint}`, { cause: err }));
-    };
-    server.once('error', onError);
-    server.listen({ port: options.port, host: options.host ?? '::' }, () => {
-      server.off('error', onError);
-      resolve();
-    });
-  });
+  await listen(server, options.port, options.host ?? '::');
   server.on('error', (err) => log.warn(`payload server error: ${err.message}`));
   const address = server.address();
   const port = typeof address === 'object' && address ? address.port : options.port;
@@ -362,16 +421,12 @@ export async function startPayloadServer(options: PayloadServerOptions, ctx: { l
   let closing: Promise<void> | undefined;
   const close = (): Promise<void> => {
     closing ??= new Promise<void>((resolve) => {
-      for (const id of [...sessions.keys()]) endSession(id, 'the server is stopping');
+      sessions.endAll('the server is stopping');
       server.close(() => resolve());
       server.closeAllConnections();
     });
     return closing;
   };
   ctx.signal?.addEventListener('abort', () => void close(), { once: true });
-  return {
-    port,
-    questionsFor: (host) => [...sessions.values()].find((s) => s.host === host)?.questions,
-    close,
-  };
+  return { port, close };
 }

@@ -15,8 +15,6 @@ import { constants } from 'node:crypto';
 import type { ConnectionOptions, TlsOptions } from 'node:tls';
 
 export const PAYLOAD_CIPHER = 'ECDHE-PSK-CHACHA20-POLY1305';
-/** The IANA name Node reports once connected. */
-export const PAYLOAD_CIPHER_STANDARD_NAME = 'TLS_ECDHE_PSK_WITH_CHACHA20_POLY1305_SHA256';
 /**
  * PSK identity. Public and constant: it only says which key to use. It is
  * not derived from the secret (no fixed function of the secret on the wire).

@@ -1,16 +1,18 @@
 // The payload server against real TLS-PSK clients over loopback (no root):
-// a desktop that stops reading does not keep the laptop forever.
+// a desktop that stops reading does not keep the laptop forever; sessions
+// belong to their host; the route table.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
 import { mkdirSync, mkdtempSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { request as httpsRequest } from 'node:https';
 import { connect } from 'node:tls';
 import { createStreamLogger } from '../../src/log';
 import { fetchPayload } from '../../src/desktop/payload-client';
 import { ClientLock } from '../../src/laptop/client-lock';
-import { startPayloadServer } from '../../src/laptop/payload-server';
+import { routeOf, startPayloadServer } from '../../src/laptop/payload-server';
 import { FilesPayloadSource } from '../../src/laptop/payload-source';
 import { pskClientOptions } from '../../src/payload/tls';
 
@@ -71,4 +73,76 @@ test('a desktop that stops reading is cut off after the stall timeout, and the n
   assert.equal(b.bytes, 65 * 1024 * 1024);
   assert.equal(readdirSync(out).length, 2);
   await b.discard();
+});
+
+/** One request on a fresh TLS-PSK connection from `host` (a loopback address) to the same; the status and the body. */
+function ask(psk: Buffer, host: string, port: number, path: string, session: string, signal?: AbortSignal): Promise<{ status: number; body: string }> {
+  return new Promise((resolve, reject) => {
+    const req = httpsRequest({ ...pskClientOptions(psk), agent: false, host, localAddress: host, port, path, signal, headers: { host: 'x', 'stiefel-session': session } }, (res) => {
+      let body = '';
+      res.setEncoding('utf8').on('data', (d: string) => (body += d));
+      res.on('end', () => resolve({ status: res.statusCode ?? 0, body }));
+    });
+    req.on('error', reject);
+    req.end();
+  });
+}
+
+test("a session id is its host's own; a new desktop's session ends the old desktop's (and its payload preparation)", async (t) => {
+  const psk = randomBytes(32);
+  const aborted: unknown[] = [];
+  // A payload that takes until its session ends: the laptop still asking for a passphrase, say.
+  const source = {
+    resolve: ({ signal }: { signal: AbortSignal }) =>
+      new Promise<never>((_, reject) => signal.addEventListener('abort', () => {
+        aborted.push(signal.reason);
+        reject(signal.reason);
+      }, { once: true })),
+  };
+  const server = await startPayloadServer(
+    {
+      psk,
+      manifestKey: randomBytes(32),
+      port: 0,
+      serverName: 'lap',
+      source,
+      nbd: { port: 10809, export: 'disk', blockSize: 512 },
+      attach: 'stiefelsystem',
+      lock: new ClientLock({ handoffMs: 60_000, idleMs: 200 }),
+    },
+    { log: createStreamLogger({ write: () => {} }) },
+  );
+  t.after(() => server.close());
+  const sessionA = 'a1'.repeat(16);
+  // Desktop A (::1) asks for the manifest, which waits, then goes away.
+  const gone = new AbortController();
+  const pending = ask(psk, '::1', server.port, `/v1/manifest?nonce=${'0c'.repeat(16)}`, sessionA, gone.signal).catch((e: Error) => e);
+  await new Promise((r) => setTimeout(r, 200));
+  gone.abort();
+  await pending;
+  await new Promise((r) => setTimeout(r, 400)); // the lock forgets an idle desktop after 200 ms
+  assert.deepEqual(aborted, [], 'the session outlives its connection');
+
+  // Desktop B (127.0.0.1) with a session of its own takes over: A's
+  // session, and the payload it was preparing, end.
+  const sessionB = 'b2'.repeat(16);
+  const own = await ask(psk, '127.0.0.1', server.port, '/v1/question?wait=0', sessionB);
+  assert.equal(own.status, 204);
+  assert.equal(aborted.length, 1);
+  assert.match(String(aborted[0]), /another desktop took over/);
+  // Desktop C (127.0.0.2), once B is idle, presenting B's session id is refused.
+  await new Promise((r) => setTimeout(r, 400));
+  const stolen = await ask(psk, '127.0.0.2', server.port, '/v1/question?wait=0', sessionB);
+  assert.equal(stolen.status, 409);
+  assert.deepEqual(JSON.parse(stolen.body), { code: 'E_SESSION', message: 'this session belongs to another host' });
+});
+
+test('every request of the protocol has one route; anything else is no route', () => {
+  assert.equal(routeOf('GET', '/v1/manifest')?.route.handle.name, 'serveManifest');
+  assert.deepEqual(routeOf('GET', '/v1/files/initrd')?.params, ['initrd']);
+  assert.deepEqual(routeOf('POST', '/v1/answer/0123456789abcdef')?.params, ['0123456789abcdef']);
+  assert.equal(routeOf('POST', '/v1/done')?.route.handle.name, 'serveDone');
+  for (const [method, path] of [['GET', '/v1/files/secret'], ['POST', '/v1/manifest'], ['GET', '/v2/manifest'], ['GET', '/v1/answer/0123456789abcdef'], ['GET', '/v1/manifest/x'], ['GET', '/manifest']]) {
+    assert.equal(routeOf(method!, path!), undefined, `${method} ${path}`);
+  }
 });
