@@ -2,9 +2,10 @@
 // the boot loaders would: runs every layout parser on the files it finds,
 // resolves each candidate's kernel and initrds to real files, and picks the
 // default. Reads only; never writes.
-import { readdirSync, readFileSync, statSync } from 'node:fs';
-import { open, readdir, readFile, stat } from 'node:fs/promises';
+import { readFileSync, statSync } from 'node:fs';
+import { readdir, readFile, stat } from 'node:fs/promises';
 import { join } from 'node:path';
+import { readRange } from '../disk/read-range';
 import type { Logger } from '../log';
 import { silentLogger } from '../log';
 import { compareBlsEntries, parseBlsEntry, parseLoaderConf, pickBlsDefault, type BlsSortable } from './bls';
@@ -133,17 +134,6 @@ async function readText(hostPath: string): Promise<string | null> {
   }
 }
 
-async function readRange(hostPath: string, offset: number, length: number): Promise<Buffer> {
-  const fh = await open(hostPath, 'r');
-  try {
-    const buf = Buffer.alloc(length);
-    const { bytesRead } = await fh.read(buf, 0, length, offset);
-    return buf.subarray(0, bytesRead);
-  } finally {
-    await fh.close();
-  }
-}
-
 async function listDir(hostPath: string): Promise<string[]> {
   try {
     return (await readdir(hostPath)).sort();
@@ -188,319 +178,372 @@ function treesFor(spec: GrubRootSpec, configTree: BootTree, trees: readonly Boot
   return { tree: configTree, note: `grub device (${spec.value}) is not resolved; looked on ${configTree.partition}` };
 }
 
-export async function discoverBootEntries(trees: readonly BootTree[], options: DiscoverOptions = {}): Promise<Discovery> {
-  const log = options.log ?? silentLogger;
-  const notes: string[] = [];
-  const skipped: SkippedItem[] = [];
-  const found = new Map<BootEntrySource, Found[]>(SOURCE_ORDER.map((s) => [s, []]));
-  const seen = new Map<BootEntrySource, string[]>(SOURCE_ORDER.map((s) => [s, []]));
-  const arch = options.architecture ?? 'x64';
-  const checkAbort = () => {
-    if (options.signal?.aborted) throw options.signal.reason instanceof Error ? options.signal.reason : new Error('aborted');
-  };
-  const addSkips = (tree: BootTree, list: Skipped[]) => skipped.push(...list.map((s) => ({ ...s, partition: tree.partition })));
-  let loaderDefault: string | null = null;
-  let grubBlsDefault: string | null = null;
-  let grubUsesBlscfg = false;
+/** What a scan of the trees has gathered so far; each layout's step adds to it. */
+class Scan {
+  readonly notes: string[] = [];
+  readonly skipped: SkippedItem[] = [];
+  readonly found = new Map<BootEntrySource, Found[]>(SOURCE_ORDER.map((s) => [s, []]));
+  /** Per layout, where it was looked for and found (for the report). */
+  readonly seen = new Map<BootEntrySource, string[]>(SOURCE_ORDER.map((s) => [s, []]));
+  /** loader.conf's `default`, from the first tree that has one. */
+  loaderDefault: string | null = null;
+  /** grub.cfg loads BLS entries (blscfg), with this default. */
+  grubUsesBlscfg = false;
+  grubBlsDefault: string | null = null;
+  readonly arch: string;
 
-  for (const tree of trees) {
-    checkAbort();
-    log.debug(`looking in ${tree.partition} (${tree.dir})`);
-    // grub environment blocks (Fedora's $kernelopts, saved_entry).
-    let grubEnv: Map<string, string> | undefined;
-    for (const p of ['/grub2/grubenv', '/boot/grub2/grubenv', '/grub/grubenv', '/boot/grub/grubenv']) {
-      const f = locate(tree, p);
-      const text = f ? await readText(f.hostPath) : null;
-      if (text !== null) {
-        grubEnv = parseGrubEnv(text).vars;
-        break;
-      }
-    }
-
-    // 1. override
-    for (const p of [`/${OVERRIDE_FILE}`, `/boot/${OVERRIDE_FILE}`]) {
-      const f = locate(tree, p);
-      if (!f) continue;
-      seen.get('override')!.push(`${tree.partition}:${p}`);
-      const text = (await readText(f.hostPath)) ?? '';
-      const r = parseOverride(text, p);
-      addSkips(tree, r.skipped);
-      notes.push(...r.notes);
-      r.candidates.forEach((c, i) => found.get('override')!.push({ candidate: c, tree, order: i }));
-      break;
-    }
-
-    // 2. BootLoaderSpec type #1
-    const loaderConf = locate(tree, '/loader/loader.conf');
-    if (loaderConf && loaderDefault === null) {
-      const text = await readText(loaderConf.hostPath);
-      if (text !== null) loaderDefault = parseLoaderConf(text).default;
-    }
-    const blsDirs = new Set<string>();
-    for (const p of ['/loader/entries', '/boot/loader/entries']) {
-      const host = isDir(tree, p);
-      if (!host || blsDirs.has(host)) continue;
-      blsDirs.add(host);
-      const names = (await listDir(host)).filter((n) => n.toLowerCase().endsWith('.conf') && !n.startsWith('.') && !n.startsWith('auto-'));
-      seen.get('bls')!.push(`${tree.partition}:${p} (${names.length} entries)`);
-      for (const name of names) {
-        checkAbort();
-        const text = await readText(join(host, name));
-        if (text === null) {
-          skipped.push({ source: 'bls', what: `${p}/${name}`, reason: 'cannot be read', partition: tree.partition });
-          continue;
-        }
-        const r = parseBlsEntry(name, text, { grubEnv, architecture: arch });
-        notes.push(...r.notes);
-        if (r.skipped) skipped.push({ ...r.skipped, what: `${p}/${name}`, partition: tree.partition });
-        if (r.entry) found.get('bls')!.push({ candidate: r.entry.candidate, tree, sortable: r.entry, order: 0 });
-      }
-    }
-
-    // 3. Unified Kernel Images
-    const ukiDirs = new Set<string>();
-    for (const p of ['/EFI/Linux', '/boot/EFI/Linux']) {
-      const host = isDir(tree, p);
-      if (!host || ukiDirs.has(host)) continue;
-      ukiDirs.add(host);
-      const names = (await listDir(host)).filter((n) => n.toLowerCase().endsWith('.efi') && !n.startsWith('.') && !n.startsWith('auto-'));
-      seen.get('uki')!.push(`${tree.partition}:${p} (${names.length} images)`);
-      for (const name of names) {
-        checkAbort();
-        const path = `${p}/${name}`;
-        const hostPath = join(host, name);
-        let size: number;
-        try {
-          size = (await stat(hostPath)).size;
-        } catch {
-          continue;
-        }
-        let header = await readRange(hostPath, 0, Math.min(size, PE_HEADER_BYTES));
-        let pe = decodePeHeader(header, size);
-        if (!pe.ok && pe.needBytes && pe.needBytes <= 16 * 1024 * 1024) {
-          header = await readRange(hostPath, 0, pe.needBytes);
-          pe = decodePeHeader(header, size);
-        }
-        if (!pe.ok) {
-          skipped.push({ source: 'uki', what: path, reason: pe.error, partition: tree.partition });
-          continue;
-        }
-        const texts = new Map<string, Uint8Array>();
-        for (const [sname, s] of ukiTextSections(pe.image, size)) texts.set(sname, await readRange(hostPath, s.fileOffset, s.fileSize));
-        const r = ukiCandidate(path, pe.image, size, texts, { architecture: arch });
-        if (r.skipped) skipped.push({ ...r.skipped, partition: tree.partition });
-        if (r.uki) {
-          found.get('uki')!.push({
-            candidate: r.uki.candidate,
-            tree,
-            order: 0,
-            sortable: { id: r.uki.candidate.id, sortKey: r.uki.sortKey, machineId: null, version: r.uki.sortVersion, triesLeft: r.uki.triesLeft, triesDone: r.uki.triesDone },
-          });
-        }
-      }
-    }
-
-    // 4. grub.cfg
-    for (const p of ['/grub/grub.cfg', '/grub2/grub.cfg', '/boot/grub/grub.cfg', '/boot/grub2/grub.cfg']) {
-      const f = locate(tree, p);
-      if (!f) continue;
-      checkAbort();
-      seen.get('grub')!.push(`${tree.partition}:${p}`);
-      const text = (await readText(f.hostPath)) ?? '\0';
-      const prefix = p.slice(0, p.lastIndexOf('/'));
-      const treeOf = (root: GrubRoot): BootTree | null => (root.kind === 'config' ? tree : treesFor(root, tree, trees).tree);
-      let platform = options.platform;
-      if (!platform) {
-        const efi = isDir(tree, `${prefix}/x86_64-efi`);
-        const pc = isDir(tree, `${prefix}/i386-pc`);
-        if (efi && !pc) platform = 'efi';
-        else if (pc && !efi) platform = 'pc';
-      }
-      const r = parseGrubConfig(text, {
-        prefix,
-        what: p,
-        grubEnv,
-        ...(platform ? { platform } : {}),
-        exists: (root, path, test) => {
-          const t = treeOf(root);
-          if (!t) return undefined;
-          if (test === 'd') return isDir(t, path) !== null;
-          const l = locate(t, path);
-          if (test === 's') return l !== null && l.size > 0;
-          return l !== null || (test === 'e' && isDir(t, path) !== null);
-        },
-        readFile: (root, path) => {
-          const t = treeOf(root);
-          const l = t ? locate(t, path) : null;
-          if (!l || l.size > TEXT_MAX) return undefined;
-          try {
-            return readFileSync(l.hostPath, 'utf8');
-          } catch {
-            return undefined;
-          }
-        },
-      });
-      notes.push(...r.notes);
-      addSkips(tree, r.skipped);
-      if (r.usesBlscfg) {
-        grubUsesBlscfg = true;
-        grubBlsDefault = r.defaultValue;
-        notes.push(`${tree.partition}:${p} loads its menu from loader/entries (blscfg): those are listed as bls entries`);
-      }
-      r.candidates.forEach((c, i) => found.get('grub')!.push({ candidate: c, tree, order: i }));
-      break;
-    }
-
-    // 5. syslinux / extlinux
-    for (const p of ['/extlinux.conf', '/extlinux/extlinux.conf', '/syslinux.cfg', '/syslinux/syslinux.cfg', '/boot/extlinux.conf', '/boot/extlinux/extlinux.conf', '/boot/syslinux/syslinux.cfg', '/boot/syslinux.cfg']) {
-      const f = locate(tree, p);
-      if (!f) continue;
-      seen.get('syslinux')!.push(`${tree.partition}:${p}`);
-      const text = (await readText(f.hostPath)) ?? '\0';
-      const r = parseSyslinux(text, {
-        path: p,
-        readFile: (path) => {
-          const l = locate(tree, path);
-          try {
-            return l && l.size <= TEXT_MAX ? readFileSync(l.hostPath, 'utf8') : undefined;
-          } catch {
-            return undefined;
-          }
-        },
-      });
-      notes.push(...r.notes);
-      addSkips(tree, r.skipped);
-      r.candidates.forEach((c, i) => found.get('syslinux')!.push({ candidate: c, tree, order: i }));
-      break;
-    }
-
-    // 6. kernel pairs
-    let cmdline = options.cmdline ?? null;
-    if (cmdline === null) {
-      const etc = locate(tree, '/etc/kernel/cmdline');
-      const text = etc ? await readText(etc.hostPath) : null;
-      if (text !== null && text.trim()) {
-        cmdline = text.trim().split(/\s+/).join(' ');
-        notes.push(`${tree.partition}: kernel pairs use the command line from /etc/kernel/cmdline`);
-      }
-    }
-    for (const p of ['/', '/boot']) {
-      const host = p === '/' ? tree.dir : isDir(tree, p);
-      if (!host || (p === '/boot' && tree.subdir === '/boot')) continue;
-      const names = await listDir(host);
-      const r = findKernelPairs(p, names, { cmdline });
-      if (r.candidates.length || r.skipped.length) seen.get('kernel-pair')!.push(`${tree.partition}:${p}`);
-      notes.push(...r.notes);
-      addSkips(tree, r.skipped);
-      r.candidates.forEach((c, i) => found.get('kernel-pair')!.push({ candidate: c, tree, order: i }));
-    }
+  constructor(
+    readonly trees: readonly BootTree[],
+    readonly options: DiscoverOptions,
+  ) {
+    this.arch = options.architecture ?? 'x64';
   }
 
-  // Resolve files: a candidate whose kernel or an initrd is missing is skipped.
-  const resolveOne = (f: Found): BootEntry | null => {
-    const c = f.candidate;
-    let tree = f.tree;
-    if (c.root) {
-      const r = treesFor(c.root, f.tree, trees);
-      if (r.note) notes.push(`${c.title}: ${r.note}`);
-      if (!r.tree) {
-        skipped.push({ source: c.source, what: `"${c.title}"`, reason: `its files are on the file system with ${c.root.kind} ${c.root.value}, which is not on ${f.tree.partition}'s disk`, partition: f.tree.partition });
-        return null;
+  checkAbort(): void {
+    const signal = this.options.signal;
+    if (signal?.aborted) throw signal.reason instanceof Error ? signal.reason : new Error('aborted');
+  }
+
+  add(source: BootEntrySource, tree: BootTree, candidates: readonly Candidate[]): void {
+    candidates.forEach((candidate, order) => this.found.get(source)!.push({ candidate, tree, order }));
+  }
+
+  skip(tree: BootTree, list: readonly Skipped[]): void {
+    this.skipped.push(...list.map((s) => ({ ...s, partition: tree.partition })));
+  }
+
+  looked(source: BootEntrySource, what: string): void {
+    this.seen.get(source)!.push(what);
+  }
+}
+
+/** The first of `paths` that is a file in `tree`, with the path it was found as. */
+function firstFile(tree: BootTree, paths: readonly string[]): { path: string; hostPath: string; size: number } | null {
+  for (const path of paths) {
+    const f = locate(tree, path);
+    if (f) return { path, ...f };
+  }
+  return null;
+}
+
+/** A reader for the parsers that follow includes (grub `source`, syslinux INCLUDE): text files only. */
+function textFileReader(tree: BootTree | null, path: string): string | undefined {
+  const l = tree ? locate(tree, path) : null;
+  if (!l || l.size > TEXT_MAX) return undefined;
+  try {
+    return readFileSync(l.hostPath, 'utf8');
+  } catch {
+    return undefined;
+  }
+}
+
+/** grub's environment block (Fedora's $kernelopts, saved_entry). */
+async function readGrubEnv(tree: BootTree): Promise<Map<string, string> | undefined> {
+  for (const p of ['/grub2/grubenv', '/boot/grub2/grubenv', '/grub/grubenv', '/boot/grub/grubenv']) {
+    const f = locate(tree, p);
+    const text = f ? await readText(f.hostPath) : null;
+    if (text !== null) return parseGrubEnv(text).vars;
+  }
+  return undefined;
+}
+
+async function scanOverride(scan: Scan, tree: BootTree): Promise<void> {
+  const f = firstFile(tree, [`/${OVERRIDE_FILE}`, `/boot/${OVERRIDE_FILE}`]);
+  if (!f) return;
+  scan.looked('override', `${tree.partition}:${f.path}`);
+  const r = parseOverride((await readText(f.hostPath)) ?? '', f.path);
+  scan.skip(tree, r.skipped);
+  scan.notes.push(...r.notes);
+  scan.add('override', tree, r.candidates);
+}
+
+/** The directories of `paths` that exist in `tree`, each once (a /boot tree may reach one by two names). */
+function entryDirs(tree: BootTree, paths: readonly string[]): { path: string; host: string }[] {
+  const out: { path: string; host: string }[] = [];
+  for (const path of paths) {
+    const host = isDir(tree, path);
+    if (host && !out.some((d) => d.host === host)) out.push({ path, host });
+  }
+  return out;
+}
+
+async function entryNames(host: string, suffix: string): Promise<string[]> {
+  return (await listDir(host)).filter((n) => n.toLowerCase().endsWith(suffix) && !n.startsWith('.') && !n.startsWith('auto-'));
+}
+
+async function scanBls(scan: Scan, tree: BootTree, grubEnv: Map<string, string> | undefined): Promise<void> {
+  const loaderConf = locate(tree, '/loader/loader.conf');
+  if (loaderConf && scan.loaderDefault === null) {
+    const text = await readText(loaderConf.hostPath);
+    if (text !== null) scan.loaderDefault = parseLoaderConf(text).default;
+  }
+  for (const { path: p, host } of entryDirs(tree, ['/loader/entries', '/boot/loader/entries'])) {
+    const names = await entryNames(host, '.conf');
+    scan.looked('bls', `${tree.partition}:${p} (${names.length} entries)`);
+    for (const name of names) {
+      scan.checkAbort();
+      const text = await readText(join(host, name));
+      if (text === null) {
+        scan.skipped.push({ source: 'bls', what: `${p}/${name}`, reason: 'cannot be read', partition: tree.partition });
+        continue;
       }
-      tree = r.tree;
+      const r = parseBlsEntry(name, text, { grubEnv, architecture: scan.arch });
+      scan.notes.push(...r.notes);
+      if (r.skipped) scan.skipped.push({ ...r.skipped, what: `${p}/${name}`, partition: tree.partition });
+      if (r.entry) scan.found.get('bls')!.push({ candidate: r.entry.candidate, tree, sortable: r.entry, order: 0 });
     }
-    const resolveRef = (ref: FileRef, role: string): ResolvedFile | string => {
-      const l = locate(tree, ref.path);
-      if (!l) return `its ${role} ${ref.path} is missing`;
-      if (ref.section) {
-        if (ref.section.offset + ref.section.length > l.size) return `its ${role} section lies outside ${ref.path}`;
-        return { tree, ref, hostPath: l.hostPath, offset: ref.section.offset, length: ref.section.length };
-      }
-      if (l.size === 0 && role === 'kernel') return `its kernel ${ref.path} is empty`;
-      return { tree, ref, hostPath: l.hostPath, offset: 0, length: l.size };
-    };
-    const kernel = resolveRef(c.kernel, 'kernel');
-    const initrds = c.initrds.map((r) => resolveRef(r, 'initrd'));
-    const problem = [kernel, ...initrds].find((x): x is string => typeof x === 'string');
-    if (problem) {
-      skipped.push({ source: c.source, what: `"${c.title}" (${c.id})`, reason: problem, partition: tree.partition });
+  }
+}
+
+/** One Unified Kernel Image: its PE header and text sections, read without reading the whole file. */
+async function scanUkiFile(scan: Scan, tree: BootTree, path: string, hostPath: string): Promise<void> {
+  let size: number;
+  try {
+    size = (await stat(hostPath)).size;
+  } catch {
+    return;
+  }
+  let header = await readRange(hostPath, 0, Math.min(size, PE_HEADER_BYTES));
+  let pe = decodePeHeader(header, size);
+  if (!pe.ok && pe.needBytes && pe.needBytes <= 16 * 1024 * 1024) {
+    header = await readRange(hostPath, 0, pe.needBytes);
+    pe = decodePeHeader(header, size);
+  }
+  if (!pe.ok) {
+    scan.skipped.push({ source: 'uki', what: path, reason: pe.error, partition: tree.partition });
+    return;
+  }
+  const texts = new Map<string, Uint8Array>();
+  for (const [sname, s] of ukiTextSections(pe.image, size)) texts.set(sname, await readRange(hostPath, s.fileOffset, s.fileSize));
+  const r = ukiCandidate(path, pe.image, size, texts, { architecture: scan.arch });
+  if (r.skipped) scan.skipped.push({ ...r.skipped, partition: tree.partition });
+  if (!r.uki) return;
+  const { candidate, sortKey, sortVersion, triesLeft, triesDone } = r.uki;
+  scan.found.get('uki')!.push({ candidate, tree, order: 0, sortable: { id: candidate.id, sortKey, machineId: null, version: sortVersion, triesLeft, triesDone } });
+}
+
+async function scanUki(scan: Scan, tree: BootTree): Promise<void> {
+  for (const { path: p, host } of entryDirs(tree, ['/EFI/Linux', '/boot/EFI/Linux'])) {
+    const names = await entryNames(host, '.efi');
+    scan.looked('uki', `${tree.partition}:${p} (${names.length} images)`);
+    for (const name of names) {
+      scan.checkAbort();
+      await scanUkiFile(scan, tree, `${p}/${name}`, join(host, name));
+    }
+  }
+}
+
+/** $grub_platform from the modules installed next to grub.cfg, when the caller did not say. */
+function grubPlatform(tree: BootTree, prefix: string, given: 'efi' | 'pc' | undefined): 'efi' | 'pc' | undefined {
+  if (given) return given;
+  const efi = isDir(tree, `${prefix}/x86_64-efi`);
+  const pc = isDir(tree, `${prefix}/i386-pc`);
+  if (efi && !pc) return 'efi';
+  if (pc && !efi) return 'pc';
+  return undefined;
+}
+
+async function scanGrub(scan: Scan, tree: BootTree, grubEnv: Map<string, string> | undefined): Promise<void> {
+  const f = firstFile(tree, ['/grub/grub.cfg', '/grub2/grub.cfg', '/boot/grub/grub.cfg', '/boot/grub2/grub.cfg']);
+  if (!f) return;
+  scan.checkAbort();
+  const p = f.path;
+  scan.looked('grub', `${tree.partition}:${p}`);
+  const text = (await readText(f.hostPath)) ?? '\0';
+  const prefix = p.slice(0, p.lastIndexOf('/'));
+  const treeOf = (root: GrubRoot): BootTree | null => (root.kind === 'config' ? tree : treesFor(root, tree, scan.trees).tree);
+  const platform = grubPlatform(tree, prefix, scan.options.platform);
+  const r = parseGrubConfig(text, {
+    prefix,
+    what: p,
+    grubEnv,
+    ...(platform ? { platform } : {}),
+    exists: (root, path, test) => {
+      const t = treeOf(root);
+      if (!t) return undefined;
+      if (test === 'd') return isDir(t, path) !== null;
+      const l = locate(t, path);
+      if (test === 's') return l !== null && l.size > 0;
+      return l !== null || (test === 'e' && isDir(t, path) !== null);
+    },
+    readFile: (root, path) => textFileReader(treeOf(root), path),
+  });
+  scan.notes.push(...r.notes);
+  scan.skip(tree, r.skipped);
+  if (r.usesBlscfg) {
+    scan.grubUsesBlscfg = true;
+    scan.grubBlsDefault = r.defaultValue;
+    scan.notes.push(`${tree.partition}:${p} loads its menu from loader/entries (blscfg): those are listed as bls entries`);
+  }
+  scan.add('grub', tree, r.candidates);
+}
+
+const SYSLINUX_CONFIGS = ['/extlinux.conf', '/extlinux/extlinux.conf', '/syslinux.cfg', '/syslinux/syslinux.cfg', '/boot/extlinux.conf', '/boot/extlinux/extlinux.conf', '/boot/syslinux/syslinux.cfg', '/boot/syslinux.cfg'];
+
+async function scanSyslinux(scan: Scan, tree: BootTree): Promise<void> {
+  const f = firstFile(tree, SYSLINUX_CONFIGS);
+  if (!f) return;
+  scan.looked('syslinux', `${tree.partition}:${f.path}`);
+  const r = parseSyslinux((await readText(f.hostPath)) ?? '\0', { path: f.path, readFile: (path) => textFileReader(tree, path) });
+  scan.notes.push(...r.notes);
+  scan.skip(tree, r.skipped);
+  scan.add('syslinux', tree, r.candidates);
+}
+
+/** The command line for kernel pairs: the config's, else the tree's /etc/kernel/cmdline. */
+async function kernelPairCmdline(scan: Scan, tree: BootTree): Promise<string | null> {
+  if (scan.options.cmdline != null) return scan.options.cmdline;
+  const etc = locate(tree, '/etc/kernel/cmdline');
+  const text = etc ? await readText(etc.hostPath) : null;
+  if (text === null || !text.trim()) return null;
+  scan.notes.push(`${tree.partition}: kernel pairs use the command line from /etc/kernel/cmdline`);
+  return text.trim().split(/\s+/).join(' ');
+}
+
+async function scanKernelPairs(scan: Scan, tree: BootTree): Promise<void> {
+  const cmdline = await kernelPairCmdline(scan, tree);
+  for (const p of ['/', '/boot']) {
+    const host = p === '/' ? tree.dir : isDir(tree, p);
+    if (!host || (p === '/boot' && tree.subdir === '/boot')) continue;
+    const r = findKernelPairs(p, await listDir(host), { cmdline });
+    if (r.candidates.length || r.skipped.length) scan.looked('kernel-pair', `${tree.partition}:${p}`);
+    scan.notes.push(...r.notes);
+    scan.skip(tree, r.skipped);
+    scan.add('kernel-pair', tree, r.candidates);
+  }
+}
+
+/** Every layout of one tree, in the order of preference. */
+async function scanTree(scan: Scan, tree: BootTree): Promise<void> {
+  scan.checkAbort();
+  scan.options.log?.debug(`looking in ${tree.partition} (${tree.dir})`);
+  const grubEnv = await readGrubEnv(tree);
+  await scanOverride(scan, tree);
+  await scanBls(scan, tree, grubEnv);
+  await scanUki(scan, tree);
+  await scanGrub(scan, tree, grubEnv);
+  await scanSyslinux(scan, tree);
+  await scanKernelPairs(scan, tree);
+}
+
+/** A candidate with its kernel and initrds found as files; null (and a skip with the reason) when one is missing. */
+function resolveCandidate(scan: Scan, f: Found): BootEntry | null {
+  const c = f.candidate;
+  let tree = f.tree;
+  if (c.root) {
+    const r = treesFor(c.root, f.tree, scan.trees);
+    if (r.note) scan.notes.push(`${c.title}: ${r.note}`);
+    if (!r.tree) {
+      scan.skipped.push({ source: c.source, what: `"${c.title}"`, reason: `its files are on the file system with ${c.root.kind} ${c.root.value}, which is not on ${f.tree.partition}'s disk`, partition: f.tree.partition });
       return null;
     }
-    const show = (r: FileRef) => (r.section ? `${r.path}:${r.section.name}` : r.path);
-    return {
-      id: c.id,
-      title: c.title,
-      version: c.version,
-      kernel: show(c.kernel),
-      initrds: c.initrds.map(show),
-      cmdline: c.cmdline,
-      source: c.source,
-      partition: tree.partition,
-      default: false,
-      files: { kernel: kernel as ResolvedFile, initrds: initrds as ResolvedFile[] },
-    };
+    tree = r.tree;
+  }
+  const resolveRef = (ref: FileRef, role: string): ResolvedFile | string => {
+    const l = locate(tree, ref.path);
+    if (!l) return `its ${role} ${ref.path} is missing`;
+    if (ref.section) {
+      if (ref.section.offset + ref.section.length > l.size) return `its ${role} section lies outside ${ref.path}`;
+      return { tree, ref, hostPath: l.hostPath, offset: ref.section.offset, length: ref.section.length };
+    }
+    if (l.size === 0 && role === 'kernel') return `its kernel ${ref.path} is empty`;
+    return { tree, ref, hostPath: l.hostPath, offset: 0, length: l.size };
   };
+  const kernel = resolveRef(c.kernel, 'kernel');
+  const initrds = c.initrds.map((r) => resolveRef(r, 'initrd'));
+  const problem = [kernel, ...initrds].find((x): x is string => typeof x === 'string');
+  if (problem) {
+    scan.skipped.push({ source: c.source, what: `"${c.title}" (${c.id})`, reason: problem, partition: tree.partition });
+    return null;
+  }
+  const show = (r: FileRef) => (r.section ? `${r.path}:${r.section.name}` : r.path);
+  return {
+    id: c.id,
+    title: c.title,
+    version: c.version,
+    kernel: show(c.kernel),
+    initrds: c.initrds.map(show),
+    cmdline: c.cmdline,
+    source: c.source,
+    partition: tree.partition,
+    default: false,
+    files: { kernel: kernel as ResolvedFile, initrds: initrds as ResolvedFile[] },
+  };
+}
 
+type Resolved = { e: BootEntry; f: Found }[];
+
+/** Each layout's usable entries in its own order, and a line saying what was looked at. */
+function resolveLayouts(scan: Scan): { bySource: Map<BootEntrySource, Resolved>; layouts: LayoutReport[] } {
   // BLS type #1 and #2 share systemd-boot's order and loader.conf's default.
-  const blsAll = [...found.get('bls')!, ...found.get('uki')!].sort((a, b) => compareBlsEntries(a.sortable!, b.sortable!));
+  const blsAll = [...scan.found.get('bls')!, ...scan.found.get('uki')!].sort((a, b) => compareBlsEntries(a.sortable!, b.sortable!));
   blsAll.forEach((f, i) => (f.order = i));
-
   const layouts: LayoutReport[] = [];
-  const bySource = new Map<BootEntrySource, { e: BootEntry; f: Found }[]>();
+  const bySource = new Map<BootEntrySource, Resolved>();
   for (const source of SOURCE_ORDER) {
-    const list = found.get(source)!.slice().sort((a, b) => a.order - b.order);
-    const resolved: { e: BootEntry; f: Found }[] = [];
+    const list = scan.found.get(source)!.slice().sort((a, b) => a.order - b.order);
+    const resolved: Resolved = [];
     for (const f of list) {
-      const e = resolveOne(f);
+      const e = resolveCandidate(scan, f);
       if (e) resolved.push({ e, f });
     }
     bySource.set(source, resolved);
-    const looked = seen.get(source)!;
-    const skippedHere = skipped.filter((s) => s.source === source).length;
+    const looked = scan.seen.get(source)!;
+    const skippedHere = scan.skipped.filter((s) => s.source === source).length;
     layouts.push({
       source,
       usable: resolved.length,
       summary: looked.length === 0 ? `none found (${WHERE[source]})` : `${looked.join(', ')}: ${resolved.length} usable${skippedHere ? `, ${skippedHere} skipped` : ''}`,
     });
   }
-  const entries: BootEntry[] = SOURCE_ORDER.flatMap((s) => bySource.get(s)!.map((r) => r.e));
+  return { bySource, layouts };
+}
 
-  // The default: the most preferred layout that has a usable entry, and
-  // within it the layout's own default.
-  let defaultEntry: BootEntry | null = null;
-  for (const source of SOURCE_ORDER) {
-    const resolved = bySource.get(source)!;
-    if (defaultEntry) break;
-    if (source === 'uki') continue; // decided together with 'bls'
-    if (source === 'bls') {
-      // Type #1 and #2 share systemd-boot's order and loader.conf's default
-      // (or, with grub's blscfg, grubenv's saved_entry).
-      const both = [...resolved, ...bySource.get('uki')!].sort((a, b) => a.f.order - b.f.order);
-      if (both.length === 0) continue;
-      const ids = both.map((r) => r.e.id);
-      if (loaderDefault) {
-        const pick = pickBlsDefault(ids, loaderDefault);
-        if (pick.note) notes.push(pick.note);
-        if (loaderDefault !== '@saved' && ids.some((id) => id === ids[pick.index])) defaultEntry = both[pick.index]!.e;
-      } else if (grubUsesBlscfg && grubBlsDefault) {
-        const want = grubBlsDefault.toLowerCase();
-        const hit = both.find((r) => r.e.id === `${want}.conf` || r.e.id === want);
-        notes.push(hit ? `grub's saved_entry "${grubBlsDefault}" chose ${hit.e.id}` : `grub's default "${grubBlsDefault}" names no loader entry; the first is used`);
-        if (hit) defaultEntry = hit.e;
-      }
-      // Without a configured default: the first type #1 entry (the issue's
-      // preference of BLS entries over UKIs), else the first UKI.
-      defaultEntry ??= (resolved[0] ?? both[0]!).e;
-      continue;
-    }
-    if (resolved.length) defaultEntry = (resolved.find((r) => r.f.candidate.isDefault) ?? resolved[0]!).e;
+/**
+ * The default among BLS type #1 and #2 entries (one order): loader.conf's
+ * default, or with grub's blscfg its saved_entry; else the first type #1
+ * entry (BLS entries are preferred over UKIs), else the first UKI.
+ */
+function blsDefault(scan: Scan, bls: Resolved, uki: Resolved): BootEntry | null {
+  const both = [...bls, ...uki].sort((a, b) => a.f.order - b.f.order);
+  if (both.length === 0) return null;
+  const ids = both.map((r) => r.e.id);
+  if (scan.loaderDefault) {
+    const pick = pickBlsDefault(ids, scan.loaderDefault);
+    if (pick.note) scan.notes.push(pick.note);
+    if (scan.loaderDefault !== '@saved' && ids.some((id) => id === ids[pick.index])) return both[pick.index]!.e;
+  } else if (scan.grubUsesBlscfg && scan.grubBlsDefault) {
+    const want = scan.grubBlsDefault.toLowerCase();
+    const hit = both.find((r) => r.e.id === `${want}.conf` || r.e.id === want);
+    scan.notes.push(hit ? `grub's saved_entry "${scan.grubBlsDefault}" chose ${hit.e.id}` : `grub's default "${scan.grubBlsDefault}" names no loader entry; the first is used`);
+    if (hit) return hit.e;
   }
+  return (bls[0] ?? both[0]!).e;
+}
+
+/** The default: the most preferred layout that has a usable entry, and within it the layout's own default. */
+function pickDefault(scan: Scan, bySource: Map<BootEntrySource, Resolved>): BootEntry | null {
+  for (const source of SOURCE_ORDER) {
+    if (source === 'uki') continue; // decided together with 'bls'
+    const resolved = bySource.get(source)!;
+    const pick = source === 'bls' ? blsDefault(scan, resolved, bySource.get('uki')!) : ((resolved.find((r) => r.f.candidate.isDefault) ?? resolved[0])?.e ?? null);
+    if (pick) return pick;
+  }
+  return null;
+}
+
+export async function discoverBootEntries(trees: readonly BootTree[], options: DiscoverOptions = {}): Promise<Discovery> {
+  const scan = new Scan(trees, { ...options, log: options.log ?? silentLogger });
+  for (const tree of trees) await scanTree(scan, tree);
+  const { bySource, layouts } = resolveLayouts(scan);
+  const entries: BootEntry[] = SOURCE_ORDER.flatMap((s) => bySource.get(s)!.map((r) => r.e));
+  const defaultEntry = pickDefault(scan, bySource);
   if (defaultEntry) {
     defaultEntry.default = true;
     entries.splice(entries.indexOf(defaultEntry), 1);
     entries.unshift(defaultEntry);
   }
-  return { entries, skipped, notes, layouts };
+  return { entries, skipped: scan.skipped, notes: scan.notes, layouts };
 }
 
 const WHERE: Record<BootEntrySource, string> = {
@@ -515,12 +558,4 @@ const WHERE: Record<BootEntrySource, string> = {
 /** Reads an entry's file bytes (the whole file or its UKI section). */
 export async function readResolvedFile(f: ResolvedFile): Promise<Buffer> {
   return readRange(f.hostPath, f.offset, f.length);
-}
-
-export function listDirSync(path: string): string[] {
-  try {
-    return readdirSync(path);
-  } catch {
-    return [];
-  }
 }

@@ -29,6 +29,7 @@ import { noPassphrase, type PassphraseProvider } from '../disk/passphrase';
 import { GPT_TYPE_BIOS_BOOT, GPT_TYPE_ESP, readPartitionTable, type PartitionTable } from '../disk/partition-table';
 import { PROBE_BYTES, probeFilesystem, type FsProbe } from '../disk/fs-probe';
 import { systemRunner, type CommandRunner } from '../disk/runner';
+import { readRange } from '../disk/read-range';
 import { discoverBootEntries, readResolvedFile, type BootEntry, type BootTree, type Discovery, type ResolvedFile } from './discover';
 
 export interface FindBootEntriesOptions {
@@ -77,17 +78,6 @@ interface Volume {
   number?: number;
   isEsp?: boolean;
   gptType?: string;
-}
-
-async function readAt(file: string, offset: number, length: number): Promise<Uint8Array> {
-  const fh = await open(file, 'r');
-  try {
-    const buf = Buffer.alloc(length);
-    const { bytesRead } = await fh.read(buf, 0, length, offset);
-    return buf.subarray(0, bytesRead);
-  } finally {
-    await fh.close();
-  }
 }
 
 async function deviceSize(path: string, isBlock: boolean, rdev: number): Promise<number> {
@@ -178,12 +168,12 @@ export async function findBootEntries(source: string, options: FindBootEntriesOp
       else volumes.push({ name: v.name, what: k === 'unknown' ? `unknown contents${v.gptType ? ` (type ${v.gptType})` : ''}` : k, problem: k === 'swap' ? 'swap' : 'no file system we can read' });
     };
 
-    const whole = probeFilesystem(await readAt(source, 0, PROBE_BYTES));
+    const whole = probeFilesystem(await readRange(source, 0, PROBE_BYTES));
     let table: PartitionTable | null = null;
     if (whole.kind !== 'unknown') {
       classify({ name: source, device: source, offset: 0, size, probe: whole });
     } else {
-      table = await readPartitionTable((o, l) => readAt(source, o, l), size);
+      table = await readPartitionTable((o, l) => readRange(source, o, l), size);
       if (!table) throw new StiefelError('E_NO_PARTITIONS', `${source} has neither a partition table (GPT or MBR) nor a file system we know`);
       for (const p of table.problems) log.warn(`${source}: ${p}`);
       for (const p of table.partitions) {
@@ -193,7 +183,7 @@ export async function findBootEntries(source: string, options: FindBootEntriesOp
           volumes.push({ name, what: 'BIOS boot partition', problem: 'holds no files' });
           continue;
         }
-        const probe = probeFilesystem(await readAt(source, p.offset, Math.min(PROBE_BYTES, p.size)));
+        const probe = probeFilesystem(await readRange(source, p.offset, Math.min(PROBE_BYTES, p.size)));
         classify({ name, device: source, offset: p.offset, size: p.size, probe, number: p.number, isEsp: p.type === GPT_TYPE_ESP, gptType: p.type });
       }
     }
@@ -226,7 +216,7 @@ export async function findBootEntries(source: string, options: FindBootEntriesOp
         if (inUse.length) log.info(`${pv.name}: volume group ${inUse[0]!.vg} is active on this machine already: ${inUse.map((lv) => lv.path).join(', ')} read as they are and left active`);
         for (const lv of lvs) {
           checkAbort();
-          const probe = probeFilesystem(await readAt(lv.path, 0, PROBE_BYTES));
+          const probe = probeFilesystem(await readRange(lv.path, 0, PROBE_BYTES));
           const v: Volume = { name: lv.path, device: lv.path, offset: 0, size: 0, probe };
           if (mountArgs(probe.kind)) await mountVolume(v, lv.path, 0, 0);
           else volumes.push({ name: lv.path, what: probe.kind, problem: 'no file system we can read' });
@@ -268,7 +258,7 @@ export async function findBootEntries(source: string, options: FindBootEntriesOp
           volumes.push({ name: c.name, what: 'LUKS', problem: err.message });
           continue;
         }
-        const probe = probeFilesystem(await readAt(mapped, 0, PROBE_BYTES));
+        const probe = probeFilesystem(await readRange(mapped, 0, PROBE_BYTES));
         // Named after its partition: the mapping is gone once the scan is closed.
         const inner: Volume = { name: c.name, device: mapped, offset: 0, size: 0, probe, ...(c.number ? { number: c.number } : {}) };
         log.debug(`${c.name}: LUKS opened as ${mapped}, holding ${probe.kind}`);
