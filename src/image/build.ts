@@ -185,11 +185,149 @@ function cachingReader(): { read: (p: string) => Promise<Buffer>; get: (realPath
 
 async function fileMustExist(path: string, what: string, fix: string): Promise<void> {
   const st = await stat(path).catch(() => undefined);
-  if (!st?.isFile()) throw new StiefelError('E_IMAGE_INPUT', `${what} ${path} ${st ? 'is not a regular file' : 'does not exist'}: ${fix}`);
+  if (!st?.isFile()) throw new StiefelError('E_IMAGE_INPUT', `${what} ${path} does not exist: ${fix}`);
 }
 
 function throwIfAborted(signal: AbortSignal | undefined): void {
   if (signal?.aborted) throw new StiefelError('E_ABORTED', 'build-image was interrupted; nothing was written');
+}
+
+type Kernel = Awaited<ReturnType<typeof locateKernel>>;
+type Selection = Awaited<ReturnType<typeof selectModules>>;
+type Closure = Awaited<ReturnType<typeof libraryClosure>>;
+type Program = { spec: ProgramSpec; path: string };
+
+/** Everything the user named, checked before anything is read at length or written. */
+async function checkInputs(options: BuildImageOptions): Promise<{ kernel: Kernel; modulesDir: string; programs: Program[]; depmod: string }> {
+  await checkOutputDir(options.outDir);
+  const kernel = await locateKernel({ kernel: options.kernel, runningRelease: options.runningRelease, bootDir: options.bootDir });
+  const modulesDir = options.modulesDir ?? `/lib/modules/${kernel.release}`;
+  if (options.config !== undefined) await fileMustExist(options.config, 'config file', "write one with 'stiefelctl init' or fix --config");
+  if (options.secret !== undefined) await fileMustExist(options.secret, 'secret file', "write one with 'stiefelctl init' or fix --secret");
+  await fileMustExist(options.bundle, 'stiefelctl bundle', "run 'npm run build' or pass --bundle PATH to dist/stiefelctl.js");
+  await fileMustExist(options.node, 'node binary', 'pass the path of a node binary');
+  const programs: Program[] = [];
+  for (const spec of [...IMAGE_PROGRAMS, BUSYBOX]) programs.push({ spec, path: await findProgram(spec, options.searchDirs) });
+  for (const name of options.extraPrograms ?? []) programs.push({ spec: { name: posix.basename(name) }, path: await findProgram(name, options.searchDirs) });
+  const depmod = await findProgram({ name: 'depmod', packages: PACKAGES.kmod }, options.searchDirs);
+  return { kernel, modulesDir, programs, depmod };
+}
+
+/** The output directory is one, or can be made: said at once, not after the slow steps. */
+async function checkOutputDir(outDir: string): Promise<void> {
+  for (let dir = outDir; ; dir = posix.dirname(dir)) {
+    const st = await stat(dir).catch((err: unknown) => (errnoCode(err) === 'ENOENT' ? undefined : Promise.reject(err)));
+    if (st === undefined) {
+      if (posix.dirname(dir) === dir) return;
+      continue;
+    }
+    if (!st.isDirectory()) {
+      const what = dir === outDir ? `--out ${outDir} is a file, not a directory` : `--out ${outDir} cannot be made: ${dir} is a file`;
+      throw new StiefelError('E_IMAGE_OUT', `${what}: choose a directory for vmlinuz and initrd.img with --out DIR`);
+    }
+    return;
+  }
+}
+
+interface Packing {
+  compression: Compression;
+  compressionReason: string;
+  zstd: string | undefined;
+  level: number;
+  stripTool: string | undefined;
+}
+
+/** The initramfs's compression (what the kernel can unpack) and the strip tool. */
+async function choosePacking(options: BuildImageOptions, kernel: Kernel, modulesDir: string, log: Logger): Promise<Packing> {
+  const choice = chooseCompression({
+    requested: options.compress,
+    release: kernel.release,
+    rd: await kernelZstdSupport(kernel, modulesDir),
+    zstd: await lookupProgram('zstd', options.searchDirs),
+  });
+  if (choice.warning !== undefined) log.warn(choice.warning);
+  const stripTool = options.strip === false ? undefined : await lookupProgram('strip', options.searchDirs);
+  if (options.strip === true && stripTool === undefined) {
+    throw new StiefelError('E_IMAGE_TOOL', `'strip' is not installed: install ${formatPackages(PACKAGES.strip)}, or build with --no-strip`);
+  }
+  return { compression: choice.compression, compressionReason: choice.reason, zstd: choice.zstd, level: options.compressLevel ?? DEFAULT_LEVEL[choice.compression], stripTool };
+}
+
+/** Temporary names in the output directory, renamed into place at the very end. */
+async function makeWorkDirs(outDir: string): Promise<{ work: string; tmpInitrd: string; tmpKernel: string }> {
+  await mkdir(outDir, { recursive: true }).catch((err: unknown) => {
+    throw new StiefelError('E_IMAGE_OUT', `cannot create the output directory ${outDir}: ${errnoCode(err) ?? String(err)}`);
+  });
+  const work = posix.join(outDir, `.stiefel-build-${randomBytes(6).toString('hex')}`);
+  await mkdir(work).catch((err: unknown) => {
+    throw new StiefelError('E_IMAGE_OUT', `cannot write into the output directory ${outDir}: ${errnoCode(err) ?? String(err)} (choose another --out, or run as root)`);
+  });
+  return {
+    work,
+    tmpInitrd: posix.join(outDir, `.initrd.img.${randomBytes(6).toString('hex')}.tmp`),
+    tmpKernel: posix.join(outDir, `.vmlinuz.${randomBytes(6).toString('hex')}.tmp`),
+  };
+}
+
+/**
+ * Strips programs and libraries that still carry symbols (the node binary
+ * does); never kernel modules, whose signatures that would break. Returns
+ * the stripped bytes by real path.
+ */
+async function stripObjects(closure: Closure, stripTool: string, work: string, ctx: { signal?: AbortSignal; progress: ProgressCallback }): Promise<{ replaced: Map<string, Buffer>; stripped: BuildSummary['stripped'] }> {
+  const stripped: BuildSummary['stripped'] = [];
+  const replaced = new Map<string, Buffer>();
+  for (const obj of closure.objects.values()) {
+    let sections;
+    try {
+      sections = readElfSections(obj.data);
+    } catch (err) {
+      if (err instanceof ElfError) continue;
+      throw err;
+    }
+    if (!sections.some((s) => s.name === '.symtab' || s.name.startsWith('.debug'))) continue;
+    const real = await realpath(obj.path);
+    if (replaced.has(real)) continue;
+    ctx.progress({ phase: 'strip', message: `stripping ${real}` });
+    const out = posix.join(work, `strip-${replaced.size}`);
+    try {
+      await execFileAsync(stripTool, ['--strip-unneeded', '-o', out, real], { signal: ctx.signal });
+    } catch (err) {
+      throw new StiefelError('E_IMAGE_STRIP', `strip failed on ${real}: ${String((err as { stderr?: string }).stderr ?? err).trim().split('\n')[0]}`, { cause: err });
+    }
+    const data = await readFile(out);
+    replaced.set(real, data);
+    stripped.push({ path: real, before: obj.data.length, after: data.length });
+  }
+  return { replaced, stripped };
+}
+
+/** Reads every host file of the tree once; the cpio entries and the size of each part. */
+async function readTree(tree: ImageTree, reader: ReturnType<typeof cachingReader>, replaced: ReadonlyMap<string, Buffer>, progress: ProgressCallback) {
+  const hostFiles = [...tree.nodes.values()].flatMap((n) => (n.type === 'file' && n.hostPath !== undefined ? [n.hostPath] : []));
+  let readCount = 0;
+  await forEachLimited(hostFiles, 16, async (p) => {
+    await reader.read(p);
+    readCount++;
+    progress({ phase: 'read', message: `reading ${hostFiles.length} files`, done: readCount, total: hostFiles.length });
+  });
+  const realOf = new Map<string, string>();
+  for (const p of hostFiles) realOf.set(p, await realpath(p));
+  const dataOf = (hostPath: string): Buffer => {
+    const real = realOf.get(hostPath)!;
+    return replaced.get(real) ?? reader.get(real)!;
+  };
+  const entries = tree.toCpioEntries(dataOf);
+  const parts = new Map<string, ImagePart>();
+  for (const node of tree.nodes.values()) {
+    if (node.type !== 'file') continue;
+    const part = parts.get(node.part) ?? { name: node.part, files: 0, bytes: 0 };
+    part.files += 1;
+    part.bytes += (node.data ?? dataOf(node.hostPath!)).length;
+    parts.set(node.part, part);
+  }
+  const unpackedBytes = [...parts.values()].reduce((a, p) => a + p.bytes, 0);
+  return { entries, parts: [...parts.values()].sort((a, b) => b.bytes - a.bytes), unpackedBytes };
 }
 
 export async function buildImage(options: BuildImageOptions, ctx: BuildContext = {}): Promise<BuildSummary> {
@@ -198,65 +336,26 @@ export async function buildImage(options: BuildImageOptions, ctx: BuildContext =
   const signal = ctx.signal;
   const progress: ProgressCallback = ctx.progress ?? (() => undefined);
 
-  // Everything the user named is checked before anything is written.
   progress({ phase: 'kernel', message: 'reading the kernel image' });
-  const kernel = await locateKernel({ kernel: options.kernel, runningRelease: options.runningRelease, bootDir: options.bootDir });
-  const modulesDir = options.modulesDir ?? `/lib/modules/${kernel.release}`;
-  if (options.config !== undefined) {
-    await fileMustExist(options.config, 'config file', "write one with 'stiefelctl init' or fix --config");
-  }
-  if (options.secret !== undefined) {
-    await fileMustExist(options.secret, 'secret file', "write one with 'stiefelctl init' or fix --secret");
-  }
-  await fileMustExist(options.bundle, 'stiefelctl bundle', "run 'npm run build' or pass --bundle PATH to dist/stiefelctl.js");
-  await fileMustExist(options.node, 'node binary', 'pass the path of a node binary');
-
-  const programs: Array<{ spec: ProgramSpec; path: string }> = [];
-  for (const spec of [...IMAGE_PROGRAMS, BUSYBOX]) programs.push({ spec, path: await findProgram(spec, options.searchDirs) });
-  for (const name of options.extraPrograms ?? []) {
-    programs.push({ spec: { name: posix.basename(name) }, path: await findProgram(name, options.searchDirs) });
-  }
-  const depmod = await findProgram({ name: 'depmod', packages: PACKAGES.kmod }, options.searchDirs);
-
-  const choice = chooseCompression({
-    requested: options.compress,
-    release: kernel.release,
-    rd: await kernelZstdSupport(kernel, modulesDir),
-    zstd: await lookupProgram('zstd', options.searchDirs),
-  });
-  if (choice.warning !== undefined) log.warn(choice.warning);
-  const { compression, reason: compressionReason, zstd } = choice;
-  const level = options.compressLevel ?? DEFAULT_LEVEL[compression];
-  const stripTool = options.strip === false ? undefined : await lookupProgram('strip', options.searchDirs);
-  if (options.strip === true && stripTool === undefined) {
-    throw new StiefelError('E_IMAGE_TOOL', `'strip' is not installed: install ${formatPackages(PACKAGES.strip)}, or build with --no-strip`);
-  }
+  const { kernel, modulesDir, programs, depmod } = await checkInputs(options);
+  const packing = await choosePacking(options, kernel, modulesDir, log);
   throwIfAborted(signal);
 
   // Modules and libraries are chosen (and every missing one reported) before
   // anything is written.
   const reader = cachingReader();
   progress({ phase: 'modules', message: `choosing modules of ${kernel.release}` });
-  const selection = await selectModules(
+  const selection: Selection = await selectModules(
     { release: kernel.release, modulesDir, extraModules: options.extraModules, excludeModules: options.excludeModules, firmwareDir: options.firmwareDir, read: reader.read },
     log.child('modules'),
   );
   progress({ phase: 'programs', message: 'finding shared libraries' });
-  const confDirs = await readLdSoConfDirs();
-  const closure = await libraryClosure([options.node, ...programs.map((p) => p.path)], { confDirs, read: reader.read });
+  const closure = await libraryClosure([options.node, ...programs.map((p) => p.path)], { confDirs: await readLdSoConfDirs(), read: reader.read });
   throwIfAborted(signal);
 
-  await mkdir(options.outDir, { recursive: true }).catch((err: unknown) => {
-    throw new StiefelError('E_IMAGE_OUT', `cannot create the output directory ${options.outDir}: ${errnoCode(err) ?? String(err)}`);
-  });
-  const work = posix.join(options.outDir, `.stiefel-build-${randomBytes(6).toString('hex')}`);
-  await mkdir(work).catch((err: unknown) => {
-    throw new StiefelError('E_IMAGE_OUT', `cannot write into the output directory ${options.outDir}: ${errnoCode(err) ?? String(err)} (choose another --out, or run as root)`);
-  });
-  const tmpInitrd = posix.join(options.outDir, `.initrd.img.${randomBytes(6).toString('hex')}.tmp`);
-  const tmpKernel = posix.join(options.outDir, `.vmlinuz.${randomBytes(6).toString('hex')}.tmp`);
+  const { work, tmpInitrd, tmpKernel } = await makeWorkDirs(options.outDir);
   try {
-    const carriedPlain = new Map([...selection.decompressed].filter(([p]) => carryModuleDecompressed(p, compression)));
+    const carriedPlain = new Map([...selection.decompressed].filter(([p]) => carryModuleDecompressed(p, packing.compression)));
     progress({ phase: 'depmod', message: `regenerating depmod data for ${selection.paths.length} modules` });
     const depmodFiles = await regenerateDepmod(
       { release: kernel.release, modulesDir, paths: selection.paths, decompressed: carriedPlain, stagingDir: posix.join(work, 'depmod'), depmod },
@@ -266,80 +365,20 @@ export async function buildImage(options: BuildImageOptions, ctx: BuildContext =
 
     progress({ phase: 'tree', message: 'laying out the file tree' });
     const tree = new ImageTree();
-    const nodeImagePath = await layoutTree(tree, {
-      options,
-      kernelRelease: kernel.release,
-      modulesDir,
-      selection,
-      carriedPlain,
-      depmodFiles,
-      closure,
-      programs,
-      busyboxPath: programs.find((p) => p.spec === BUSYBOX)!.path,
-    });
-
-    // Strip programs and libraries that still carry symbols (the node binary
-    // does); never kernel modules, whose signatures that would break.
-    const stripped: BuildSummary['stripped'] = [];
-    const replaced = new Map<string, Buffer>();
-    if (stripTool !== undefined) {
-      for (const obj of closure.objects.values()) {
-        let sections;
-        try {
-          sections = readElfSections(obj.data);
-        } catch (err) {
-          if (err instanceof ElfError) continue;
-          throw err;
-        }
-        if (!sections.some((s) => s.name === '.symtab' || s.name.startsWith('.debug'))) continue;
-        const real = await realpath(obj.path);
-        if (replaced.has(real)) continue;
-        progress({ phase: 'strip', message: `stripping ${real}` });
-        const out = posix.join(work, `strip-${replaced.size}`);
-        try {
-          await execFileAsync(stripTool, ['--strip-unneeded', '-o', out, real], { signal });
-        } catch (err) {
-          throw new StiefelError('E_IMAGE_STRIP', `strip failed on ${real}: ${String((err as { stderr?: string }).stderr ?? err).trim().split('\n')[0]}`, { cause: err });
-        }
-        const data = await readFile(out);
-        replaced.set(real, data);
-        stripped.push({ path: real, before: obj.data.length, after: data.length });
-      }
-    }
+    const busyboxPath = programs.find((p) => p.spec === BUSYBOX)!.path;
+    const nodeImagePath = await layoutTree(tree, { options, kernelRelease: kernel.release, modulesDir, selection, carriedPlain, depmodFiles, closure, programs, busyboxPath });
+    const { replaced, stripped } = packing.stripTool !== undefined ? await stripObjects(closure, packing.stripTool, work, { signal, progress }) : { replaced: new Map<string, Buffer>(), stripped: [] };
+    throwIfAborted(signal);
+    const { entries, parts, unpackedBytes } = await readTree(tree, reader, replaced, progress);
     throwIfAborted(signal);
 
-    // Read every host file once.
-    const hostFiles = [...tree.nodes.values()].flatMap((n) => (n.type === 'file' && n.hostPath !== undefined ? [n.hostPath] : []));
-    let readCount = 0;
-    await forEachLimited(hostFiles, 16, async (p) => {
-      await reader.read(p);
-      readCount++;
-      progress({ phase: 'read', message: `reading ${hostFiles.length} files`, done: readCount, total: hostFiles.length });
-    });
-    const realOf = new Map<string, string>();
-    for (const p of hostFiles) realOf.set(p, await realpath(p));
-    const dataOf = (hostPath: string): Buffer => {
-      const real = realOf.get(hostPath)!;
-      return replaced.get(real) ?? reader.get(real)!;
-    };
-    const entries = tree.toCpioEntries(dataOf);
-    const partMap = new Map<string, ImagePart>();
-    for (const node of tree.nodes.values()) {
-      if (node.type !== 'file') continue;
-      const part = partMap.get(node.part) ?? { name: node.part, files: 0, bytes: 0 };
-      part.files += 1;
-      part.bytes += (node.data ?? dataOf(node.hostPath!)).length;
-      partMap.set(node.part, part);
-    }
-    const unpackedBytes = [...partMap.values()].reduce((a, p) => a + p.bytes, 0);
-    throwIfAborted(signal);
-
+    const { compression, level } = packing;
     const packMessage = `cpio, ${compression}${compression === 'none' ? '' : ` -${level}`}`;
     progress({ phase: 'pack', message: packMessage, done: 0, total: unpackedBytes });
     const packed = await writeCompressed(newcChunks(entries, { mtime: options.sourceDateEpoch ?? 0 }), tmpInitrd, {
       method: compression,
       level,
-      zstd,
+      zstd: packing.zstd,
       signal,
       onProgress: (bytesIn) => progress({ phase: 'pack', message: packMessage, done: bytesIn, total: unpackedBytes }),
     });
@@ -353,23 +392,16 @@ export async function buildImage(options: BuildImageOptions, ctx: BuildContext =
     await rename(tmpKernel, finalKernel);
     await rename(tmpInitrd, finalInitrd);
 
-    const summary: BuildSummary = {
+    return {
       outDir: options.outDir,
-      kernel: {
-        source: kernel.path,
-        release: kernel.release,
-        versionString: kernel.versionString,
-        path: finalKernel,
-        bytes: kernel.size,
-        sha256: kernelSha,
-      },
+      kernel: { source: kernel.path, release: kernel.release, versionString: kernel.versionString, path: finalKernel, bytes: kernel.size, sha256: kernelSha },
       initrd: {
         path: finalInitrd,
         bytes: packed.bytesOut,
         sha256: packed.sha256,
         compression,
         level,
-        compressionReason,
+        compressionReason: packing.compressionReason,
         unpackedBytes: packed.bytesIn,
         entries: entries.length,
       },
@@ -384,13 +416,12 @@ export async function buildImage(options: BuildImageOptions, ctx: BuildContext =
       programs: [{ name: 'node', path: nodeImagePath }, ...programs.map((p) => ({ name: p.spec.name, path: p.path }))],
       libraries: [...closure.objects.keys()].filter((k) => k !== options.node && !programs.some((p) => p.path === k)).sort(),
       stripped,
-      parts: [...partMap.values()].sort((a, b) => b.bytes - a.bytes),
+      parts,
       config: options.config,
       secret: options.secret !== undefined,
       totalBytes: kernel.size + packed.bytesOut,
       seconds: (Date.now() - started) / 1000,
     };
-    return summary;
   } catch (err) {
     if (err instanceof ImageTreeError) throw new StiefelError('E_IMAGE_TREE', `cannot lay out the image: ${err.message}`, { cause: err });
     if (signal?.aborted && !(err instanceof StiefelError)) {
@@ -408,12 +439,12 @@ interface LayoutInput {
   options: BuildImageOptions;
   kernelRelease: string;
   modulesDir: string;
-  selection: Awaited<ReturnType<typeof selectModules>>;
+  selection: Selection;
   /** Compressed modules carried decompressed (carryModuleDecompressed), by host path. */
   carriedPlain: ReadonlyMap<string, Buffer>;
   depmodFiles: Map<string, Buffer>;
-  closure: Awaited<ReturnType<typeof libraryClosure>>;
-  programs: Array<{ spec: ProgramSpec; path: string }>;
+  closure: Closure;
+  programs: Program[];
   busyboxPath: string;
 }
 

@@ -245,7 +245,7 @@ test('bad input: one line naming the fix, non-zero exit, and the old image untou
       code: 1,
       message: new RegExp(`the modules in .*modules-other were built for kernel ${lit(OTHER_RELEASE)} \\(kernel/nbd\\.ko\\), not ${R}: pass --modules-dir ${lit(MODULES)}`),
     },
-    { name: 'output path that is a file', args: ['--out', config], code: 1, message: /cannot create the output directory .*config\.yaml: EEXIST/ },
+    { name: 'output path that is a file', args: ['--out', config], code: 1, message: /--out .*config\.yaml is a file, not a directory: choose a directory for vmlinuz and initrd\.img with --out DIR$/ },
     { name: 'modules directory without modules.dep', args: ['--modules-dir', empty], code: 1, message: new RegExp(`has no modules\\.dep: run 'depmod ${R}' as root`) },
     {
       name: 'a program that is not installed',
