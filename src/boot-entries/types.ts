@@ -3,7 +3,7 @@
 // skipped; src/boot-entries/discover.ts resolves the candidates' files on a
 // mounted tree.
 
-/** Where an entry was found, in the issue's order of preference. */
+/** Where an entry was found, in order of preference (what the laptop's own boot loader would boot comes first). */
 export type BootEntrySource = 'override' | 'bls' | 'uki' | 'grub' | 'syslinux' | 'kernel-pair';
 
 export const SOURCE_ORDER: readonly BootEntrySource[] = ['override', 'bls', 'uki', 'grub', 'syslinux', 'kernel-pair'];

@@ -3,7 +3,7 @@
 // disk over the cable. Pure.
 //
 // Always added, read by stiefelsystem's own attach script in the laptop OS's
-// initramfs (issue 6):
+// initramfs (assets/server-os/stiefel-attach.sh):
 //   stiefel.mac=MAC            the desktop NIC that reaches the laptop
 //   stiefel.ifname=NAME        the name to give that NIC (stiefellink)
 //   stiefel.server=ADDR        the laptop's link-local address on that link (no zone)

@@ -78,8 +78,8 @@ export const nbdServeCommand: Command = {
     const log = ctx.log;
     const nbdLog = log.child('nbd');
 
-    const file_ = await FileBackend.open(file, { readOnly }, { log: nbdLog });
-    const backend = readOnly ? readOnlyBackend(file_) : file_;
+    const fileBackend = await FileBackend.open(file, { readOnly }, { log: nbdLog });
+    const backend = readOnly ? readOnlyBackend(fileBackend) : fileBackend;
     const describe = (c: NbdConnectionInfo): string =>
       c.peer.family === 'unix' ? `client ${c.id} (unix socket)` : `client ${c.id} ${formatListenAddress({ kind: 'tcp', host: c.peer.address, port: c.peer.port })}`;
     let server;
@@ -95,7 +95,7 @@ export const nbdServeCommand: Command = {
         { log: nbdLog, signal: ctx.signal },
       );
     } catch (err) {
-      await file_.close();
+      await fileBackend.close();
       throw err;
     }
     log.info(
@@ -106,9 +106,9 @@ export const nbdServeCommand: Command = {
     const open = server.connections().length;
     if (open) log.info(`closed ${open} connection(s)`);
     try {
-      if (!readOnly) await file_.flush();
+      if (!readOnly) await fileBackend.flush();
     } finally {
-      await file_.close();
+      await fileBackend.close();
     }
     log.info('stopped');
     return 0;

@@ -93,8 +93,8 @@ export const setupServerOsCommand: Command = {
       const diff = unifiedDiff(c.path, c.before, c.after);
       ctx.stdout(diff || `mode of ${c.path}: ${(c.modeBefore ?? 0).toString(8)} -> ${c.mode.toString(8)}\n`);
     }
-    const family2 = plan.record?.family;
-    const regen = family2 ? regenerateCommand(family2).join(' ') : 'the initramfs tool';
+    const recordedFamily = plan.record?.family;
+    const regen = recordedFamily ? regenerateCommand(recordedFamily).join(' ') : 'the initramfs tool';
     const summary = `${plan.changes.length} file(s) to ${values.uninstall ? 'remove or change' : 'write'} under ${root}, then: ${regen}`;
     if (values['dry-run']) {
       ctx.log.info(`dry run: ${summary}; nothing was changed`);

@@ -52,17 +52,17 @@ function stripZone(address: string): string {
   return pct < 0 ? address : address.slice(0, pct);
 }
 
-export async function runBootClient(o: BootClientOptions, ctx: { log: Logger; signal: AbortSignal }): Promise<BootClientResult> {
+export async function runBootClient(options: BootClientOptions, ctx: { log: Logger; signal: AbortSignal }): Promise<BootClientResult> {
   const log = ctx.log;
-  const now = o.now ?? Date.now;
+  const now = options.now ?? Date.now;
   const started = now();
-  const keys = deriveSubKeys(o.secret);
-  const cfg = o.config;
+  const keys = deriveSubKeys(options.secret);
+  const cfg = options.config;
 
   // 1. Links up, then ask on all of them at once (new ones join as they appear).
   const watcher = watchInterfaces(
     { interfaces: cfg.network.interfaces, exclude: cfg.network.exclude, intervalMs: cfg.network.watchIntervalMs },
-    { log: log.child('netif'), signal: ctx.signal, net: o.net },
+    { log: log.child('netif'), signal: ctx.signal, net: options.net },
   );
   let server: FoundServer;
   try {
@@ -74,10 +74,10 @@ export async function runBootClient(o: BootClientOptions, ctx: { log: Logger; si
         port: cfg.discovery.port,
         retryIntervalMs: cfg.discovery.retryIntervalMs,
         timeoutMs: cfg.discovery.timeoutS * 1000,
-        clientName: o.clientName,
+        clientName: options.clientName,
         interfaces: () => [...watcher.up].sort(),
         ipv4Broadcast: cfg.discovery.ipv4Broadcast,
-        net: o.net,
+        net: options.net,
       },
       { log: log.child('discovery'), signal: ctx.signal },
     );
@@ -93,8 +93,8 @@ export async function runBootClient(o: BootClientOptions, ctx: { log: Logger; si
   // 2. Where the files go: temporary names in the output directory, or a private work directory.
   let dir: string;
   let createdDir = false;
-  if (o.outDir) {
-    dir = o.outDir;
+  if (options.outDir) {
+    dir = options.outDir;
     try {
       await fs.mkdir(dir);
       createdDir = true;
@@ -104,8 +104,8 @@ export async function runBootClient(o: BootClientOptions, ctx: { log: Logger; si
       if (!st.isDirectory()) throw new StiefelError('E_OUTPUT', `${dir} is not a directory`);
     }
   } else {
-    await fs.mkdir(o.workDir, { recursive: true });
-    dir = await fs.mkdtemp(join(o.workDir, 'stiefel-payload-'));
+    await fs.mkdir(options.workDir, { recursive: true });
+    dir = await fs.mkdtemp(join(options.workDir, 'stiefel-payload-'));
     createdDir = true;
   }
 
@@ -121,8 +121,8 @@ export async function runBootClient(o: BootClientOptions, ctx: { log: Logger; si
         dir,
         maxFileBytes: cfg.client.maxFileBytes,
         stallTimeoutMs: cfg.client.stallTimeoutS * 1000,
-        answerer: o.answerer,
-        onProgress: o.onProgress,
+        answerer: options.answerer,
+        onProgress: options.onProgress,
       },
       { log: log.child('payload'), signal: ctx.signal },
     );
@@ -163,7 +163,7 @@ export async function runBootClient(o: BootClientOptions, ctx: { log: Logger; si
     await fs.writeFile(cmdlineTemp, `${cmdline}\n`, { mode: 0o644, flag: 'wx' });
 
     const result: BootClientResult = { server, discoveryMs, verifiedMs, bytes: fetched.bytes, cmdline };
-    if (o.outDir) {
+    if (options.outDir) {
       const written = {
         kernel: join(dir, OUTPUT_NAMES.kernel),
         initrd: join(dir, OUTPUT_NAMES.initrd),
@@ -179,19 +179,19 @@ export async function runBootClient(o: BootClientOptions, ctx: { log: Logger; si
       return result;
     }
     log.info('loading the laptop OS (kexec -l)');
-    await o.kexec.load({ kernel: fetched.paths.kernel, initrd: fetched.paths.initrd, cmdline }, { log, signal: ctx.signal });
+    await options.kexec.load({ kernel: fetched.paths.kernel, initrd: fetched.paths.initrd, cmdline }, { log, signal: ctx.signal });
     log.info('starting the laptop OS (kexec -e)');
-    await o.kexec.exec({ log, signal: ctx.signal });
+    await options.kexec.exec({ log, signal: ctx.signal });
     return result;
   } catch (err) {
     await fetched?.discard();
     await Promise.all(extra.map((p) => fs.rm(p, { force: true })));
     // A directory we made goes again; an existing one keeps only what it had.
-    if (createdDir && o.outDir) await fs.rmdir(dir).catch(() => undefined);
+    if (createdDir && options.outDir) await fs.rmdir(dir).catch(() => undefined);
     else if (createdDir) await fs.rm(dir, { recursive: true, force: true });
     throw err;
   } finally {
-    if (!o.outDir && fetched) {
+    if (!options.outDir && fetched) {
       // kexec returned (a test double, or a failure): do not leave keys behind.
       await fs.rm(dir, { recursive: true, force: true }).catch(() => undefined);
     }

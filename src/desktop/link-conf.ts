@@ -1,6 +1,6 @@
 // The secrets cpio appended to the laptop OS's initrd: one small archive with
-// /etc/stiefelsystem/link.conf, which the laptop OS's initramfs (issue 6's
-// attach script) reads to set up the link: the NIC, the addresses, the NBD
+// /etc/stiefelsystem/link.conf, which the laptop OS's initramfs (the attach
+// script of setup-server-os) reads to set up the link: the NIC, the addresses, the NBD
 // export and, with WireGuard, this boot's keys. Keys live only here (mode
 // 0600 inside the initramfs), never on the kernel command line. Pure.
 //

@@ -1,5 +1,5 @@
 // The boot payload found on the laptop's own disk, the way its boot loader
-// would find it (issue 4's boot-entry discovery): the default entry's kernel
+// would find it (boot-entry discovery, src/boot-entries): the default entry's kernel
 // and initrds, copied into memory-backed files, after which every partition
 // is unmounted, LUKS mapping closed and LVM volume deactivated again, so that
 // the disk is served untouched. A LUKS passphrase is asked through the

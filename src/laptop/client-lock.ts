@@ -12,6 +12,8 @@
 // Everything else from another host is refused until the handoff times out.
 // Pure: time comes from `now`.
 
+import { unmapIPv4 } from '../netif/address';
+
 export type LockState = 'free' | 'payload' | 'handoff' | 'disk';
 
 export interface LockOwner {
@@ -160,5 +162,5 @@ export function busyMessage(owner: LockOwner): string {
 /** The address a lock is keyed by: no port; IPv4-mapped IPv6 unwrapped. */
 export function peerHost(address: string | undefined): string {
   if (!address) return 'unknown';
-  return address.startsWith('::ffff:') && address.includes('.') ? address.slice(7) : address;
+  return unmapIPv4(address);
 }

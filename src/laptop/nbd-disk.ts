@@ -1,6 +1,6 @@
-// The disk served over NBD by `stiefelctl server`: issue 2's NBD server with
+// The disk served over NBD by `stiefelctl server`: the NBD server of `nbd-serve` with
 // a file backend for `server.disk`, its admission tied to the one-desktop lock
-// (boot-server.ts). It listens on the WireGuard tunnel address when the link
+// (server-role.ts). It listens on the WireGuard tunnel address when the link
 // is encrypted, else on every address (the cable is link-local IPv6).
 import { readFile, stat } from 'node:fs/promises';
 import { FileBackend, startNbdServer, type NbdPeer } from '../nbd';

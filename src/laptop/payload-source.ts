@@ -1,6 +1,6 @@
 // Where the boot payload comes from: the seam between serving a payload and
 // finding one. The first implementation serves the files named in the config
-// (`server.boot`); boot-entry discovery (issue 4) plugs in as another
+// (`server.boot`); boot-entry discovery plugs in as another
 // BootPayloadSource and may ask for a LUKS passphrase through `passphrase`.
 import { createReadStream, promises as fs, type Stats } from 'node:fs';
 import { Readable } from 'node:stream';
