@@ -1,7 +1,7 @@
 import { constants, promises as fs } from 'node:fs';
-import { dirname } from 'node:path';
+import { dirname, join } from 'node:path';
 import { parseCommandArgs, type Command } from '../cli/command';
-import { configPath, configTemplate, loadConfig, parseConfigText, DEFAULT_CONFIG_PATH } from '../config';
+import { configJsonSchema, configPath, configTemplate, loadConfig, parseConfigText, CONFIG_SCHEMA_FILE, DEFAULT_CONFIG_PATH } from '../config';
 import { generateSecret, writeSecretFile } from '../crypto/secret-file';
 import { StiefelError, errnoCode } from '../errors';
 
@@ -10,7 +10,8 @@ export const initCommand: Command = {
   summary: 'write a commented config and a new shared secret',
   help: `Usage: stiefelctl init [--config PATH] [--force]
 
-Writes a commented YAML config (unless one exists at PATH) and a new shared
+Writes a commented YAML config (unless one exists at PATH), its JSON Schema
+(config.schema.json, for editors with a YAML language server) and a new shared
 secret: 32 random bytes, mode 0600, at the path the config names (by default
 'secret' next to the config). The laptop and the desktop's stiefelOS image
 must hold the same secret.
@@ -36,7 +37,7 @@ Examples:
     let wroteConfig = false;
     if (!existing) {
       // Refuse before writing anything if the default secret is already there.
-      const text = configTemplate({ secret: 'secret' });
+      const text = configTemplate({ secret: 'secret', schema: CONFIG_SCHEMA_FILE });
       await fs.mkdir(dirname(file), { recursive: true });
       const planned = parseConfigText(text, file);
       if (!values.force) await refuseExistingSecret(planned.secret);
@@ -51,6 +52,10 @@ Examples:
         throw new StiefelError('E_CONFIG', `cannot write the config ${file}: ${(err as Error).message}`, { cause: err });
       }
       wroteConfig = true;
+      // For editors with a YAML language server: completion and checks as you type.
+      await fs.writeFile(join(dirname(file), CONFIG_SCHEMA_FILE), `${JSON.stringify(configJsonSchema(), null, 2)}\n`, { mode: 0o644 }).catch((err: unknown) => {
+        ctx.log.warn(`could not write ${CONFIG_SCHEMA_FILE} next to the config (editor completion only): ${(err as Error).message}`);
+      });
     }
     const config = await loadConfig(file);
     try {

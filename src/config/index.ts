@@ -1,3 +1,3 @@
 export * from './schema';
 export { loadConfig, parseConfigText } from './load';
-export { configTemplate } from './template';
+export { configJsonSchema, configTemplate, CONFIG_SCHEMA_FILE } from './template';

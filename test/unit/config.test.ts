@@ -6,6 +6,7 @@ import { join } from 'node:path';
 import {
   ConfigError,
   configPath,
+  configJsonSchema,
   configTemplate,
   loadConfig,
   parseConfigText,
@@ -113,4 +114,50 @@ test('the config path: flag, then STIEFEL_CONFIG, then the default', () => {
   assert.equal(configPath('x.yaml', { STIEFEL_CONFIG: '/e.yaml' }, '/w'), '/w/x.yaml');
   assert.equal(configPath(undefined, { STIEFEL_CONFIG: '/e.yaml' }, '/w'), '/e.yaml');
   assert.equal(configPath(undefined, {}, '/w'), DEFAULT_CONFIG_PATH);
+});
+
+/** Every dotted key of a JSON Schema's objects, leaves only. */
+function schemaKeys(schema: { properties?: Record<string, unknown> }, prefix = ''): string[] {
+  return Object.entries(schema.properties ?? {}).flatMap(([k, v]) => {
+    const s = v as { type?: string; properties?: Record<string, unknown> };
+    return s.type === 'object' ? schemaKeys(s, `${prefix}${k}.`) : [`${prefix}${k}`];
+  });
+}
+
+test('one declaration: the template, the JSON Schema and the typed config name the same settings', () => {
+  const schema = configJsonSchema() as { properties: Record<string, unknown> };
+  const keys = schemaKeys(schema);
+  assert.ok(keys.length >= 25, keys.join(' '));
+  const defaults = validateConfig({}, F) as unknown as Record<string, unknown>;
+  const template = configTemplate({ secret: 'secret' });
+  const camel = (k: string) => k.replace(/_([a-z0-9])/g, (_, c: string) => c.toUpperCase());
+  for (const key of keys) {
+    // The typed config has the key (camelCase), possibly undefined when the setting is optional.
+    const parts = key.split('.');
+    const parent = parts.slice(0, -1).reduce<Record<string, unknown> | undefined>((o, p) => o?.[camel(p)] as Record<string, unknown> | undefined, defaults);
+    if (parent !== undefined) assert.ok(camel(parts.at(-1)!) in parent, `${key} in the typed config`);
+    // The template shows it, set or commented out, under its section.
+    assert.match(template, new RegExp(`^ *(# *)?${parts.at(-1)}:`, 'm'), `${key} in the template`);
+    // The schema describes it.
+    const leaf = parts.reduce<{ properties?: Record<string, unknown> } & Record<string, unknown>>((o, p) => o.properties![p] as never, schema as never);
+    assert.equal(typeof leaf.description, 'string', `${key} has a description`);
+  }
+  // Defaults in the schema are the defaults of the typed config.
+  const discovery = (schema.properties.discovery as { properties: Record<string, { default?: unknown }> }).properties;
+  assert.equal(discovery.port!.default, 61570);
+  assert.equal(discovery.max_clock_skew_s!.default, 600);
+});
+
+test('the JSON Schema refuses what the reader refuses: ranges, enums, patterns, unknown keys', () => {
+  const schema = configJsonSchema() as { properties: Record<string, { properties: Record<string, Record<string, unknown>>; additionalProperties: boolean }> };
+  const port = schema.properties.discovery!.properties.port!;
+  assert.deepEqual([port.type, port.minimum, port.maximum], ['integer', 1, 65535]);
+  assert.deepEqual(schema.properties.server!.properties.attach!.enum, ['stiefelsystem', 'family']);
+  assert.equal(schema.properties.client!.additionalProperties, false);
+  assert.ok(new RegExp(String(schema.properties.client!.properties.link_interface!.pattern)).test('stiefellink'));
+  assert.ok(!new RegExp(String(schema.properties.client!.properties.link_interface!.pattern)).test('a/b'));
+});
+
+test('an empty interface list says so and names what is allowed', () => {
+  assert.equal(err('network:\n  interfaces: []\n').message, `config ${F}: network.interfaces must be 'all' or a non-empty list of interface names, not an empty list`);
 });

@@ -1,0 +1,168 @@
+// Every setting of stiefelsystem's config file, declared once: key, type,
+// default, check, message and documentation (see declare.ts for what is made
+// of it). The same file serves the laptop and the desktop.
+import {
+  bool,
+  custom,
+  fail,
+  int,
+  list,
+  oneOf,
+  optionalPath,
+  optionalSection,
+  optionalText,
+  path,
+  requiredPath,
+  section,
+  text,
+  yamlScalar,
+} from './declare';
+
+export const INITRAMFS_FAMILIES = ['initramfs-tools', 'dracut', 'mkinitcpio'] as const;
+export type InitramfsFamily = (typeof INITRAMFS_FAMILIES)[number];
+
+/** How the laptop OS's initramfs attaches the disk. */
+export const ATTACH_MODES = ['stiefelsystem', 'family'] as const;
+export type AttachMode = (typeof ATTACH_MODES)[number];
+
+export const DEFAULT_DISCOVERY_PORT = 61570;
+export const DEFAULT_PAYLOAD_PORT = 4644;
+export const DEFAULT_NBD_PORT = 10809;
+export const DEFAULT_WIREGUARD_PORT = 51820;
+
+/** Linux interface names: 1 to 15 bytes, no '/', ':' or whitespace. */
+export const IFNAME_PATTERN = /^[A-Za-z0-9_.-]{1,15}$/;
+const IFNAME_OR_GLOB = /^[A-Za-z0-9_.-]{1,15}\*?$/;
+const IFNAME_ALLOWED = 'an interface name (1 to 15 letters, digits, _ . -)';
+const EXPORT_NAME = /^[A-Za-z0-9_.:+-]{1,64}$/;
+/** Anything but quotes, backslashes and control characters: it goes onto a kernel command line. */
+const CMDLINE_TEXT = /^[^"'\\\x00-\x1f\x7f]*$/;
+const oneLine = (v: string): string => v.trim().replace(/\s+/g, ' ');
+
+function port(doc: string, def: number) {
+  return int({ doc, default: def, min: 1, max: 65535 });
+}
+
+function cmdlineWords(doc: string, example?: string) {
+  return optionalText({ doc, pattern: CMDLINE_TEXT, allowed: 'kernel command line words, without quotes or backslashes', normalize: oneLine, example });
+}
+
+/** `all`, or a non-empty list of interface names. */
+const interfaces = custom<'all' | readonly string[]>({
+  doc: 'Interfaces to bring up and use: all (every interface but lo), or a list.',
+  allowed: "'all' or a non-empty list of interface names",
+  default: 'all',
+  check(v, at) {
+    if (v === 'all') return 'all';
+    const allowed = "'all' or a non-empty list of interface names";
+    if (!Array.isArray(v) || v.length === 0) fail(at, allowed, v);
+    return v.map((x, i) => (typeof x === 'string' && IFNAME_PATTERN.test(x) ? x : fail({ ...at, key: `${at.key}[${i}]` }, IFNAME_ALLOWED, x)));
+  },
+  schema: { oneOf: [{ const: 'all' }, { type: 'array', minItems: 1, items: { type: 'string', pattern: IFNAME_PATTERN.source } }] },
+});
+
+export const SETTINGS = section({
+  secret: path({
+    doc: "The shared secret: 32 random bytes, mode 0600. The laptop and the desktop\n(its stiefelOS image) must hold the same file. Never share it otherwise.",
+    default: 'secret',
+  }),
+  network: section({
+    interfaces,
+    exclude: list({
+      doc: "Interfaces never touched: names, or prefixes ending in '*' (e.g. 'wl*').",
+      default: [],
+      item: { pattern: IFNAME_OR_GLOB, allowed: "an interface name, or a prefix ending in '*'" },
+    }),
+    watch_interval_ms: int({ doc: 'How often new interfaces (a USB adapter plugged in later) are looked for.', default: 250, min: 20, max: 60_000 }),
+  }),
+  discovery: section({
+    port: port('UDP port; requests go to ff02::1 (IPv6 link-local multicast) on every\ninterface, and to the IPv4 broadcast address where there is one.', DEFAULT_DISCOVERY_PORT),
+    retry_interval_ms: int({ doc: 'The client repeats its request this often, on every interface at once.', default: 50, min: 5, max: 10_000 }),
+    timeout_s: int({ doc: 'The client gives up after this many seconds; 0 keeps trying forever.', default: 0, min: 0, max: 86_400 }),
+    max_clock_skew_s: int({ doc: "Requests whose clock differs more than this from the laptop's are ignored.", default: 600, min: 1, max: 7 * 86_400 }),
+    ipv4_broadcast: bool({ doc: 'Also ask on IPv4 broadcast, on interfaces that have an IPv4 address.', default: true }),
+  }),
+  payload: section({
+    port: port('HTTPS port (TLS 1.2, ECDHE-PSK with a key derived from the secret).', DEFAULT_PAYLOAD_PORT),
+  }),
+  server: section(
+    {
+      disk: optionalPath({
+        doc: "The disk the laptop OS lives on, served over NBD to one client at a time.\nWhat the desktop boots is found on it the way the laptop's boot loader\nfinds it (see 'stiefelctl boot-entries'), with the initramfs family and\ncommand line that 'stiefelctl setup-server-os' recorded there.",
+        example: '/dev/nvme0n1',
+      }),
+      boot: optionalSection(
+        {
+          kernel: requiredPath({ doc: 'The laptop OS kernel.', example: '/boot/vmlinuz', missing: 'the path of the laptop OS kernel' }),
+          initrd: requiredPath({ doc: 'Its initrd.', example: '/boot/initrd.img', missing: 'the path of the laptop OS initrd' }),
+          cmdline: text({
+            doc: 'Its kernel command line.',
+            default: '',
+            pattern: CMDLINE_TEXT,
+            allowed: 'the kernel command line, without quotes or backslashes',
+            normalize: oneLine,
+            example: '"root=UUID=... ro quiet"',
+          }),
+          family: oneOf(INITRAMFS_FAMILIES, { doc: 'How its initramfs finds the disk.', default: 'initramfs-tools' }),
+        },
+        { doc: `Or name the laptop OS's kernel, initrd and command line yourself; family\nis how its initramfs finds the disk: ${INITRAMFS_FAMILIES.join(', ')}.` },
+      ),
+      family: oneOf(INITRAMFS_FAMILIES, { doc: "The laptop OS's initramfs family, when the disk has no record of it\n(setup-server-os writes one).", default: undefined, example: 'initramfs-tools' }),
+      cmdline: cmdlineWords('Likewise, the command line for kernels found without one.', '"root=UUID=... ro quiet"'),
+      cmdline_append: text({
+        doc: "Words added to the laptop OS's command line when it boots on the desktop.",
+        default: '',
+        pattern: CMDLINE_TEXT,
+        allowed: 'kernel command line words, without quotes or backslashes',
+        normalize: oneLine,
+      }),
+      attach: oneOf(ATTACH_MODES, {
+        doc: "stiefelsystem: the laptop OS has stiefelsystem's hooks (setup-server-os);\nfamily: use the initramfs family's own NBD support (needs wireguard off).",
+        default: 'stiefelsystem',
+      }),
+      wireguard: section(
+        {
+          enabled: bool({ doc: 'Serve the disk only through the tunnel.', default: true }),
+          port: port("UDP port of the laptop's end of the tunnel.", DEFAULT_WIREGUARD_PORT),
+        },
+        { doc: 'The disk is served only through a WireGuard tunnel whose keys are made\nanew for every boot. Turn it off only on a trusted point-to-point cable.' },
+      ),
+      nbd: section({
+        port: port('TCP port of the NBD server.', DEFAULT_NBD_PORT),
+        export: text({ doc: 'The export name.', default: 'disk', pattern: EXPORT_NAME, allowed: 'an export name (1 to 64 letters, digits, _ . : + -)' }),
+      }),
+      handoff_timeout_s: int({
+        doc: 'After a desktop fetched the payload, the laptop waits this long for its\ndisk connection before serving another desktop.',
+        default: 300,
+        min: 1,
+        max: 86_400,
+      }),
+      name: optionalText({
+        doc: 'Name shown on the desktop; defaults to the host name.',
+        pattern: /^[A-Za-z0-9_.-]{1,64}$/,
+        allowed: 'a name (1 to 64 letters, digits, _ . -)',
+        example: 'my-laptop',
+      }),
+    },
+    {
+      check(server, at) {
+        if (server.attach === 'family' && server.wireguard.enabled) {
+          fail({ ...at, key: `${at.key}.attach` }, "'stiefelsystem' while server.wireguard.enabled is true (the family's own NBD support cannot set up the tunnel)", server.attach);
+        }
+      },
+    },
+  ),
+  client: section({
+    link_interface: text({
+      doc: "Name the laptop OS's initramfs gives the desktop's NIC that reaches the laptop.",
+      default: 'stiefellink',
+      pattern: IFNAME_PATTERN,
+      allowed: IFNAME_ALLOWED,
+    }),
+    max_file_bytes: int({ doc: 'Largest kernel or initrd accepted, in bytes.', default: 8 * 1024 ** 3, min: 1, max: Number.MAX_SAFE_INTEGER }),
+    stall_timeout_s: int({ doc: 'A download that receives nothing for this many seconds fails.', default: 30, min: 1, max: 3600 }),
+  }),
+});
+
+/** For a template line written by hand (the secret's path). */
+export const templateScalar = yamlScalar;
