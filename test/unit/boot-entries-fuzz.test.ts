@@ -1,5 +1,7 @@
 // Property tests: every parser and decoder returns entries and reasons for
-// any input, and never throws.
+// any input, never throws, and whatever it returns is sane: every file an
+// entry names stays inside its partition, one default at most, a reason for
+// every skip, a command line that fits on one.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
@@ -14,10 +16,29 @@ import { findKernelPairs } from '../../src/boot-entries/kernel-pairs';
 import { decodePeHeader } from '../../src/boot-entries/pe';
 import { ukiCandidate } from '../../src/boot-entries/uki';
 import { parseOsRelease } from '../../src/boot-entries/os-release';
+import { normalizeBootPath, type BootEntrySource, type ParseResult } from '../../src/boot-entries/types';
 import { readPartitionTable } from '../../src/disk/partition-table';
 import { probeFilesystem } from '../../src/disk/fs-probe';
 
 const FIX = join(__dirname, '..', 'fixtures', 'boot-entries');
+
+/** What any parser's result must satisfy, whatever the input. */
+function assertSane(r: ParseResult, source: BootEntrySource): void {
+  assert.ok(r.candidates.filter((c) => c.isDefault).length <= 1, 'one default at most');
+  for (const c of r.candidates) {
+    assert.equal(c.source, source);
+    for (const ref of [c.kernel, ...c.initrds]) {
+      // Rooted, no '..', no empty or '.' components: inside the partition, whatever the config said.
+      assert.equal(normalizeBootPath(ref.path), ref.path, `${source} entry "${c.title}" names ${ref.path}`);
+    }
+    if (c.cmdline !== null) assert.doesNotMatch(c.cmdline, /[\n\r\0]/, 'a command line is one line');
+    assert.equal(typeof c.id, 'string');
+  }
+  for (const k of r.skipped) {
+    assert.equal(k.source, source);
+    assert.ok(k.reason.length > 0, 'every skip says why');
+  }
+}
 const RUNS = 300;
 // Text that looks like the real thing: fragments of real configs recombined.
 const grubWords = ['if', 'then', 'else', 'elif', 'fi', 'menuentry', 'submenu', 'function', '{', '}', ';', '\n', '"', "'", '$', '${', 'set', 'linux', 'initrd', '[', ']', '=', '!=', '-e', 'search', '--set=root', 'default=1>0', 'load_env', 'source', 'while', 'do', 'done', '\\', '$1', 'x', '/vmlinuz', '(hd0,gpt2)'];
@@ -29,21 +50,29 @@ test('grub.cfg evaluation never throws and ends', () => {
   fc.assert(
     fc.property(fc.oneof(fc.string(), grubish, mutated), fc.boolean(), (text, known) => {
       const r = parseGrubConfig(text, { prefix: '/boot/grub', ...(known ? { exists: () => false, readFile: () => text } : {}) });
-      assert.ok(Array.isArray(r.candidates) && Array.isArray(r.skipped));
+      assertSane(r, 'grub');
     }),
     { numRuns: RUNS },
   );
 });
 
-test('BootLoaderSpec, loader.conf, syslinux, override, os-release and kernel-pair parsers never throw', () => {
+// Lines of the layouts' own keywords with paths that try to leave the partition.
+const pathish = fc.constantFrom('/vmlinuz', '../../etc/shadow', 'a/../../b', '/boot/./x', '//x', 'vmlinuz-6.1', '.', '..', '', ' ');
+const keyLine = (keys: string[]) => fc.tuple(fc.constantFrom(...keys), pathish, fc.string({ maxLength: 8 })).map(([k, p, extra]) => `${k} ${p}${extra}`);
+const blsText = fc.array(keyLine(['title', 'linux', 'initrd', 'options', 'version', 'efi', 'architecture', 'sort-key']), { maxLength: 12 }).map((l) => l.join('\n'));
+const syslinuxText = fc.array(keyLine(['LABEL', 'LINUX', 'KERNEL', 'INITRD', 'APPEND', 'DEFAULT', 'MENU LABEL', 'MENU DEFAULT', 'INCLUDE']), { maxLength: 12 }).map((l) => l.join('\n'));
+const overrideText = fc.tuple(pathish, fc.array(pathish, { maxLength: 3 }), fc.string({ maxLength: 20 })).map(([kernel, initrds, cmdline]) => JSON.stringify({ kernel, initrds, cmdline }));
+
+test('BootLoaderSpec, loader.conf, syslinux, override, os-release and kernel-pair parsers never throw, and their entries stay inside the partition', () => {
   fc.assert(
-    fc.property(fc.string(), fc.string(), (name, text) => {
-      parseBlsEntry(`${name}.conf`, text, { grubEnv: new Map([['kernelopts', text]]) });
+    fc.property(fc.string(), fc.oneof(fc.string(), blsText, syslinuxText, overrideText), (name, text) => {
+      const bls = parseBlsEntry(`${name}.conf`, text, { grubEnv: new Map([['kernelopts', text]]) });
+      assertSane({ candidates: bls.entry ? [bls.entry.candidate] : [], skipped: bls.skipped ? [bls.skipped] : [], notes: bls.notes }, 'bls');
       parseLoaderConf(text);
-      parseSyslinux(text, { path: `/${name}/extlinux.conf`, readFile: () => text });
-      parseOverride(text);
+      assertSane(parseSyslinux(text, { path: `/${name}/extlinux.conf`, readFile: () => text }), 'syslinux');
+      assertSane(parseOverride(text), 'override');
       parseOsRelease(text);
-      findKernelPairs('/', text.split(/\s+/));
+      assertSane(findKernelPairs('/', text.split(/\s+/)), 'kernel-pair');
       globMatch(name, text);
     }),
     { numRuns: RUNS },
