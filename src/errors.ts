@@ -33,3 +33,23 @@ export function isErrnoException(err: unknown): err is NodeJS.ErrnoException {
 export function errnoCode(err: unknown): string | undefined {
   return isErrnoException(err) ? err.code : undefined;
 }
+
+const ERRNO_WORDS: Record<string, string> = {
+  EACCES: 'permission denied',
+  EPERM: 'operation not permitted',
+  ENOENT: 'no such file or directory',
+  ENOTDIR: 'a part of the path is not a directory',
+  EISDIR: 'it is a directory',
+  EEXIST: 'it exists already',
+  EROFS: 'read-only file system',
+  ENOSPC: 'no space left on the device',
+  EBUSY: 'it is in use',
+};
+
+/** A system error in words a person can act on: "permission denied (EACCES): run as root". */
+export function describeErrno(err: NodeJS.ErrnoException): string {
+  const code = err.code ?? '';
+  const words = ERRNO_WORDS[code] ?? err.message.replace(/^[A-Z]+: /, '').split(',')[0]!;
+  const fix = code === 'EACCES' ? ': run as root, or choose a path you may write' : '';
+  return `${words} (${code})${fix}`;
+}

@@ -1,5 +1,5 @@
 // The one place that turns errors into exit codes and messages.
-import { StiefelError, UsageError } from '../errors';
+import { describeErrno, isErrnoException, StiefelError, UsageError } from '../errors';
 import { createStreamLogger, parseDebugNamespaces } from '../log';
 import { HelpRequested, type Command, type CommandContext } from './command';
 import { VERSION } from '../version';
@@ -75,6 +75,12 @@ export async function main(io: MainIO, commands: readonly Command[]): Promise<nu
       if (parseDebugNamespaces(io.env.STIEFEL_DEBUG).size > 0 && err.cause) {
         io.stderr(`caused by: ${err.cause instanceof Error ? err.cause.stack : String(err.cause)}\n`);
       }
+      return EXIT_FAILURE;
+    }
+    // A system call that failed on the user's paths or rights is not a bug: one line.
+    if (isErrnoException(err) && err.syscall) {
+      const where = err.path ? ` ${err.path}` : '';
+      io.stderr(`stiefelctl ${command.name}: cannot ${err.syscall}${where}: ${describeErrno(err)}\n`);
       return EXIT_FAILURE;
     }
     io.stderr(`stiefelctl ${command.name}: internal error, please report it:\n`);

@@ -1,7 +1,7 @@
 import { readFile } from 'node:fs/promises';
 import { resolve } from 'node:path';
 import { parseCommandArgs, type Command } from '../cli/command';
-import { StiefelError, UsageError } from '../errors';
+import { describeErrno, isErrnoException, StiefelError, UsageError } from '../errors';
 import { findBootEntries, type BootEntry, type BootEntryScan } from '../boot-entries/find';
 import { consolePassphraseProvider } from '../disk/passphrase-console';
 import type { PassphraseProvider } from '../disk/passphrase';
@@ -38,18 +38,22 @@ Examples:
   stiefelctl boot-entries laptop.img
 `;
 
-function fileProvider(path: string): PassphraseProvider {
+/**
+ * The passphrase in FILE, read at once: a file that cannot be read is the
+ * user's mistake whether or not a LUKS container turns up to need it.
+ */
+async function fileProvider(path: string): Promise<PassphraseProvider> {
+  let text: string;
+  try {
+    text = (await readFile(path, 'utf8')).replace(/\r?\n$/, '');
+  } catch (err) {
+    throw new UsageError(`cannot read the passphrase file ${path}: ${isErrnoException(err) ? describeErrno(err) : String(err)}; fix --passphrase-file`, { command: 'boot-entries', cause: err });
+  }
   return {
     attempts: 1,
     origin: `the passphrase in ${path}`,
     hint: 'check the file (one final newline is ignored), or leave out --passphrase-file to be asked',
-    async ask() {
-      try {
-        return (await readFile(path, 'utf8')).replace(/\r?\n$/, '');
-      } catch (err) {
-        throw new StiefelError('E_PASSPHRASE_FILE', `cannot read the passphrase file ${path}`, { cause: err });
-      }
-    },
+    ask: async () => text,
   };
 }
 
@@ -108,7 +112,7 @@ export const bootEntriesCommand: Command = {
     const scan = await findBootEntries(source, {
       log,
       signal: ctx.signal,
-      passphrase: values['passphrase-file'] ? fileProvider(resolve(ctx.cwd, values['passphrase-file'])) : consolePassphraseProvider(),
+      passphrase: values['passphrase-file'] ? await fileProvider(resolve(ctx.cwd, values['passphrase-file'])) : consolePassphraseProvider(),
       ...(values.cmdline !== undefined ? { cmdline: values.cmdline } : {}),
       ...(platform ? { platform } : {}),
     });

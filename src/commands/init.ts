@@ -4,6 +4,7 @@ import { parseCommandArgs, type Command } from '../cli/command';
 import { configJsonSchema, configPath, configTemplate, loadConfig, parseConfigText, CONFIG_SCHEMA_FILE, DEFAULT_CONFIG_PATH } from '../config';
 import { generateSecret, writeSecretFile } from '../crypto/secret-file';
 import { StiefelError, errnoCode } from '../errors';
+import { makeDirectory } from '../make-dir';
 
 export const initCommand: Command = {
   name: 'init',
@@ -38,7 +39,7 @@ Examples:
     if (!existing) {
       // Refuse before writing anything if the default secret is already there.
       const text = configTemplate({ secret: 'secret', schema: CONFIG_SCHEMA_FILE });
-      await fs.mkdir(dirname(file), { recursive: true });
+      await makeDirectory(dirname(file), { what: "the config's directory" });
       const planned = parseConfigText(text, file);
       if (!values.force) await refuseExistingSecret(planned.secret);
       try {

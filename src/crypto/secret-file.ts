@@ -3,6 +3,7 @@ import { randomBytes } from 'node:crypto';
 import { constants, promises as fs } from 'node:fs';
 import { dirname } from 'node:path';
 import { StiefelError, errnoCode } from '../errors';
+import { makeDirectory } from '../make-dir';
 import { SECRET_SIZE } from './keys';
 
 export function generateSecret(): Buffer {
@@ -66,7 +67,7 @@ export async function writeSecretFile(path: string, secret: Uint8Array, options:
       if (errnoCode(err) !== 'ENOENT') throw new StiefelError('E_SECRET_WRITE', `cannot check ${path}: ${(err as Error).message}`, { cause: err });
     }
   }
-  await fs.mkdir(dirname(path), { recursive: true, mode: 0o700 });
+  await makeDirectory(dirname(path), { what: "the secret's directory", mode: 0o700 });
   const tmp = `${path}.tmp-${process.pid}-${randomBytes(4).toString('hex')}`;
   try {
     const handle = await fs.open(tmp, constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL, 0o600);

@@ -8,6 +8,7 @@ import { StiefelError } from '../errors';
 import type { Logger } from '../log';
 import { decodeDiscovery, encodeDiscovery, DISCOVERY_MAX_SIZE, type DropReason } from './datagram';
 import { ReplayGuard } from './replay-guard';
+import { WarningLimiter } from '../warning-limiter';
 
 export interface DiscoveryResponderOptions {
   /** Discovery sub-key (HKDF "discovery" label). */
@@ -57,43 +58,41 @@ function bind(socket: Socket, port: number, address: string): Promise<void> {
   });
 }
 
-export async function startDiscoveryResponder(
-  options: DiscoveryResponderOptions,
-  ctx: { log: Logger; signal?: AbortSignal },
-): Promise<DiscoveryResponder> {
-  const log = ctx.log;
+export interface FindServerHandler {
+  readonly counters: DiscoveryCounters;
+  readonly warnings: WarningLimiter;
+  /** The reply to send back to `from`, or undefined when the datagram is dropped. */
+  handle(msg: Buffer, from: { address: string; port: number }): Buffer | undefined;
+}
+
+/** What the responder does with one datagram, apart from its sockets. */
+export function createFindServerHandler(options: DiscoveryResponderOptions, log: Logger): FindServerHandler {
   const now = options.now ?? Date.now;
   const guard = new ReplayGuard({ maxSkewMs: options.maxClockSkewMs });
   const counters = newCounters();
-  const lastWarn = new Map<string, number>();
-  const sockets: Socket[] = [];
+  // A flood of forged datagrams from many (spoofed) senders must not flood the console.
+  const warnings = new WarningLimiter({ now });
 
-  const warnOnce = (reason: DropReason, from: string): void => {
+  const drop = (reason: DropReason, from: { address: string; port: number }): undefined => {
+    counters[reason] += 1;
+    log.debug(`dropped datagram from ${from.address} port ${from.port}: ${reason}`);
     const why = WARN_ABOUT[reason];
-    if (!why) return;
-    // At most one line per reason and sender every 10 s.
-    const k = `${reason} ${from}`;
-    const t = now();
-    if ((lastWarn.get(k) ?? -Infinity) > t - 10_000) return;
-    lastWarn.set(k, t);
-    log.warn(`ignored discovery from ${from}: ${reason} (${why})`);
+    if (why) for (const line of warnings.lines(`${reason} ${from.address}`, `ignored discovery from ${from.address}: ${reason} (${why})`)) log.warn(line);
+    return undefined;
   };
 
-  const onMessage = (socket: Socket) => (msg: Buffer, rinfo: RemoteInfo): void => {
-    const from = rinfo.address;
-    const drop = (reason: DropReason): void => {
-      counters[reason] += 1;
-      log.debug(`dropped datagram from ${from} port ${rinfo.port}: ${reason}`);
-      warnOnce(reason, from);
-    };
-    if (msg.length > DISCOVERY_MAX_SIZE) return drop('foreign');
+  const handle = (msg: Buffer, from: { address: string; port: number }): Buffer | undefined => {
+    if (msg.length > DISCOVERY_MAX_SIZE) return drop('foreign', from);
     const r = decodeDiscovery(msg, options.key);
-    if (!r.ok) return drop(r.reason);
+    if (!r.ok) return drop(r.reason, from);
     const m = r.message;
-    if (m.type !== 'find-server') return drop('unexpected');
+    if (m.type !== 'find-server') return drop('unexpected', from);
     const freshness = guard.check(m.timestampMs, m.nonce, now());
-    if (freshness !== 'fresh') return drop(freshness);
-    const reply = encodeDiscovery(
+    if (freshness !== 'fresh') return drop(freshness, from);
+    counters.answered += 1;
+    log.debug(`answered find-server from ${m.clientName || '?'} at ${from.address}`);
+    options.onRequest?.({ address: from.address, clientName: m.clientName });
+    return encodeDiscovery(
       {
         type: 'server-hello',
         timestampMs: now(),
@@ -105,12 +104,24 @@ export async function startDiscoveryResponder(
       },
       options.key,
     );
+  };
+  return { counters, warnings, handle };
+}
+
+export async function startDiscoveryResponder(
+  options: DiscoveryResponderOptions,
+  ctx: { log: Logger; signal?: AbortSignal },
+): Promise<DiscoveryResponder> {
+  const log = ctx.log;
+  const handler = createFindServerHandler(options, log);
+  const sockets: Socket[] = [];
+
+  const onMessage = (socket: Socket) => (msg: Buffer, rinfo: RemoteInfo): void => {
+    const reply = handler.handle(msg, rinfo);
+    if (!reply) return;
     socket.send(reply, rinfo.port, rinfo.address, (err) => {
-      if (err) log.debug(`cannot answer ${from}: ${err.message}`);
+      if (err) log.debug(`cannot answer ${rinfo.address}: ${err.message}`);
     });
-    counters.answered += 1;
-    log.debug(`answered find-server from ${m.clientName || '?'} at ${from}`);
-    options.onRequest?.({ address: from, clientName: m.clientName });
   };
 
   const open = async (type: 'udp6' | 'udp4', address: string): Promise<void> => {
@@ -144,5 +155,5 @@ export async function startDiscoveryResponder(
     await Promise.all(sockets.map((s) => new Promise<void>((resolve) => s.close(() => resolve()))));
   };
   ctx.signal?.addEventListener('abort', () => void close(), { once: true });
-  return { counters, close };
+  return { counters: handler.counters, close };
 }

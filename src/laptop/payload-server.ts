@@ -26,6 +26,7 @@ import { passphraseProvider, QuestionChannel, QuestionError, MAX_ANSWER_LENGTH }
 import type { BootPayload, BootPayloadSource } from './payload-source';
 import { firstAnswer, type PassphraseProvider } from '../disk/passphrase';
 import { PAYLOAD_CIPHER, pskServerOptions } from '../payload/tls';
+import { WarningLimiter } from '../warning-limiter';
 
 export interface PayloadServerOptions {
   /** TLS pre-shared key (HKDF "payloadPsk"). */
@@ -344,7 +345,9 @@ export function tlsFailureReason(err: Error & { code?: string }): string {
   if (/no shared cipher|no suitable|unsupported protocol|version too low/i.test(text)) return `the client does not offer TLS 1.2 ${PAYLOAD_CIPHER}`;
   if (/wrong version number|http request|unknown protocol|unexpected eof|ECONNRESET/i.test(text)) return 'not a stiefelsystem TLS-PSK client';
   if (/psk identity/i.test(text)) return 'the client named an unknown key (another program, or another stiefelsystem version)';
-  return err.message.split('\n')[0]!.replace(/^[A-Z0-9:_]+:error:[0-9A-F]+:[^:]*:/i, '');
+  // OpenSSL's text is THREAD:error:CODE:LIBRARY:FUNCTION:REASON:FILE:LINE: only the reason is for people.
+  const openssl = /:error:[0-9A-F]+:[^:]*:[^:]*:([^:]+):/.exec(err.message);
+  return openssl ? openssl[1]! : err.message.split('\n')[0]!;
 }
 
 function listen(server: Server, port: number, host: string): Promise<void> {
@@ -359,19 +362,6 @@ function listen(server: Server, port: number, host: string): Promise<void> {
       resolve();
     });
   });
-}
-
-/** At most one warning line per sender and reason every 10 s, about at most 1,000 senders. */
-function tlsWarnings(log: Logger, now: () => number): (from: string, reason: string) => void {
-  const last = new Map<string, number>();
-  return (from, reason) => {
-    const t = now();
-    const k = `${from} ${reason}`;
-    if ((last.get(k) ?? -Infinity) > t - 10_000) return;
-    if (last.size > 1000) last.clear();
-    last.set(k, t);
-    log.warn(`refused a payload connection from ${from}: TLS handshake failed (${reason})`);
-  };
 }
 
 export async function startPayloadServer(options: PayloadServerOptions, ctx: { log: Logger; signal?: AbortSignal }): Promise<PayloadServer> {
@@ -409,8 +399,12 @@ export async function startPayloadServer(options: PayloadServerOptions, ctx: { l
     },
   );
   // TLS failures are where a client with another secret shows up.
-  const warnTls = tlsWarnings(log, now);
-  server.on('tlsClientError', (err: Error & { code?: string }, socket: TLSSocket | Socket) => warnTls(peerHost(socket.remoteAddress), tlsFailureReason(err)));
+  const warnings = new WarningLimiter({ now });
+  server.on('tlsClientError', (err: Error & { code?: string }, socket: TLSSocket | Socket) => {
+    const from = peerHost(socket.remoteAddress);
+    const reason = tlsFailureReason(err);
+    for (const line of warnings.lines(`${from} ${reason}`, `refused a payload connection from ${from}: TLS handshake failed (${reason})`)) log.warn(line);
+  });
 
   await listen(server, options.port, options.host ?? '::');
   server.on('error', (err) => log.warn(`payload server error: ${err.message}`));

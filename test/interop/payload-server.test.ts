@@ -12,7 +12,7 @@ import { connect } from 'node:tls';
 import { createStreamLogger } from '../../src/log';
 import { fetchPayload } from '../../src/desktop/payload-client';
 import { ClientLock } from '../../src/laptop/client-lock';
-import { routeOf, startPayloadServer } from '../../src/laptop/payload-server';
+import { routeOf, startPayloadServer, tlsFailureReason } from '../../src/laptop/payload-server';
 import { FilesPayloadSource } from '../../src/laptop/payload-source';
 import { pskClientOptions } from '../../src/payload/tls';
 
@@ -145,4 +145,28 @@ test('every request of the protocol has one route; anything else is no route', (
   for (const [method, path] of [['GET', '/v1/files/secret'], ['POST', '/v1/manifest'], ['GET', '/v2/manifest'], ['GET', '/v1/answer/0123456789abcdef'], ['GET', '/v1/manifest/x'], ['GET', '/manifest']]) {
     assert.equal(routeOf(method!, path!), undefined, `${method} ${path}`);
   }
+});
+
+test('a TLS client naming another PSK identity is one plain warning line, not OpenSSL text', async (t) => {
+  const psk = randomBytes(32);
+  const lines: string[] = [];
+  const server = await startPayloadServer(
+    {
+      psk,
+      manifestKey: randomBytes(32),
+      port: 0,
+      serverName: 'lap',
+      source: new FilesPayloadSource({ kernel: '/nonexistent/k', initrd: '/nonexistent/i', cmdline: '', family: 'dracut' }),
+      nbd: { port: 10809, export: 'disk', blockSize: 512 },
+      attach: 'stiefelsystem',
+      lock: new ClientLock({ handoffMs: 60_000, idleMs: 200 }),
+    },
+    { log: createStreamLogger({ write: (l) => lines.push(l) }) },
+  );
+  t.after(() => server.close());
+  const c = connect({ ...pskClientOptions(psk), pskCallback: () => ({ psk, identity: 'someone-else' }), host: '127.0.0.1', port: server.port });
+  await new Promise<void>((r) => c.once('error', () => r()).once('close', () => r()));
+  for (let i = 0; i < 50 && lines.length === 0; i++) await new Promise((r) => setTimeout(r, 20));
+  assert.deepEqual(lines, ['warning: refused a payload connection from 127.0.0.1: TLS handshake failed (the client named an unknown key (another program, or another stiefelsystem version))\n']);
+  assert.equal(tlsFailureReason(new Error('80:error:0A0000DF:SSL routines:some_function:some reason text:../x.c:1:\n')), 'some reason text');
 });
