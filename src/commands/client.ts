@@ -4,11 +4,14 @@ import { parseCommandArgs, type Command } from '../cli/command';
 import { UsageError } from '../errors';
 import { configPath, loadConfig, DEFAULT_CONFIG_PATH } from '../config';
 import { readSecretFile } from '../crypto/secret-file';
-import { kexecTools } from '../kexec/kexec';
+import { detectHandOff, kexecTools } from '../kexec/kexec';
+import { access } from 'node:fs/promises';
 import { systemNetworkControl } from '../netif/interfaces';
 import { runBootClient } from '../desktop/client-role';
 import { ProgressReporter } from '../desktop/progress';
 import { terminalAnswerer } from '../desktop/terminal-answerer';
+
+const pathExists = (p: string): Promise<boolean> => access(p).then(() => true, () => false);
 
 export const clientCommand: Command = {
   name: 'client',
@@ -20,7 +23,9 @@ all of them at once, downloads the laptop OS's kernel and initrd over HTTPS
 with TLS-PSK, checks them against the signed manifest, appends this boot's
 link settings (and keys) to the initrd as a cpio, and kexecs the laptop OS.
 Questions from the laptop (a passphrase for an encrypted /boot) are asked on
-this terminal.
+this terminal. In stiefelOS the laptop OS starts at once (kexec -e); on a
+desktop running its own Linux under systemd, through a clean shutdown
+(systemctl kexec: every service stopped, file systems unmounted first).
 
 Options:
   --config PATH   config file (default $STIEFEL_CONFIG, else ${DEFAULT_CONFIG_PATH})
@@ -50,7 +55,7 @@ Examples:
         config,
         secret,
         outDir: values.out === undefined ? undefined : resolve(ctx.cwd, values.out),
-        kexec: kexecTools(),
+        kexec: kexecTools({ handOff: await detectHandOff(pathExists), missingFix: '; or use --no-kexec --out DIR' }),
         workDir: tmpdir(),
         net: systemNetworkControl(),
         clientName: hostname(),

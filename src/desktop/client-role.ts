@@ -178,9 +178,9 @@ export async function runBootClient(options: BootClientOptions, ctx: { log: Logg
       result.written = written;
       return result;
     }
-    log.info('loading the laptop OS (kexec -l)');
+    log.info('loading the laptop OS (kexec)');
     await options.kexec.load({ kernel: fetched.paths.kernel, initrd: fetched.paths.initrd, cmdline }, { log, signal: ctx.signal });
-    log.info('starting the laptop OS (kexec -e)');
+    log.info('starting the laptop OS');
     await options.kexec.exec({ log, signal: ctx.signal });
     return result;
   } catch (err) {
