@@ -26,7 +26,7 @@ const NARRATION: Array<[RegExp, string]> = [
   [/^looking for the laptop/, 'It asks on every network port at once: an authenticated discovery datagram (HMAC, fresh nonce).'],
   [/^found the laptop/, 'The laptop answered, proving it holds the same secret.'],
   [/^payload verified/, "Kernel and initrd arrived over TLS-PSK and match the laptop's signed manifest, piece by piece."],
-  [/^starting the laptop OS \(kexec -e\)/, "The desktop now replaces its own kernel with the laptop's (kexec); the WireGuard keys ride along in a cpio appended to the initrd."],
+  [/^starting the laptop OS$/, "The desktop now replaces its own kernel with the laptop's (kexec); the WireGuard keys ride along in a cpio appended to the initrd."],
   [/stiefelsystem: looking for the NIC/, "The laptop OS's own initramfs is running on the desktop; stiefelsystem's hook finds the cable's network port."],
   [/stiefelsystem: WireGuard tunnel .* is up/, 'It brings the WireGuard tunnel to the laptop up.'],
   [/stiefelsystem: \/dev\/nbd0 attached/, "The laptop's whole disk is now /dev/nbd0 on the desktop; the initramfs mounts its root from it as usual."],

@@ -163,7 +163,7 @@ test('different secrets: the client gives up with the fix, the server names the 
   await server2.stop();
 });
 
-test('without --no-kexec the client runs kexec -l with the verified files and its command line, then kexec -e', async (t) => {
+test('without --no-kexec the client runs kexec -s -l with the verified files and its command line, then starts it', async (t) => {
   // The real kexec would replace this machine's kernel: a recording stand-in
   // earlier in PATH checks the exact arguments and the files they name.
   const bin = join(w.dir, 'bin');
@@ -172,27 +172,32 @@ test('without --no-kexec the client runs kexec -l with the verified files and it
   writeFileSync(
     join(bin, 'kexec'),
     `#!/bin/sh\n{ printf 'ARGS'; for a in "$@"; do printf ' <%s>' "$a"; done; echo\n` +
-      `  if [ "$1" = -l ]; then sha256sum "$2" | cut -c1-64; i=\${3#--initrd=}; head -c ${INITRD_SIZE} "$i" | sha256sum | cut -c1-64; fi; } >> ${record}\n`,
+      `  if [ "$2" = -l ]; then sha256sum "$3" | cut -c1-64; i=\${4#--initrd=}; head -c ${INITRD_SIZE} "$i" | sha256sum | cut -c1-64; fi; } >> ${record}\n`,
   );
   chmodSync(join(bin, 'kexec'), 0o755);
+  // On a machine run by systemd the hand-off is `systemctl kexec`: a stand-in
+  // for that too, so that this test never reboots the machine it runs on.
+  writeFileSync(join(bin, 'systemctl'), `#!/bin/sh\necho "SYSTEMCTL $*" >> ${record}\necho 'stand-in: not rebooting' >&2\nexit 1\n`);
+  chmodSync(join(bin, 'systemctl'), 0o755);
+  const underSystemd = existsSync('/run/systemd/system');
   const server = startServer(t);
   await server.waitFor(/serving/);
   const tmp = join(w.dir, 'kexec-tmp');
   mkdirSync(tmp);
   const client = startClient(t, w.client, ['--config', join(w.dir, 'client.yaml')], { PATH: `${bin}:${process.env.PATH}`, TMPDIR: tmp });
   const r = await client.wait(60_000);
-  // The stand-in returns from kexec -e, which the real one never does.
+  // The stand-ins return, which the real ones never do.
   assert.equal(r.code, 1, client.output);
-  assert.match(client.stderr, /kexec -e returned: the new kernel did not start/);
+  assert.match(client.stderr, underSystemd ? /systemctl kexec failed: stand-in: not rebooting/ : /kexec -e returned: the new kernel did not start/);
   const lines = readFileSync(record, 'utf8').trim().split('\n');
   assert.equal(lines.length, 4);
-  const m = /^ARGS <-l> <(.+\/vmlinuz|.+kernel\.partial)> <--initrd=(.+)> <--command-line=(.+)>$/.exec(lines[0]!);
+  const m = /^ARGS <-s> <-l> <(.+\/vmlinuz|.+kernel\.partial)> <--initrd=(.+)> <--command-line=(.+)>$/.exec(lines[0]!);
   assert.ok(m, lines[0]);
   assert.ok(m[1]!.startsWith(`${tmp}/stiefel-payload-`), m[1]);
   assert.match(m[3]!, /^root=UUID=0a1b2c3d ro quiet stiefel\.mac=[0-9a-f:]{17} .* stiefel\.nbd_host=fe80::[0-9a-f:]+ .* stiefel\.conf=\/etc\/stiefelsystem\/link\.conf$/);
   assert.equal(lines[1], kernelSha, 'kexec saw the verified kernel');
   assert.equal(lines[2], initrdSha, 'and the verified initrd');
-  assert.equal(lines[3], 'ARGS <-e>');
+  assert.equal(lines[3], underSystemd ? 'SYSTEMCTL kexec' : 'ARGS <-e>');
   assert.deepEqual(readdirSync(tmp), [], 'the work directory with the keys is gone');
   await server.stop();
 });
