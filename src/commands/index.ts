@@ -9,6 +9,7 @@ import { bootEntriesCommand } from './boot-entries';
 import { buildImageCommand } from './build-image';
 import { setupServerOsCommand } from './setup-server-os';
 import { selftestCommand } from './selftest';
+import { autokexecCommand } from './autokexec';
 
 export const COMMANDS: readonly Command[] = [
   nbdServeCommand,
@@ -18,5 +19,6 @@ export const COMMANDS: readonly Command[] = [
   bootEntriesCommand,
   buildImageCommand,
   setupServerOsCommand,
+  autokexecCommand,
   selftestCommand,
 ];

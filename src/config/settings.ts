@@ -29,6 +29,7 @@ export const DEFAULT_DISCOVERY_PORT = 61570;
 export const DEFAULT_PAYLOAD_PORT = 4644;
 export const DEFAULT_NBD_PORT = 10809;
 export const DEFAULT_WIREGUARD_PORT = 51820;
+export const DEFAULT_GOODBYE_PORT = 4645;
 
 /** Linux interface names: 1 to 15 bytes, no '/', ':' or whitespace. */
 export const IFNAME_PATTERN = /^[A-Za-z0-9_.-]{1,15}$/;
@@ -137,6 +138,12 @@ export const SETTINGS = section({
         min: 1,
         max: 86_400,
       }),
+      when_done: oneOf(['return', 'stay', 'poweroff'], {
+        doc: "When the desktop is done with the disk (it said goodbye as it shut down\nand the root file system is clean): return to the laptop's own OS, stay\nin stiefelOS, or power off. After a countdown that any key cancels.",
+        default: 'return',
+      }),
+      return_delay_s: int({ doc: 'That countdown, in seconds.', default: 10, min: 0, max: 3600 }),
+      goodbye_port: port("TCP port where the laptop OS on the desktop says goodbye as its last\nshutdown step (on the tunnel address; the word is a per-boot token).", DEFAULT_GOODBYE_PORT),
       name: optionalText({
         doc: 'Name shown on the desktop; defaults to the host name.',
         pattern: /^[A-Za-z0-9_.-]{1,64}$/,
@@ -152,6 +159,28 @@ export const SETTINGS = section({
       },
     },
   ),
+  autokexec: section({
+    trigger: oneOf(['discovery', 'link', 'both'], {
+      doc: "What makes the laptop's own OS reboot into stiefelOS as the server\n(the stiefel-autokexec service): a desktop's authenticated discovery on\nany interface, carrier on the interface with link_mac, or both.",
+      default: 'discovery',
+    }),
+    link_mac: optionalText({
+      doc: 'The MAC address of the interface whose carrier triggers (trigger: link or both).',
+      pattern: /^([0-9A-Fa-f]{2}:){5}[0-9A-Fa-f]{2}$/,
+      allowed: 'a MAC address (aa:bb:cc:dd:ee:ff)',
+      example: 'aa:bb:cc:dd:ee:ff',
+    }),
+    delay_s: int({ doc: "Seconds between the trigger and the reboot, for 'stiefelctl autokexec --cancel'.", default: 10, min: 0, max: 3600 }),
+    holdoff_s: int({ doc: 'After a cancel, triggers are ignored this long.', default: 600, min: 0, max: 86_400 }),
+    image: path({ doc: "stiefelOS for this laptop (vmlinuz, initrd.img), built by setup-server-os.", default: '/boot/stiefelsystem' }),
+    cmdline_append: text({
+      doc: "Words added to stiefelOS's command line (console= is taken from the running kernel's).",
+      default: '',
+      pattern: CMDLINE_TEXT,
+      allowed: 'kernel command line words, without quotes or backslashes',
+      normalize: oneLine,
+    }),
+  }),
   client: section({
     link_interface: text({
       doc: "Name the laptop OS's initramfs gives the desktop's NIC that reaches the laptop.",

@@ -12,6 +12,12 @@ export interface ReplayGuardOptions {
   maxSkewMs: number;
   /** Most nonces remembered. */
   capacity?: number;
+  /**
+   * Timestamps at or below this are stale from the start: the newest
+   * timestamp a previous run accepted, so that a request captured before a
+   * restart is not accepted again after it (the nonces are forgotten).
+   */
+  floorMs?: number;
 }
 
 export class ReplayGuard {
@@ -21,10 +27,17 @@ export class ReplayGuard {
   readonly #seen = new Map<string, number>();
   /** Timestamps at or below this are stale: their nonces may have been forgotten. */
   #floor = -Infinity;
+  /** The newest timestamp accepted (or the floor given), for the next run's floor. */
+  #newest = -Infinity;
 
   constructor(options: ReplayGuardOptions) {
     this.#maxSkewMs = options.maxSkewMs;
     this.#capacity = options.capacity ?? 4096;
+    if (options.floorMs !== undefined) this.#floor = this.#newest = options.floorMs;
+  }
+
+  get newestMs(): number {
+    return this.#newest;
   }
 
   get size(): number {
@@ -37,6 +50,7 @@ export class ReplayGuard {
     const key = Buffer.from(nonce).toString('hex');
     if (this.#seen.has(key)) return 'replay';
     this.#seen.set(key, timestampMs);
+    if (timestampMs > this.#newest) this.#newest = timestampMs;
     while (this.#seen.size > this.#capacity) {
       const [oldest, ts] = this.#seen.entries().next().value as [string, number];
       this.#seen.delete(oldest);
