@@ -69,13 +69,3 @@ export class AutokexecGate {
     this.#pausedByFailure = byFailure;
   }
 }
-
-/**
- * stiefelOS's command line for the server role: the role, the running
- * kernel's console= settings (so stiefelOS shows where this OS did), and the
- * config's additions.
- */
-export function serverCmdline(runningCmdline: string, append: string): string {
-  const consoles = runningCmdline.split(/\s+/).filter((w) => /^console=/.test(w));
-  return ['stiefel.role=server', ...consoles, ...(append ? [append] : [])].join(' ');
-}

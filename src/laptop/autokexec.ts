@@ -24,7 +24,8 @@ import type { Logger } from '../log';
 import { makeDirectory } from '../make-dir';
 import { watchInterfaces, type NetworkControl } from '../netif/interfaces';
 import { WarningLimiter } from '../warning-limiter';
-import { AutokexecGate, serverCmdline } from './autokexec-gate';
+import { serverCmdline } from '../cmdline/stiefelos-cmdline';
+import { AutokexecGate } from './autokexec-gate';
 import type { Notifier } from './notify';
 
 export const AUTOKEXEC_SOCKET = '/run/stiefelsystem/autokexec.sock';

@@ -1,7 +1,8 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
-import { AutokexecGate, serverCmdline } from '../../src/laptop/autokexec-gate';
+import { AutokexecGate } from '../../src/laptop/autokexec-gate';
+import { serverCmdline } from '../../src/cmdline/stiefelos-cmdline';
 import { parseSessions } from '../../src/laptop/notify';
 import { ReplayGuard } from '../../src/discovery/replay-guard';
 
