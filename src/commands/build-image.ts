@@ -133,5 +133,6 @@ export const buildImageCommand: Command = {
       { log: ctx.log.child('image'), signal: ctx.signal, progress: display.update },
     );
     ctx.stdout(values.json ? `${JSON.stringify(summary, null, 2)}\n` : formatSummary(summary));
+    if (summary.secret) ctx.log.info(`${summary.initrd.path} holds the shared secret (mode 0600): whoever has a copy can reach the laptop's disk; keep it like a key`);
   },
 };

@@ -379,6 +379,8 @@ export async function buildImage(options: BuildImageOptions, ctx: BuildContext =
       method: compression,
       level,
       zstd: packing.zstd,
+      // With the secret inside, the initrd is a key to the laptop's disk: root only.
+      mode: options.secret !== undefined ? 0o600 : 0o644,
       signal,
       onProgress: (bytesIn) => progress({ phase: 'pack', message: packMessage, done: bytesIn, total: unpackedBytes }),
     });

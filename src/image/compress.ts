@@ -24,6 +24,8 @@ export interface CompressOptions {
   signal?: AbortSignal;
   /** Called as bytes go in and come out. */
   onProgress?: (bytesIn: number, bytesOut: number) => void;
+  /** The file's mode (0600 when the image holds the secret). */
+  mode?: number;
 }
 
 export interface CompressResult {
@@ -48,7 +50,7 @@ export async function writeCompressed(
       cb(null, chunk);
     },
   });
-  const file = await open(outPath, 'w', 0o644);
+  const file = await open(outPath, 'w', options.mode ?? 0o644);
   const sink = file.createWriteStream();
   const counterOut = new Transform({
     transform(chunk: Buffer, _enc, cb) {

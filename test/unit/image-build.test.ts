@@ -5,7 +5,7 @@ import { test, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFileSync, spawn } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, symlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { decodeNewc, S_IFCHR, S_IFLNK, S_IFREG, type DecodedCpioEntry } from '../../src/cpio/newc';
@@ -72,6 +72,9 @@ test('two builds from the same inputs are byte-identical; SOURCE_DATE_EPOCH sets
   assert.equal(b.code, 0, b.stderr);
   assert.equal(sha256(join(outA, 'initrd.img')), sha256(join(outB, 'initrd.img')));
   assert.equal(summary.initrd.sha256, sha256(join(outA, 'initrd.img')));
+  // With the secret inside, the initrd is a key: root only, and said once.
+  assert.equal(statSync(join(outA, 'initrd.img')).mode & 0o777, 0o600);
+  assert.equal(a.stderr.match(/holds the shared secret \(mode 0600\)/g)?.length, 1, a.stderr);
   assert.equal(summary.kernel.sha256, sha256(KERNEL));
   assert.ok(readFileSync(join(outB, 'vmlinuz')).equals(readFileSync(KERNEL)));
   // The text summary of the second build names the same hash and every part.
@@ -86,6 +89,7 @@ test('two builds from the same inputs are byte-identical; SOURCE_DATE_EPOCH sets
   const c = await build(outC, ['--compress', 'none', '--json'], { SOURCE_DATE_EPOCH: '1600000000' });
   assert.equal(c.code, 0, c.stderr);
   const raw = readFileSync(join(outC, 'initrd.img'));
+  assert.equal(statSync(join(outC, 'initrd.img')).mode & 0o777, 0o644, 'no secret inside: readable');
   assert.equal(raw.subarray(0, 6).toString(), '070701', 'uncompressed cpio');
   const sc = JSON.parse(c.stdout) as BuildSummary;
   assert.equal(sc.initrd.compression, 'none');
