@@ -6,14 +6,21 @@ import { systemRunner } from '../disk/runner';
 import { StiefelError, UsageError } from '../errors';
 import { INITRAMFS_FAMILIES, type InitramfsFamily } from '../server-os/family';
 import { unifiedDiff } from '../server-os/diff';
-import { applyServerOs, planServerOs, regenerateCommand } from '../server-os/setup';
+import { applyServerOs, buildStiefelOs, detectBootMenu, newestKernel, planServerOs, regenerateCommand } from '../server-os/setup';
 
 const HELP = `Usage: stiefelctl setup-server-os [--root DIR] [--dry-run] [--yes] [--uninstall]
                                   [--family F] [--cmdline TEXT]
+       stiefelctl setup-server-os --rebuild-image [--kernel-release R] [--root DIR]
 
-Installs into the laptop OS what its own initramfs needs to boot from the
-laptop's disk over the network on the desktop, then regenerates the initramfs
-with the distribution's own tool:
+Prepares the laptop: installs into its OS what its own initramfs needs to
+boot from the laptop's disk over the network on the desktop, regenerates the
+initramfs with the distribution's own tool, builds stiefelOS for this laptop
+into /boot/stiefelsystem (with its config and secret; on the ESP too for
+systemd-boot), adds the boot-menu entry "stiefelsystem: serve this disk"
+(an /etc/grub.d snippet and update-grub, or a BootLoaderSpec entry for
+systemd-boot), a kernel hook that rebuilds stiefelOS when the kernel changes
+(/etc/kernel/postinst.d/zz-stiefelsystem), and enables stiefel-autokexec.
+Needs a config first ('stiefelctl init'). The initramfs parts:
   initramfs-tools (Debian, Ubuntu)   hook + local-top script
   dracut (Fedora, RHEL, openSUSE...) module 90stiefelsystem
   mkinitcpio (Arch)                  install + runtime hook, added to HOOKS
@@ -24,7 +31,8 @@ The initramfs does nothing different unless the command line carries
 stiefel.mac= (set by 'stiefelctl client').
 
 Every change is shown as a diff and asked for. Running it again changes
-nothing; --uninstall removes every trace.
+nothing; --uninstall removes every trace. --rebuild-image only builds
+stiefelOS again (after a change of the config, or from the kernel hook).
 
 Options:
   --root DIR       the laptop OS's root directory (default /); for another
@@ -35,6 +43,9 @@ Options:
   --family F       initramfs-tools, dracut or mkinitcpio (default: detected)
   --cmdline TEXT   the laptop OS's kernel command line (default: /proc/cmdline
                    for /, else /etc/kernel/cmdline or /etc/fstab)
+  --rebuild-image  build stiefelOS again, nothing else
+  --kernel-release R  with --rebuild-image: from /boot/vmlinuz-R (default: the
+                   newest kernel installed)
 
 Examples:
   sudo stiefelctl setup-server-os --dry-run
@@ -58,6 +69,8 @@ export const setupServerOsCommand: Command = {
         uninstall: { type: 'boolean' },
         family: { type: 'string' },
         cmdline: { type: 'string' },
+        'rebuild-image': { type: 'boolean' },
+        'kernel-release': { type: 'string' },
       },
       { min: 0, max: 0, names: '' },
     );
@@ -69,6 +82,17 @@ export const setupServerOsCommand: Command = {
       throw new UsageError('--uninstall takes no --family or --cmdline', { command: 'setup-server-os' });
     }
     const root = resolve(ctx.cwd, values.root ?? '/');
+    if (values['kernel-release'] !== undefined && !values['rebuild-image']) throw new UsageError('--kernel-release goes with --rebuild-image', { command: 'setup-server-os' });
+    // stiefelctl as it runs inside root: this very program for '/', the laptop OS's own in a chroot.
+    const stiefelctl = root === '/' ? [process.execPath, process.argv[1]!] : ['stiefelctl'];
+    if (values['rebuild-image']) {
+      const release = values['kernel-release'];
+      if (release !== undefined && !/^[A-Za-z0-9._+~-]+$/.test(release)) throw new UsageError(`--kernel-release must be a kernel release such as $(uname -r), not '${release}'`, { command: 'setup-server-os' });
+      const kernel = release !== undefined ? `/boot/vmlinuz-${release}` : await newestKernel(root);
+      if (!kernel) throw new StiefelError('E_SERVER_OS_KERNEL', `no kernel with its modules in ${root === '/' ? '' : root}/boot: install the distribution's kernel package first`);
+      await buildStiefelOs(root, kernel, await detectBootMenu(root), { runner: systemRunner, log: ctx.log, stiefelctl });
+      return 0;
+    }
     let runningCmdline: string | undefined;
     if (root === '/') {
       try {
@@ -85,7 +109,7 @@ export const setupServerOsCommand: Command = {
       runningCmdline,
     });
     for (const r of plan.reasons) ctx.log.info(r);
-    if (plan.changes.length === 0) {
+    if (plan.changes.length === 0 && plan.actions.length === 0) {
       ctx.log.info(values.uninstall ? 'nothing of stiefelsystem is installed; nothing to do' : 'already set up; nothing to change');
       return 0;
     }
@@ -95,7 +119,9 @@ export const setupServerOsCommand: Command = {
     }
     const recordedFamily = plan.record?.family;
     const regen = recordedFamily ? regenerateCommand(recordedFamily).join(' ') : 'the initramfs tool';
-    const summary = `${plan.changes.length} file(s) to ${values.uninstall ? 'remove or change' : 'write'} under ${root}, then: ${regen}`;
+    const needsRegen = plan.changes.some((c) => !/\/loader\/entries\/|^\/etc\/(grub\.d|systemd|kernel)\//.test(c.path) && !c.path.endsWith('stiefelsystem-os.json'));
+    const steps = [...(needsRegen ? [regen] : []), ...plan.actions];
+    const summary = `${plan.changes.length} file(s) to ${values.uninstall ? 'remove or change' : 'write'} under ${root}${steps.length ? `, then: ${steps.join('; ')}` : ''}`;
     if (values['dry-run']) {
       ctx.log.info(`dry run: ${summary}; nothing was changed`);
       return 0;
@@ -111,7 +137,7 @@ export const setupServerOsCommand: Command = {
         return 1;
       }
     }
-    const result = await applyServerOs(plan, { runner: systemRunner, log: ctx.log });
+    const result = await applyServerOs(plan, { runner: systemRunner, log: ctx.log, stiefelctl });
     ctx.log.info(
       `done: ${plan.changes.length} file(s) changed${result.regenerated ? `, initramfs regenerated (${result.regenerated.join(' ')})` : ''}`,
     );

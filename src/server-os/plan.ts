@@ -5,6 +5,8 @@ import { readAsset } from '../assets';
 import { StiefelError } from '../errors';
 import { VERSION } from '../version';
 import type { InitramfsFamily } from './family';
+import { serverCmdline } from '../cmdline/stiefelos-cmdline';
+import { BLS_ENTRY_NAME, blsEntry, ESP_STIEFELOS_DIR, GRUB_SNIPPET_PATH, grubSnippet, type BootMenu } from './boot-menu';
 
 /** The shared attach script, run by every family's adapter in the initramfs. */
 export const ATTACH_PATH = '/usr/lib/stiefelsystem/stiefel-attach';
@@ -13,6 +15,11 @@ export const BOOT_RECORD_FILE = 'stiefelsystem-os.json';
 export const BOOT_RECORD_PATH = `/boot/${BOOT_RECORD_FILE}`;
 export const MKINITCPIO_CONF = '/etc/mkinitcpio.conf';
 export const MKINITCPIO_HOOK = 'stiefelsystem';
+export const KERNEL_POSTINST_PATH = '/etc/kernel/postinst.d/zz-stiefelsystem';
+export const AUTOKEXEC_UNIT = 'stiefel-autokexec.service';
+/** Where the Debian package puts the unit; without the package, setup-server-os writes it to /etc. */
+export const PACKAGED_UNIT_PATH = `/lib/systemd/system/${AUTOKEXEC_UNIT}`;
+export const LOCAL_UNIT_PATH = `/etc/systemd/system/${AUTOKEXEC_UNIT}`;
 
 export interface BootRecord {
   family: InitramfsFamily;
@@ -47,6 +54,10 @@ export interface SystemFacts {
   networkd: boolean;
   /** Current /etc/mkinitcpio.conf (mkinitcpio family), or null. */
   mkinitcpioConf: string | null;
+  /** The boot loader whose menu gets the stiefelsystem entry. */
+  bootMenu: BootMenu;
+  /** The Debian package installed the autokexec unit. */
+  packagedUnit: boolean;
 }
 
 const EXEC = 0o755;
@@ -55,7 +66,10 @@ const TEXT = 0o644;
 /** Every file this tool ever installs, by family ('common' for all). */
 function ownedFiles(): Record<InitramfsFamily | 'common' | 'nm' | 'networkd', Array<{ path: string; asset: string; mode: number }>> {
   return {
-    common: [{ path: ATTACH_PATH, asset: 'server-os/stiefel-attach.sh', mode: EXEC }],
+    common: [
+      { path: ATTACH_PATH, asset: 'server-os/stiefel-attach.sh', mode: EXEC },
+      { path: KERNEL_POSTINST_PATH, asset: 'server-os/kernel-postinst', mode: EXEC },
+    ],
     'initramfs-tools': [
       { path: '/etc/initramfs-tools/hooks/stiefelsystem', asset: 'server-os/initramfs-tools/hook', mode: EXEC },
       { path: '/etc/initramfs-tools/scripts/local-top/stiefelsystem', asset: 'server-os/initramfs-tools/local-top', mode: EXEC },
@@ -124,6 +138,15 @@ export function desiredFiles(record: BootRecord | null, facts: SystemFacts): Des
     for (const f of files) out.push({ path: f.path, content: wanted.has(group) ? readAsset(f.asset) : null, mode: f.mode });
   }
   out.push({ path: BOOT_RECORD_PATH, content: record ? encodeBootRecord(record) : null, mode: TEXT });
+  // The boot-menu entry, for whichever boot loader there is (and none left for another).
+  const cmdline = record ? serverCmdline(record.cmdline, '') : '';
+  const menu = facts.bootMenu;
+  out.push({ path: GRUB_SNIPPET_PATH, content: record && menu.kind === 'grub' ? grubSnippet(cmdline) : null, mode: EXEC });
+  if (menu.kind === 'systemd-boot') {
+    const espDir = menu.esp === '/boot' ? '/stiefelsystem' : ESP_STIEFELOS_DIR;
+    out.push({ path: `${menu.esp}/loader/entries/${BLS_ENTRY_NAME}`, content: record ? blsEntry(cmdline, espDir) : null, mode: TEXT });
+  }
+  out.push({ path: LOCAL_UNIT_PATH, content: record && !facts.packagedUnit ? readAsset('laptop/stiefel-autokexec.service') : null, mode: TEXT });
   if (facts.mkinitcpioConf !== null) {
     const conf = record?.family === 'mkinitcpio' ? addMkinitcpioHook(facts.mkinitcpioConf) : removeMkinitcpioHook(facts.mkinitcpioConf);
     out.push({ path: MKINITCPIO_CONF, content: conf, mode: TEXT });

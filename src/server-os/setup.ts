@@ -2,15 +2,22 @@
 // the laptop OS (or removes it), then has the OS's own tool regenerate its
 // initramfs. Planning reads files only; applying writes each file atomically
 // and puts every file back if the regeneration fails.
-import { chmod, mkdir, readFile, rename, rm, stat, writeFile } from 'node:fs/promises';
+import { chmod, copyFile, lstat, mkdir, readdir, readFile, rename, rm, stat, symlink, writeFile } from 'node:fs/promises';
+import { randomBytes } from 'node:crypto';
 import { dirname, join } from 'node:path';
+import { parseDocument } from 'yaml';
+import { parseConfigText } from '../config/load';
 import { StiefelError, errnoCode } from '../errors';
 import type { Logger } from '../log';
 import { runChecked, type CommandRunner } from '../disk/runner';
 import { detectFamily, type InitramfsFamily } from './family';
+import { ESP_STIEFELOS_DIR, STIEFELOS_DIR, type BootMenu } from './boot-menu';
 import {
+  AUTOKEXEC_UNIT,
   BOOT_RECORD_PATH,
+  LOCAL_UNIT_PATH,
   MKINITCPIO_CONF,
+  PACKAGED_UNIT_PATH,
   cleanCmdline,
   desiredFiles,
   grubDefaultCmdline,
@@ -40,6 +47,45 @@ export interface ServerOsPlan {
   /** Where the family and the command line came from, for the user. */
   reasons: string[];
   changes: FileChange[];
+  bootMenu: BootMenu;
+  /** The steps besides the files, in words (build stiefelOS, update grub.cfg, enable the service). */
+  actions: string[];
+  /** stiefelOS is to be built from this kernel (a path inside root); undefined: it is there already, or uninstalling. */
+  imageKernel: string | undefined;
+}
+
+/** The config inside the laptop OS that stiefelOS embeds (with its secret). */
+export const LAPTOP_CONFIG_PATH = '/etc/stiefelsystem/config.yaml';
+
+const exists = async (path: string): Promise<boolean> => stat(path).then(() => true, () => false);
+
+/** The boot loader of the laptop OS under `root`: systemd-boot (an ESP with loader/), else grub, else none. */
+export async function detectBootMenu(root: string): Promise<BootMenu> {
+  for (const esp of ['/boot/efi', '/efi', '/boot']) {
+    if ((await exists(join(root, esp, 'loader/loader.conf'))) || (await exists(join(root, esp, 'EFI/systemd/systemd-bootx64.efi')))) return { kind: 'systemd-boot', esp };
+  }
+  const grubCfg = (await exists(join(root, 'boot/grub/grub.cfg'))) || (await exists(join(root, 'boot/grub2/grub.cfg'))) || (await exists(join(root, 'etc/default/grub')));
+  if (grubCfg) {
+    if (await exists(join(root, 'usr/sbin/update-grub'))) return { kind: 'grub', update: ['update-grub'] };
+    if (await exists(join(root, 'usr/sbin/grub2-mkconfig'))) return { kind: 'grub', update: ['grub2-mkconfig', '-o', '/boot/grub2/grub.cfg'] };
+    if (await exists(join(root, 'usr/bin/grub-mkconfig'))) return { kind: 'grub', update: ['grub-mkconfig', '-o', '/boot/grub/grub.cfg'] };
+    return { kind: 'none', why: 'grub is configured but neither update-grub nor grub-mkconfig is installed' };
+  }
+  return { kind: 'none', why: 'neither systemd-boot (an ESP with loader/) nor grub was found' };
+}
+
+/** The newest kernel under root/boot whose modules are installed: the one the laptop boots next. */
+export async function newestKernel(root: string): Promise<string | undefined> {
+  const names = await readdir(join(root, 'boot')).catch(() => [] as string[]);
+  const releases = [];
+  for (const n of names) {
+    if (!n.startsWith('vmlinuz-')) continue;
+    const r = n.slice('vmlinuz-'.length);
+    if (await exists(join(root, 'lib/modules', r, 'modules.dep'))) releases.push(r);
+  }
+  releases.sort((a, b) => a.localeCompare(b, 'en', { numeric: true }));
+  const r = releases.at(-1);
+  return r ? `/boot/vmlinuz-${r}` : undefined;
 }
 
 async function readCurrent(root: string, path: string): Promise<CurrentFile> {
@@ -110,11 +156,40 @@ export async function planServerOs(options: ServerOsPlanOptions): Promise<Server
       (await readCurrent(root, '/usr/lib/systemd/systemd-networkd')).mode !== null ||
       (await readCurrent(root, '/lib/systemd/systemd-networkd')).mode !== null,
     mkinitcpioConf: (await readCurrent(root, MKINITCPIO_CONF)).content,
+    bootMenu: await detectBootMenu(root),
+    packagedUnit: await exists(join(root, PACKAGED_UNIT_PATH)),
   };
   const desired = desiredFiles(record, facts);
   const current = new Map<string, CurrentFile>();
   for (const d of desired) current.set(d.path, await readCurrent(root, d.path));
-  return { root, record, reasons, changes: planChanges(desired, current) };
+  const changes = planChanges(desired, current);
+  const menu = facts.bootMenu;
+  reasons.push(menu.kind === 'none' ? `boot-menu entry: none (${menu.why}); autokexec still starts the server` : `boot-menu entry: ${menu.kind}${menu.kind === 'systemd-boot' ? ` (ESP ${menu.esp})` : ''}`);
+  const actions: string[] = [];
+  let imageKernel: string | undefined;
+  const imagePresent = await exists(join(root, STIEFELOS_DIR, 'initrd.img'));
+  if (record) {
+    if (!(await exists(join(root, LAPTOP_CONFIG_PATH)))) {
+      throw new StiefelError('E_SERVER_OS_CONFIG', `there is no ${join(root, LAPTOP_CONFIG_PATH)}: run 'stiefelctl init' first (stiefelOS for this laptop carries its config and secret)`);
+    }
+    if (!imagePresent || changes.length > 0) {
+      imageKernel = await newestKernel(root);
+      if (!imageKernel) throw new StiefelError('E_SERVER_OS_KERNEL', `no kernel with its modules in ${join(root, 'boot')}: install the distribution's kernel package first`);
+      actions.push(`build stiefelOS from ${imageKernel} into ${STIEFELOS_DIR}${menu.kind === 'systemd-boot' ? ` and copy it to the ESP (${menu.esp}${menu.esp === '/boot' ? '' : ESP_STIEFELOS_DIR})` : ''}`);
+    }
+    if (!(await unitEnabled(root))) actions.push(`enable ${AUTOKEXEC_UNIT}`);
+  } else {
+    if (imagePresent) actions.push(`remove stiefelOS (${STIEFELOS_DIR})`);
+    if (await unitEnabled(root)) actions.push(`disable ${AUTOKEXEC_UNIT}`);
+  }
+  if (menu.kind === 'grub' && changes.some((c) => c.path.startsWith('/etc/grub.d/'))) actions.push(`update the boot menu: ${menu.update.join(' ')}`);
+  return { root, record, reasons, changes, bootMenu: menu, actions, imageKernel };
+}
+
+/** Enabled for boot: the symlink systemctl enable makes. */
+async function unitEnabled(root: string): Promise<boolean> {
+  // lstat: the link points into the laptop OS's tree, not this machine's.
+  return lstat(join(root, 'etc/systemd/system/multi-user.target.wants', AUTOKEXEC_UNIT)).then(() => true, () => false);
 }
 
 /** The family's own command that rebuilds every installed kernel's initramfs. */
@@ -188,13 +263,89 @@ export interface ApplyResult {
   regenerated: string[] | null;
 }
 
+export interface ApplyDeps {
+  runner: CommandRunner;
+  log: Logger;
+  /** How to run stiefelctl inside root (['stiefelctl'] in a chroot; node and the bundle for '/'). */
+  stiefelctl: string[];
+}
+
+/** The laptop's disk as stiefelOS can name it, when the config does not: the disk holding `/`, by its partition table's id. */
+async function detectDisk(runner: CommandRunner): Promise<string> {
+  const source = (await runChecked(runner, 'E_SERVER_OS_DISK', 'findmnt', ['-n', '-o', 'SOURCE', '/'])).trim();
+  const tree = JSON.parse(await runChecked(runner, 'E_SERVER_OS_DISK', 'lsblk', ['-J', '-s', '-o', 'NAME,TYPE,PTUUID', source])) as { blockdevices?: Array<Record<string, unknown>> };
+  // -s lists the device with its parents inside it; the disk is at the bottom.
+  const walk = (d: Record<string, unknown>): Record<string, unknown> | undefined =>
+    d.type === 'disk' ? d : ((d.children as Array<Record<string, unknown>> | undefined) ?? []).map(walk).find(Boolean);
+  const disk = (tree.blockdevices ?? []).map(walk).find(Boolean);
+  const ptuuid = typeof disk?.ptuuid === 'string' ? disk.ptuuid : '';
+  if (!ptuuid) throw new StiefelError('E_SERVER_OS_DISK', `cannot tell which disk holds / (${source}): set server.disk in ${LAPTOP_CONFIG_PATH}`);
+  return `PTUUID=${ptuuid}`;
+}
+
+/**
+ * Builds stiefelOS for this laptop into STIEFELOS_DIR with the laptop's own
+ * kernel, programs, config and secret, from inside the laptop OS (a chroot
+ * for another root). The config gets server.disk when it names none.
+ */
+export async function buildStiefelOs(root: string, kernel: string, menu: BootMenu, deps: ApplyDeps): Promise<void> {
+  const { runner, log } = deps;
+  const text = await readFile(join(root, LAPTOP_CONFIG_PATH), 'utf8');
+  const config = parseConfigText(text, LAPTOP_CONFIG_PATH);
+  const doc = parseDocument(text);
+  if (config.server.disk === undefined) {
+    if (root !== '/') throw new StiefelError('E_SERVER_OS_DISK', `server.disk is not set in ${join(root, LAPTOP_CONFIG_PATH)}: name the laptop's disk there (e.g. /dev/nvme0n1)`);
+    const disk = await detectDisk(runner);
+    log.info(`the laptop's disk for stiefelOS: ${disk} (the disk holding /)`);
+    doc.setIn(['server', 'disk'], disk);
+  }
+  const tmpName = `/var/tmp/stiefel-image-config-${randomBytes(4).toString('hex')}.yaml`;
+  await mkdir(join(root, 'var/tmp'), { recursive: true });
+  await writeFile(join(root, tmpName), doc.toString(), { mode: 0o600 });
+  try {
+    log.info(`building stiefelOS from ${kernel} into ${STIEFELOS_DIR}${root === '/' ? '' : ` (in ${root})`}`);
+    await runInRoot(runner, root, [...deps.stiefelctl, 'build-image', '--kernel', kernel, '--out', STIEFELOS_DIR, '--config', tmpName, '--secret', config.secret], log);
+  } finally {
+    await rm(join(root, tmpName), { force: true });
+  }
+  if (menu.kind === 'systemd-boot' && menu.esp !== '/boot') {
+    // systemd-boot reads only the ESP: the entry's files go there too.
+    const dir = join(root, menu.esp, ESP_STIEFELOS_DIR);
+    await mkdir(dir, { recursive: true });
+    for (const f of ['vmlinuz', 'initrd.img']) await copyFile(join(root, STIEFELOS_DIR, f), join(dir, f));
+    log.info(`copied stiefelOS to the ESP (${join(menu.esp, ESP_STIEFELOS_DIR)})`);
+  }
+}
+
+/** Enables (or disables) autokexec the way `systemctl enable` does: its WantedBy symlink; and starts (stops) it on a running system. */
+async function setUnitEnabled(root: string, enabled: boolean, deps: ApplyDeps): Promise<void> {
+  const link = join(root, 'etc/systemd/system/multi-user.target.wants', AUTOKEXEC_UNIT);
+  const live = root === '/' && (await exists('/run/systemd/system'));
+  if (enabled) {
+    const target = (await exists(join(root, PACKAGED_UNIT_PATH))) ? PACKAGED_UNIT_PATH : LOCAL_UNIT_PATH;
+    await mkdir(dirname(link), { recursive: true });
+    await rm(link, { force: true });
+    await symlink(target, link);
+    deps.log.info(`enabled ${AUTOKEXEC_UNIT}`);
+    if (live) {
+      await runChecked(deps.runner, 'E_SYSTEMCTL', 'systemctl', ['daemon-reload']);
+      await runChecked(deps.runner, 'E_SYSTEMCTL', 'systemctl', ['restart', AUTOKEXEC_UNIT]);
+    }
+  } else {
+    if (live) await deps.runner.run('systemctl', ['stop', AUTOKEXEC_UNIT]);
+    await rm(link, { force: true });
+    deps.log.info(`disabled ${AUTOKEXEC_UNIT}`);
+    if (live) await deps.runner.run('systemctl', ['daemon-reload']);
+  }
+}
+
 /**
  * Writes the plan's changes and regenerates the initramfs. If regenerating
  * fails, every file is put back as it was and the error is rethrown.
  */
-export async function applyServerOs(plan: ServerOsPlan, deps: { runner: CommandRunner; log: Logger }): Promise<ApplyResult> {
+export async function applyServerOs(plan: ServerOsPlan, deps: ApplyDeps): Promise<ApplyResult> {
   const { runner, log } = deps;
-  if (plan.changes.length === 0) return { regenerated: null };
+  if (plan.changes.length === 0 && plan.actions.length === 0) return { regenerated: null };
   const done: FileChange[] = [];
   try {
     for (const c of plan.changes) {
@@ -205,12 +356,23 @@ export async function applyServerOs(plan: ServerOsPlan, deps: { runner: CommandR
     // Regenerate with the family now installed, or (uninstalling) the one the
     // record named; the boot record being the only change needs none.
     const family = plan.record?.family ?? familyOfRemoved(plan.changes);
-    const needsRegeneration = plan.changes.some((c) => c.path !== BOOT_RECORD_PATH);
-    if (!family || !needsRegeneration) return { regenerated: null };
-    const argv = regenerateCommand(family);
-    log.info(`regenerating the initramfs: ${argv.join(' ')}${plan.root === '/' ? '' : ` (in ${plan.root})`}`);
-    await runInRoot(runner, plan.root, argv, log);
-    return { regenerated: argv };
+    const needsRegeneration = plan.changes.some((c) => c.path !== BOOT_RECORD_PATH && !c.path.includes('/loader/entries/') && !c.path.startsWith('/etc/grub.d/') && !c.path.startsWith('/etc/systemd/') && !c.path.startsWith('/etc/kernel/'));
+    let regenerated: string[] | null = null;
+    if (family && needsRegeneration) {
+      regenerated = regenerateCommand(family);
+      log.info(`regenerating the initramfs: ${regenerated.join(' ')}${plan.root === '/' ? '' : ` (in ${plan.root})`}`);
+      await runInRoot(runner, plan.root, regenerated, log);
+    }
+    if (plan.record && plan.imageKernel) await buildStiefelOs(plan.root, plan.imageKernel, plan.bootMenu, deps);
+    if (!plan.record) await removeStiefelOs(plan.root, plan.bootMenu, log);
+    const menu = plan.bootMenu;
+    if (menu.kind === 'grub' && plan.changes.some((c) => c.path.startsWith('/etc/grub.d/'))) {
+      log.info(`updating the boot menu: ${menu.update.join(' ')}`);
+      await runInRoot(runner, plan.root, menu.update, log);
+    }
+    if (plan.actions.some((a) => a.startsWith('enable '))) await setUnitEnabled(plan.root, true, deps);
+    if (plan.actions.some((a) => a.startsWith('disable '))) await setUnitEnabled(plan.root, false, deps);
+    return { regenerated };
   } catch (err) {
     for (const c of done.reverse()) {
       try {
@@ -221,6 +383,15 @@ export async function applyServerOs(plan: ServerOsPlan, deps: { runner: CommandR
     }
     if (done.length) log.warn(`put ${done.length} file(s) back as they were`);
     throw err;
+  }
+}
+
+async function removeStiefelOs(root: string, menu: BootMenu, log: Logger): Promise<void> {
+  const dirs = [STIEFELOS_DIR, ...(menu.kind === 'systemd-boot' && menu.esp !== '/boot' ? [join(menu.esp, ESP_STIEFELOS_DIR)] : [])];
+  for (const d of dirs) {
+    if (!(await exists(join(root, d)))) continue;
+    await rm(join(root, d), { recursive: true, force: true });
+    log.info(`removed ${d}`);
   }
 }
 

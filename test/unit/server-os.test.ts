@@ -1,7 +1,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFileSync, spawnSync } from 'node:child_process';
-import { mkdirSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, readlinkSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import fc from 'fast-check';
@@ -9,6 +9,8 @@ import { unifiedDiff } from '../../src/server-os/diff';
 import {
   ATTACH_PATH,
   BOOT_RECORD_PATH,
+  KERNEL_POSTINST_PATH,
+  LOCAL_UNIT_PATH,
   addMkinitcpioHook,
   cleanCmdline,
   desiredFiles,
@@ -26,7 +28,8 @@ import { StiefelError } from '../../src/errors';
 import { runCli } from '../helpers/cli';
 import { requireTool } from '../helpers/tools';
 
-const noNetworkManagers = { networkManager: false, networkd: false, mkinitcpioConf: null };
+// A system with the Debian package's unit and no boot loader that takes an entry.
+const noNetworkManagers = { networkManager: false, networkd: false, mkinitcpioConf: null, bootMenu: { kind: 'none', why: 'test' } as const, packagedUnit: true };
 
 test('unified diff: GNU patch turns the old text into the new one with it', () => {
   requireTool('patch');
@@ -84,6 +87,7 @@ test('each family gets the shared attach script, its own adapter, and the boot r
     '/etc/initramfs-tools/hooks/stiefelsystem',
     '/etc/initramfs-tools/scripts/local-top/stiefelsystem',
     ATTACH_PATH,
+    KERNEL_POSTINST_PATH,
   ].sort());
   assert.deepEqual(present('dracut'), [
     BOOT_RECORD_PATH,
@@ -91,6 +95,7 @@ test('each family gets the shared attach script, its own adapter, and the boot r
     ATTACH_PATH,
     '/usr/lib/dracut/modules.d/90stiefelsystem/module-setup.sh',
     '/usr/lib/dracut/modules.d/90stiefelsystem/stiefel-cmdline.sh',
+    KERNEL_POSTINST_PATH,
   ].sort());
   assert.deepEqual(present('mkinitcpio'), [
     BOOT_RECORD_PATH,
@@ -98,8 +103,9 @@ test('each family gets the shared attach script, its own adapter, and the boot r
     '/etc/initcpio/install/stiefelsystem',
     '/etc/mkinitcpio.conf',
     ATTACH_PATH,
+    KERNEL_POSTINST_PATH,
   ].sort());
-  const withManagers = desiredFiles(record('dracut'), { networkManager: true, networkd: true, mkinitcpioConf: null });
+  const withManagers = desiredFiles(record('dracut'), { ...noNetworkManagers, networkManager: true, networkd: true });
   assert.ok(withManagers.some((f) => f.path === '/etc/NetworkManager/conf.d/stiefelsystem.conf' && f.content?.includes('unmanaged-devices=interface-name:stiefellink')));
   assert.ok(withManagers.some((f) => f.path === '/etc/systemd/network/00-stiefelsystem.network' && f.content?.includes('Unmanaged=yes')));
 });
@@ -141,17 +147,44 @@ test('the recorded command line drops what bootloaders and stiefelsystem add', (
   assert.equal(grubDefaultCmdline('GRUB_CMDLINE_LINUX_DEFAULT="quiet splash"\nGRUB_CMDLINE_LINUX=""\n'), 'quiet splash');
 });
 
+test('the boot-menu entry: a grub.d snippet or a BootLoaderSpec entry on the ESP; the unit where no package brought it', () => {
+  const record = { family: 'initramfs-tools' as const, cmdline: 'root=UUID=1 ro quiet console=ttyS0,115200' };
+  const file = (facts: Parameters<typeof desiredFiles>[1], path: string) => desiredFiles(record, facts).find((f) => f.path === path)?.content ?? null;
+  const grub = file({ ...noNetworkManagers, bootMenu: { kind: 'grub', update: ['update-grub'] } }, '/etc/grub.d/42_stiefelsystem');
+  assert.ok(grub);
+  assert.match(grub, /^menuentry 'stiefelsystem: serve this disk' --class stiefelsystem/m);
+  assert.match(grub, /^\tlinux \$path\/vmlinuz stiefel\.role=server console=ttyS0,115200$/m);
+  assert.match(grub, /^\tinitrd \$path\/initrd\.img$/m);
+  const bls = file({ ...noNetworkManagers, bootMenu: { kind: 'systemd-boot', esp: '/boot/efi' } }, '/boot/efi/loader/entries/stiefelsystem.conf');
+  assert.equal(bls?.split('\n').filter((l) => !l.startsWith('#')).join('\n'), 'title      stiefelsystem: serve this disk\nsort-key   zz-stiefelsystem\nlinux      /stiefelsystem/vmlinuz\ninitrd     /stiefelsystem/initrd.img\noptions    stiefel.role=server console=ttyS0,115200\n');
+  // With neither, no snippet; without the package, the unit goes to /etc.
+  assert.equal(file(noNetworkManagers, '/etc/grub.d/42_stiefelsystem'), null);
+  assert.equal(file({ ...noNetworkManagers, packagedUnit: false }, LOCAL_UNIT_PATH), readAsset('laptop/stiefel-autokexec.service'));
+  assert.equal(file(noNetworkManagers, LOCAL_UNIT_PATH), null);
+  // The grub snippet is valid sh.
+  const r = spawnSync('dash', ['-n'], { input: grub, encoding: 'utf8' });
+  assert.equal(r.status, 0, r.stderr);
+});
+
 function fakeRoot(family: 'initramfs-tools' | 'dracut'): string {
   const root = mkdtempSync(join(tmpdir(), 'stf6-root-'));
+  // What 'stiefelctl init' wrote, and a kernel with its modules.
+  mkdirSync(join(root, 'etc/stiefelsystem'), { recursive: true });
+  writeFileSync(join(root, 'etc/stiefelsystem/config.yaml'), 'server:\n  disk: /dev/vda\n');
+  writeFileSync(join(root, 'etc/stiefelsystem/secret'), Buffer.alloc(32, 7), { mode: 0o600 });
+  mkdirSync(join(root, 'lib/modules/6.1.0-0-stf/'), { recursive: true }); // made-up release
+  writeFileSync(join(root, 'lib/modules/6.1.0-0-stf/modules.dep'), ''); // made-up release
   mkdirSync(join(root, 'usr/sbin'), { recursive: true });
   mkdirSync(join(root, 'usr/bin'), { recursive: true });
   mkdirSync(join(root, 'etc/kernel'), { recursive: true });
   mkdirSync(join(root, 'boot'));
   writeFileSync(join(root, family === 'dracut' ? 'usr/bin/dracut' : 'usr/sbin/update-initramfs'), '#!/bin/sh\n', { mode: 0o755 });
   writeFileSync(join(root, 'etc/kernel/cmdline'), 'root=UUID=feed ro console=ttyS0\n');
+  writeFileSync(join(root, 'boot/vmlinuz-6.1.0-0-stf'), 'kernel'); // made-up release
   return root;
 }
 
+/** Records the commands; `build-image` in a chroot writes the files it would. */
 function scriptedRunner(failOn?: string): CommandRunner & { calls: string[] } {
   const calls: string[] = [];
   return {
@@ -160,10 +193,18 @@ function scriptedRunner(failOn?: string): CommandRunner & { calls: string[] } {
       const line = [file, ...args].join(' ');
       calls.push(line);
       if (failOn && line.includes(failOn)) return { code: 1, stdout: '', stderr: 'E: mkinitramfs failure cpio 141' };
+      if (file === 'chroot' && args.includes('build-image')) {
+        const out = join(args[0]!, args[args.indexOf('--out') + 1]!);
+        mkdirSync(out, { recursive: true });
+        writeFileSync(join(out, 'vmlinuz'), 'kernel');
+        writeFileSync(join(out, 'initrd.img'), readFileSync(join(args[0]!, args[args.indexOf('--config') + 1]!)));
+      }
       return { code: 0, stdout: '', stderr: '' };
     },
   };
 }
+
+const deps = (runner: CommandRunner) => ({ runner, log: silentLogger, stiefelctl: ['stiefelctl'] });
 
 test('apply: writes files with their modes, regenerates in a chroot and unmounts after', async () => {
   const root = fakeRoot('initramfs-tools');
@@ -171,24 +212,39 @@ test('apply: writes files with their modes, regenerates in a chroot and unmounts
     const plan = await planServerOs({ root, uninstall: false });
     assert.equal(plan.record?.family, 'initramfs-tools');
     assert.equal(plan.record?.cmdline, 'root=UUID=feed ro console=ttyS0');
+    assert.deepEqual(plan.actions, ['build stiefelOS from /boot/vmlinuz-6.1.0-0-stf into /boot/stiefelsystem', 'enable stiefel-autokexec.service']); // made-up release
     const runner = scriptedRunner();
-    const result = await applyServerOs(plan, { runner, log: silentLogger });
+    const result = await applyServerOs(plan, deps(runner));
     assert.deepEqual(result.regenerated, ['update-initramfs', '-u', '-k', 'all']);
-    assert.deepEqual(runner.calls, [
-      `mount -t proc proc ${root}/proc`,
-      `mount -t sysfs sysfs ${root}/sys`,
-      `mount --bind /dev ${root}/dev`,
+    const mounts = [`mount -t proc proc ${root}/proc`, `mount -t sysfs sysfs ${root}/sys`, `mount --bind /dev ${root}/dev`];
+    const umounts = [`umount ${root}/dev`, `umount ${root}/sys`, `umount ${root}/proc`];
+    assert.deepEqual(runner.calls.map((c) => c.replace(/stiefel-image-config-[0-9a-f]+/, 'CONFIG')), [
+      ...mounts,
       `chroot ${root} update-initramfs -u -k all`,
-      `umount ${root}/dev`,
-      `umount ${root}/sys`,
-      `umount ${root}/proc`,
+      ...umounts,
+      ...mounts,
+      `chroot ${root} stiefelctl build-image --kernel /boot/vmlinuz-6.1.0-0-stf --out /boot/stiefelsystem --config /var/tmp/CONFIG.yaml --secret /etc/stiefelsystem/secret`, // made-up release
+      ...umounts,
     ]);
+    // stiefelOS got the laptop's config (the temporary copy is gone), and autokexec is enabled as systemctl would.
+    assert.equal(readFileSync(join(root, 'boot/stiefelsystem/initrd.img'), 'utf8'), 'server:\n  disk: /dev/vda\n');
+    assert.deepEqual(readdirSync(join(root, 'var/tmp')), []);
+    assert.equal(readlinkSync(join(root, 'etc/systemd/system/multi-user.target.wants/stiefel-autokexec.service')), LOCAL_UNIT_PATH);
+    assert.equal(readFileSync(join(root, LOCAL_UNIT_PATH), 'utf8'), readAsset('laptop/stiefel-autokexec.service'));
+    assert.equal(statSync(join(root, KERNEL_POSTINST_PATH)).mode & 0o777, 0o755);
     assert.equal(readFileSync(join(root, ATTACH_PATH), 'utf8'), readAsset('server-os/stiefel-attach.sh'));
     assert.equal(statSync(join(root, ATTACH_PATH)).mode & 0o777, 0o755);
     assert.deepEqual(JSON.parse(readFileSync(join(root, BOOT_RECORD_PATH), 'utf8')).family, 'initramfs-tools');
     // Twice: nothing to change, nothing run.
     const again = await planServerOs({ root, uninstall: false });
-    assert.deepEqual(again.changes, []);
+    assert.deepEqual([again.changes, again.actions], [[], []]);
+    // Uninstalling takes it all away again: files, stiefelOS, the service.
+    const un = await planServerOs({ root, uninstall: true });
+    assert.deepEqual(un.actions, ['remove stiefelOS (/boot/stiefelsystem)', 'disable stiefel-autokexec.service']);
+    await applyServerOs(un, deps(scriptedRunner()));
+    assert.ok(!existsSync(join(root, 'boot/stiefelsystem')));
+    assert.ok(!existsSync(join(root, 'etc/systemd/system/multi-user.target.wants/stiefel-autokexec.service')));
+    for (const p of [ATTACH_PATH, KERNEL_POSTINST_PATH, LOCAL_UNIT_PATH, BOOT_RECORD_PATH]) assert.ok(!existsSync(join(root, p)), p);
   } finally {
     rmSync(root, { recursive: true, force: true });
   }
@@ -200,7 +256,7 @@ test('apply: a failed regeneration puts every file back as it was', async () => 
     writeFileSync(join(root, 'boot/stiefelsystem-os.json'), 'old record\n');
     const plan = await planServerOs({ root, uninstall: false });
     const runner = scriptedRunner('dracut --force');
-    await assert.rejects(applyServerOs(plan, { runner, log: silentLogger }), (err: unknown) => err instanceof StiefelError && /cpio 141/.test(err.message));
+    await assert.rejects(applyServerOs(plan, deps(runner)), (err: unknown) => err instanceof StiefelError && /cpio 141/.test(err.message));
     assert.equal(readFileSync(join(root, 'boot/stiefelsystem-os.json'), 'utf8'), 'old record\n');
     assert.throws(() => statSync(join(root, ATTACH_PATH)), /ENOENT/);
     assert.throws(() => statSync(join(root, 'etc/dracut.conf.d/stiefelsystem.conf')), /ENOENT/);
@@ -217,7 +273,7 @@ test('CLI: --dry-run shows the diffs and changes nothing; mistakes are one line'
     assert.equal(dry.code, 0, dry.stderr);
     assert.match(dry.stdout, /^\+\+\+ b\/etc\/initramfs-tools\/hooks\/stiefelsystem$/m);
     assert.match(dry.stdout, /^\+\+\+ b\/boot\/stiefelsystem-os\.json$/m);
-    assert.match(dry.stderr, /dry run: \d+ file\(s\) to write .*update-initramfs -u -k all; nothing was changed/);
+    assert.match(dry.stderr, /dry run: \d+ file\(s\) to write .*, then: update-initramfs -u -k all; build stiefelOS from \/boot\/vmlinuz-\S+ into \/boot\/stiefelsystem; enable stiefel-autokexec\.service; nothing was changed/);
     assert.equal(execFileSync('find', [root, '-newer', join(root, 'etc/kernel/cmdline'), '-type', 'f'], { encoding: 'utf8' }), '');
 
     const noTty = await runCli(['setup-server-os', '--root', root], { detached: true });
@@ -232,6 +288,13 @@ test('CLI: --dry-run shows the diffs and changes nothing; mistakes are one line'
     assert.equal(missing.code, 1);
     assert.equal(missing.stderr.trim().split('\n').length, 1);
     assert.match(missing.stderr, /is not a directory; --root takes the laptop OS's mounted root directory/);
+
+    const noConfig = fakeRoot('initramfs-tools');
+    rmSync(join(noConfig, 'etc/stiefelsystem'), { recursive: true });
+    const unconfigured = await runCli(['setup-server-os', '--root', noConfig, '--dry-run']);
+    rmSync(noConfig, { recursive: true });
+    assert.equal(unconfigured.code, 1);
+    assert.match(unconfigured.stderr.trim().split('\n').at(-1)!, /there is no \S+\/etc\/stiefelsystem\/config\.yaml: run 'stiefelctl init' first/);
 
     const empty = mkdtempSync(join(tmpdir(), 'stf6-empty-'));
     const none = await runCli(['setup-server-os', '--root', empty, '--dry-run']);
