@@ -1,6 +1,7 @@
 // Every setting of stiefelsystem's config file, declared once: key, type,
 // default, check, message and documentation (see declare.ts for what is made
 // of it). The same file serves the laptop and the desktop.
+import { isAbsolute, resolve } from 'node:path';
 import {
   bool,
   custom,
@@ -8,7 +9,6 @@ import {
   int,
   list,
   oneOf,
-  optionalPath,
   optionalSection,
   optionalText,
   path,
@@ -88,9 +88,17 @@ export const SETTINGS = section({
   }),
   server: section(
     {
-      disk: optionalPath({
-        doc: "The disk the laptop OS lives on, served over NBD to one client at a time.\nWhat the desktop boots is found on it the way the laptop's boot loader\nfinds it (see 'stiefelctl boot-entries'), with the initramfs family and\ncommand line that 'stiefelctl setup-server-os' recorded there.",
+      disk: custom<string | undefined>({
+        doc: "The disk the laptop OS lives on, served over NBD to one client at a time:\na path (/dev/nvme0n1, an image file), or PTUUID=ID, the id of its\npartition table (lsblk -o PTUUID), which no re-ordering of disks changes.\nWhat the desktop boots is found on it the way the laptop's boot loader\nfinds it (see 'stiefelctl boot-entries'), with the initramfs family and\ncommand line that 'stiefelctl setup-server-os' recorded there.",
+        allowed: 'a disk: a path, or PTUUID= and the id of its partition table',
+        default: undefined,
         example: '/dev/nvme0n1',
+        check(v, at) {
+          if (typeof v !== 'string' || !/^[^\0]+$/.test(v)) fail(at, 'a disk: a path, or PTUUID= and the id of its partition table', v);
+          if (/^PTUUID=/i.test(v)) return /^PTUUID=[0-9A-Fa-f-]{8,36}$/.test(v) ? `PTUUID=${v.slice(7).toLowerCase()}` : fail(at, 'PTUUID= and a partition-table id (8 hex digits for MBR, a GUID for GPT)', v);
+          return isAbsolute(v) ? v : resolve(at.base, v);
+        },
+        schema: { type: 'string', minLength: 1 },
       }),
       boot: optionalSection(
         {

@@ -207,3 +207,18 @@ export async function readPartitionTable(readAt: ReadAt, diskSize: number, secto
   partitions.sort((a, b) => a.number - b.number);
   return { scheme: 'mbr', sectorSize: 512, partitions, problems };
 }
+
+/**
+ * The id of a disk's partition table, as `lsblk -o PTUUID` prints it: the
+ * GPT disk GUID (header offset 56), else the MBR disk signature (offset
+ * 0x1B8) as 8 hex digits; null when the disk has neither.
+ */
+export async function readDiskId(readAt: ReadAt, sectorSizes: readonly number[] = [512, 4096]): Promise<string | null> {
+  const head = await readAt(0, 512);
+  for (const ss of sectorSizes) {
+    const decoded = decodeGptHeader((await readAt(ss, ss)).subarray(0, ss));
+    if ('header' in decoded) return decodeGuid((await readAt(ss + 56, 16)).subarray(0, 16), 0);
+  }
+  if (!hasMbrSignature(head)) return null;
+  return u32(head, 0x1b8).toString(16).padStart(8, '0');
+}

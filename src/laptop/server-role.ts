@@ -15,6 +15,7 @@ import { BootEntriesPayloadSource } from './boot-entries-source';
 import { startWireGuardServer, WG_INTERFACE, type WireGuardServer } from '../wireguard/link';
 import { systemRunner, type CommandRunner } from '../disk/runner';
 import type { PassphraseProvider } from '../disk/passphrase';
+import { resolveDisk } from '../disk/find-disk';
 
 /** The disk server (NBD), started by the caller's factory with the lock's admission hook. */
 export interface DiskService {
@@ -89,6 +90,7 @@ export async function startBootServer(o: BootServerOptions, ctx: { log: Logger; 
     while (closers.length) await closers.pop()!().catch(() => undefined);
   };
   try {
+    const diskPath = cfg.server.disk === undefined ? undefined : await resolveDisk(cfg.server.disk, { log, signal });
     // Where the payload comes from: the files named in the config, else the
     // default boot entry on the disk.
     let source = o.source;
@@ -100,9 +102,9 @@ export async function startBootServer(o: BootServerOptions, ctx: { log: Logger; 
         source = files;
         const t0 = Date.now();
         payloadReady = files.prepare(signal).then(() => log.info(`boot payload ready: ${boot.kernel}, ${boot.initrd} (digests in ${((Date.now() - t0) / 1000).toFixed(1)} s)`));
-      } else if (cfg.server.disk) {
+      } else if (diskPath) {
         const found = new BootEntriesPayloadSource({
-          device: cfg.server.disk,
+          device: diskPath,
           workDir: o.workDir ?? '/run/stiefelsystem',
           family: cfg.server.family,
           cmdline: cfg.server.cmdline,
@@ -136,7 +138,7 @@ export async function startBootServer(o: BootServerOptions, ctx: { log: Logger; 
     // disk served on its address alone.
     let wireguard: WireGuardServer | undefined;
     let link = o.link;
-    if (!link && cfg.server.wireguard.enabled && cfg.server.disk) {
+    if (!link && cfg.server.wireguard.enabled && diskPath) {
       const wg = await startWireGuardServer({ port: cfg.server.wireguard.port }, { runner, log: log.child('wireguard') });
       wireguard = wg;
       closers.push(() => wg.close());
@@ -144,10 +146,10 @@ export async function startBootServer(o: BootServerOptions, ctx: { log: Logger; 
     }
 
     let disk: DiskService | undefined;
-    if (cfg.server.disk && o.startDisk) {
+    if (diskPath && o.startDisk) {
       disk = await o.startDisk(
         {
-          path: cfg.server.disk,
+          path: diskPath,
           host: wireguard?.address,
           port: cfg.server.nbd.port,
           exportName: cfg.server.nbd.export,
@@ -169,8 +171,8 @@ export async function startBootServer(o: BootServerOptions, ctx: { log: Logger; 
       );
       const d = disk;
       closers.push(() => d.close());
-    } else if (cfg.server.disk) {
-      log.warn(`server.disk ${cfg.server.disk} is not served: no disk server given`);
+    } else if (diskPath) {
+      log.warn(`server.disk ${diskPath} is not served: no disk server given`);
     }
 
     const payload = await startPayloadServer(
@@ -209,7 +211,7 @@ export async function startBootServer(o: BootServerOptions, ctx: { log: Logger; 
     });
 
     log.info(
-      `serving '${o.serverName}': discovery on UDP ${cfg.discovery.port}, payload on HTTPS ${payload.port}${disk ? `, disk ${cfg.server.disk} on NBD ${disk.port}${wireguard ? ` at ${wireguard.address} (WireGuard only)` : ''}` : ''}; interfaces: ${[...interfaces.up].sort().join(', ') || '(none yet)'}`,
+      `serving '${o.serverName}': discovery on UDP ${cfg.discovery.port}, payload on HTTPS ${payload.port}${disk ? `, disk ${diskPath} on NBD ${disk.port}${wireguard ? ` at ${wireguard.address} (WireGuard only)` : ''}` : ''}; interfaces: ${[...interfaces.up].sort().join(', ') || '(none yet)'}`,
     );
     signal.addEventListener('abort', () => void close(), { once: true });
     return { payload, discovery, disk, lock, interfaces, wireguard, payloadReady, close };

@@ -161,3 +161,9 @@ test('the JSON Schema refuses what the reader refuses: ranges, enums, patterns, 
 test('an empty interface list says so and names what is allowed', () => {
   assert.equal(err('network:\n  interfaces: []\n').message, `config ${F}: network.interfaces must be 'all' or a non-empty list of interface names, not an empty list`);
 });
+
+test('server.disk: a path (relative to the config) or PTUUID= and a partition-table id', () => {
+  assert.equal(parseConfigText('server:\n  disk: PTUUID=1B2C3D4E-0000-4111-8222-0123456789AB\n', F).server.disk, 'PTUUID=1b2c3d4e-0000-4111-8222-0123456789ab');
+  assert.equal(parseConfigText('server:\n  disk: laptop.img\n', '/srv/c.yaml').server.disk, '/srv/laptop.img');
+  assert.match(err('server:\n  disk: PTUUID=xyz\n').message, /server\.disk must be PTUUID= and a partition-table id/);
+});
