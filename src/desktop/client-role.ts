@@ -145,6 +145,7 @@ export async function runBootClient(options: BootClientOptions, ctx: { log: Logg
       nbdExport: m.nbd.export,
       nbdBlockSize: m.nbd.blockSize,
       wireguard: wg,
+      goodbye: m.link.goodbye,
     };
     const cmdline = buildLaptopCmdline({
       base: m.cmdline,
@@ -153,7 +154,7 @@ export async function runBootClient(options: BootClientOptions, ctx: { log: Logg
       link: { mac: link.mac, interfaceName: link.interfaceName, serverAddress },
       nbd: { host: link.nbdHost, port: link.nbdPort, export: link.nbdExport },
     });
-    if (wg && (cmdline.includes(wg.clientPrivateKey) || cmdline.includes(wg.serverPublicKey))) {
+    if ((wg && (cmdline.includes(wg.clientPrivateKey) || cmdline.includes(wg.serverPublicKey))) || (m.link.goodbye && cmdline.includes(m.link.goodbye.token))) {
       throw new StiefelError('E_CMDLINE', 'internal error: a key ended up on the command line; refusing to boot');
     }
     const initrdSize = m.files.find((f) => f.name === 'initrd')!.size;

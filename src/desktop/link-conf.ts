@@ -9,6 +9,7 @@
 import { encodeNewc } from '../cpio/newc';
 import { LINK_CONF_PATH } from '../cmdline/laptop-cmdline';
 import type { WireGuardLink } from '../wireguard/link-settings';
+import type { GoodbyeLink } from '../payload/manifest';
 
 export { LINK_CONF_PATH };
 
@@ -23,6 +24,8 @@ export interface LinkConf {
   /** Logical block size to attach the disk with (the laptop disk's own). */
   nbdBlockSize: number;
   wireguard?: WireGuardLink;
+  /** Where and with which token the laptop OS says goodbye as it shuts down. */
+  goodbye?: GoodbyeLink;
 }
 
 const SAFE = /^[A-Za-z0-9_.:+/=%@,-]*$/;
@@ -47,6 +50,7 @@ export function encodeLinkConf(c: LinkConf): string {
       ['STIEFEL_WG_PEER_PORT', w.serverPort],
     );
   }
+  if (c.goodbye) pairs.push(['STIEFEL_GOODBYE_PORT', c.goodbye.port], ['STIEFEL_GOODBYE_TOKEN', c.goodbye.token]);
   const lines = ['# stiefelsystem: settings of the link to the laptop for this boot only.', '# Written by stiefelctl client; sourced by the initramfs attach script.'];
   for (const [k, v] of pairs) {
     const text = String(v);

@@ -33,8 +33,20 @@ export interface ManifestFile {
   pieceSha256: string[];
 }
 
+/**
+ * How the laptop OS on the desktop says goodbye as its last shutdown step
+ * (the laptop returns to its own OS only after it): a per-boot token, sent
+ * to `port` on the laptop's disk address. Carried to the laptop OS only in
+ * the secrets cpio, like the WireGuard keys.
+ */
+export interface GoodbyeLink {
+  token: string;
+  port: number;
+}
+
 export interface ManifestLink {
   wireguard?: WireGuardLink;
+  goodbye?: GoodbyeLink;
 }
 
 export interface Manifest {
@@ -136,7 +148,14 @@ export function validateManifest(m: unknown): Manifest {
   if (!Number.isInteger(Math.log2(blockSize))) fail('nbd.blockSize must be a power of two');
   str(m.nbd.export, /^[A-Za-z0-9_.:+-]{1,64}$/, 'nbd.export');
   if (!isObject(m.link)) fail('link is missing');
-  checkKeys(m.link, ['wireguard'], 'link.');
+  checkKeys(m.link, ['wireguard', 'goodbye'], 'link.');
+  if (m.link.goodbye !== undefined) {
+    const g = m.link.goodbye;
+    if (!isObject(g)) fail('link.goodbye is not an object');
+    checkKeys(g, ['token', 'port'], 'link.goodbye.');
+    str(g.token, HEX(64), 'link.goodbye.token');
+    safeInt(g.port, 1, 65535, 'link.goodbye.port');
+  }
   if (m.link.wireguard !== undefined) {
     const w = m.link.wireguard;
     if (!isObject(w)) fail('link.wireguard is not an object');
