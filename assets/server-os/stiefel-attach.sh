@@ -170,6 +170,13 @@ stiefel_main() {
 		[ -e "$_p" ] && parts="$parts ${_p##*/}"
 	done
 	stiefel_say "$STIEFEL_NBD_DEVICE attached: $(($(cat /sys/block/nbd0/size) / 2048)) MiB, partitions:${parts:- none}"
+	# For the goodbye at the very end of shutdown (systemd-shutdown's hook):
+	# /run survives the switch to the real root, and the token stays root-only.
+	if [ -n "$STIEFEL_GOODBYE_TOKEN" ]; then
+		mkdir -p /run/stiefelsystem
+		(umask 077 && printf 'STIEFEL_GOODBYE_HOST=%s\nSTIEFEL_GOODBYE_PORT=%s\nSTIEFEL_GOODBYE_TOKEN=%s\n' \
+			"$host" "${STIEFEL_GOODBYE_PORT:-4645}" "$STIEFEL_GOODBYE_TOKEN" > /run/stiefelsystem/goodbye.conf)
+	fi
 	return 0
 }
 

@@ -29,7 +29,7 @@ import { noPassphrase, type PassphraseProvider } from '../disk/passphrase';
 import { GPT_TYPE_BIOS_BOOT, GPT_TYPE_ESP, readPartitionTable, type PartitionTable } from '../disk/partition-table';
 import { PROBE_BYTES, probeFilesystem, type FsProbe } from '../disk/fs-probe';
 import { systemRunner, type CommandRunner } from '../disk/runner';
-import { readRange } from '../disk/read-range';
+import { deviceSize, readRange } from '../disk/read-range';
 import { discoverBootEntries, readResolvedFile, type BootEntry, type BootTree, type Discovery, type ResolvedFile } from './discover';
 
 export interface FindBootEntriesOptions {
@@ -78,14 +78,6 @@ interface Volume {
   number?: number;
   isEsp?: boolean;
   gptType?: string;
-}
-
-async function deviceSize(path: string, isBlock: boolean, rdev: number): Promise<number> {
-  if (!isBlock) return (await stat(path)).size;
-  const major = Math.floor(rdev / 256) & 0xfff;
-  const minor = (rdev & 0xff) | ((rdev >> 12) & 0xfff00);
-  const sectors = Number((await readFile(`/sys/dev/block/${major}:${minor}/size`, 'utf8')).trim());
-  return sectors * 512;
 }
 
 /** For a directory: its path inside the file system it is on (e.g. "/boot"), from mountinfo. */
@@ -155,7 +147,7 @@ export async function findBootEntries(source: string, options: FindBootEntriesOp
   const isBlock = st.isBlockDevice();
 
   try {
-    const size = await deviceSize(source, isBlock, st.rdev);
+    const size = await deviceSize(source);
     const mountOpts = { runner, cleanup, ...(options.tmpRoot ? { tmpRoot: options.tmpRoot } : {}) };
     const plain: Volume[] = [];
     const lvmPvs: Volume[] = [];

@@ -6,6 +6,9 @@ import { systemNetworkControl } from '../netif/interfaces';
 import { startBootServer } from '../laptop/server-role';
 import { startNbdDiskService } from '../laptop/nbd-disk';
 import { consolePassphraseProvider } from '../disk/passphrase-console';
+import { access } from 'node:fs/promises';
+import { IMAGE_PATHS } from '../image/build';
+import { terminalKeys } from '../laptop/console-keys';
 
 export const serverCommand: Command = {
   name: 'server',
@@ -15,7 +18,11 @@ export const serverCommand: Command = {
 The laptop's side. Brings every network interface up (and ones that appear
 later), answers discovery (UDP 61570), serves the boot payload named in
 server.boot over HTTPS with TLS-PSK (port 4644) and the disk server.disk over
-NBD, to one desktop at a time. Runs until interrupted. A LUKS passphrase for
+NBD, to one desktop at a time. Runs until interrupted. In stiefelOS, when
+the desktop says goodbye as it shuts down and the disk was left clean, it
+returns to the laptop's own OS (server.when_done: return, stay, poweroff)
+after a countdown any key cancels; a desktop that vanishes without a
+goodbye is reported and waited for (R returns anyway). A LUKS passphrase for
 the laptop's /boot is asked on the desktop and, when this runs on a terminal
 (the laptop's console in stiefelOS), here too: the first answer wins.
 
@@ -34,8 +41,20 @@ Example:
     // terminal, hence stderr's device) answers a LUKS passphrase too, should
     // the desktop not: whichever is typed first wins.
     const consolePassphrase = ctx.isTTY ? consolePassphraseProvider({ ttyPath: '/proc/self/fd/2' }) : undefined;
+    // The way back to the laptop's own OS replaces the running kernel: only
+    // in stiefelOS, never on a machine where `stiefelctl server` runs beside its own OS.
+    const inStiefelOs = await access(IMAGE_PATHS.release).then(() => true, () => false);
+    if (!inStiefelOs) ctx.log.info(`not in stiefelOS: when the desktop is done, this stays as it is (server.when_done applies in stiefelOS)`);
     const server = await startBootServer(
-      { config, secret, serverName: config.server.name ?? hostname(), net: systemNetworkControl(), startDisk: startNbdDiskService, ...(consolePassphrase ? { consolePassphrase } : {}) },
+      {
+        config,
+        secret,
+        serverName: config.server.name ?? hostname(),
+        net: systemNetworkControl(),
+        startDisk: startNbdDiskService,
+        ...(consolePassphrase ? { consolePassphrase } : {}),
+        ...(inStiefelOs ? { wayBack: { console: terminalKeys({ ttyPath: '/proc/self/fd/2' }) } } : {}),
+      },
       { log: ctx.log, signal: ctx.signal },
     );
     await new Promise<void>((resolve) => {

@@ -25,6 +25,8 @@ export interface PayloadFile {
 
 export interface BootPayload {
   files: Record<PayloadFileName, PayloadFile>;
+  /** The files on this machine (for the laptop's own way back to them). */
+  local: Record<PayloadFileName, string>;
   /** The laptop OS's own command line (without stiefelsystem's additions). */
   cmdline: string;
   family: InitramfsFamily;
@@ -172,7 +174,7 @@ export class FilesPayloadSource implements BootPayloadSource {
       };
     };
     const [kernel, initrd] = await Promise.all([file(this.#options.kernel, 'kernel'), file(this.#options.initrd, 'initrd')]);
-    return { files: { kernel, initrd }, cmdline: this.#options.cmdline, family: this.#options.family };
+    return { files: { kernel, initrd }, local: { kernel: this.#options.kernel, initrd: this.#options.initrd }, cmdline: this.#options.cmdline, family: this.#options.family };
   }
 }
 

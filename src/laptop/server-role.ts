@@ -16,6 +16,12 @@ import { startWireGuardServer, WG_INTERFACE, type WireGuardServer } from '../wir
 import { systemRunner, type CommandRunner } from '../disk/runner';
 import type { PassphraseProvider } from '../disk/passphrase';
 import { resolveDisk } from '../disk/find-disk';
+import { checkDiskHealth } from '../disk/clean-check';
+import { deviceSize, readRange } from '../disk/read-range';
+import { runChecked } from '../disk/runner';
+import { kexecTools } from '../kexec/kexec';
+import { startGoodbyeListener, type GoodbyeListener } from './goodbye';
+import { createWayBack, type ConsoleIO, type WayBack, type WayBackActions } from './way-back';
 
 /** The disk server (NBD), started by the caller's factory with the lock's admission hook. */
 export interface DiskService {
@@ -56,9 +62,15 @@ export interface BootServerOptions {
   workDir?: string;
   /** Asks the laptop's console for a LUKS passphrase while the desktop is asked too; the first answer wins. */
   consolePassphrase?: PassphraseProvider;
+  /**
+   * The way back to the laptop's own OS when the desktop is done (the
+   * stiefelOS server role only: elsewhere nothing is kexec'd).
+   */
+  wayBack?: { console: ConsoleIO; actions?: Partial<WayBackActions> };
 }
 
 export interface BootServer {
+  readonly goodbye: GoodbyeListener | undefined;
   readonly payload: PayloadServer;
   readonly discovery: DiscoveryResponder;
   readonly disk: DiskService | undefined;
@@ -68,6 +80,35 @@ export interface BootServer {
   /** Resolves when the payload digests are computed (or rejects why not). */
   readonly payloadReady: Promise<void>;
   close(): Promise<void>;
+}
+
+/** What the way back does, for real (tests replace parts). */
+function wayBackActions(
+  given: Partial<WayBackActions> | undefined,
+  deps: { diskPath: string; disk: () => DiskService | undefined; source: BootPayloadSource; runner: CommandRunner; log: Logger },
+): WayBackActions {
+  const kexec = kexecTools({ handOff: 'direct' });
+  const power = async (verb: 'reboot' | 'poweroff'): Promise<void> => {
+    await deps.runner.run('sync', []);
+    await runChecked(deps.runner, 'E_POWER', 'busybox', [verb, '-f']);
+  };
+  return {
+    stopDisk: async () => {
+      await deps.disk()?.close();
+    },
+    health: async () => checkDiskHealth((offset, length) => readRange(deps.diskPath, offset, length), await deviceSize(deps.diskPath)),
+    ownOs: async () => {
+      const p = await deps.source.resolve({ log: deps.log, signal: new AbortController().signal, passphrase: { attempts: 0, ask: () => Promise.reject(new Error('no passphrase on the way back')) } });
+      return { kernel: p.local.kernel, initrd: p.local.initrd, cmdline: p.cmdline };
+    },
+    kexec: async (image) => {
+      await kexec.load(image, { log: deps.log });
+      await kexec.exec({ log: deps.log });
+    },
+    reboot: () => power('reboot'),
+    poweroff: () => power('poweroff'),
+    ...given,
+  };
 }
 
 /** "answered 3; dropped: replay 1, stale 2" (reasons that never happened left out). */
@@ -145,6 +186,37 @@ export async function startBootServer(o: BootServerOptions, ctx: { log: Logger; 
       link = async () => ({ wireguard: await wg.addPeer() });
     }
 
+    // The way back: the desktop's goodbye (on the disk's address), or its vanishing.
+    let goodbye: GoodbyeListener | undefined;
+    let back: WayBack | undefined;
+    let saidGoodbye = false;
+    if (diskPath && o.startDisk && o.wayBack) {
+      back = createWayBack({
+        whenDone: cfg.server.whenDone,
+        delayS: cfg.server.returnDelayS,
+        console: o.wayBack.console,
+        actions: wayBackActions(o.wayBack.actions, { diskPath, disk: () => disk, source: source!, runner, log }),
+        log: log.child('way-back'),
+        signal,
+      });
+      const wb = back;
+      const g = await startGoodbyeListener(
+        {
+          port: cfg.server.goodbyePort,
+          host: wireguard?.address,
+          onGoodbye: ({ host, verb }) => {
+            saidGoodbye = true;
+            wb.goodbye(host, verb).catch((err: Error) => log.warn(`the way back failed: ${err.message}`));
+          },
+        },
+        { log: log.child('goodbye'), signal },
+      );
+      goodbye = g;
+      closers.push(() => g.close());
+      const inner = link;
+      link = async (peer) => ({ ...(inner ? await inner(peer) : {}), goodbye: g.issue(peer.host) });
+    }
+
     let disk: DiskService | undefined;
     if (diskPath && o.startDisk) {
       disk = await o.startDisk(
@@ -157,6 +229,7 @@ export async function startBootServer(o: BootServerOptions, ctx: { log: Logger; 
             const d = lock.admitDisk(peer);
             if (d.ok) {
               log.info(`the desktop at ${peer} connected to the disk`);
+              back?.returned();
               return { ok: true };
             }
             log.warn(`refused a disk connection from ${peer}: busy with ${d.owner.host}`);
@@ -164,7 +237,9 @@ export async function startBootServer(o: BootServerOptions, ctx: { log: Logger; 
           },
           disconnected: (peer) => {
             lock.diskClosed(peer);
-            if (lock.state === 'free') log.info(`the desktop at ${peer} disconnected from the disk`);
+            if (lock.state !== 'free') return;
+            log.info(`the desktop at ${peer} disconnected from the disk`);
+            if (!saidGoodbye) back?.vanished(peer).catch((err: Error) => log.warn(`the way back failed: ${err.message}`));
           },
         },
         { log: log.child('nbd'), signal },
@@ -214,7 +289,7 @@ export async function startBootServer(o: BootServerOptions, ctx: { log: Logger; 
       `serving '${o.serverName}': discovery on UDP ${cfg.discovery.port}, payload on HTTPS ${payload.port}${disk ? `, disk ${diskPath} on NBD ${disk.port}${wireguard ? ` at ${wireguard.address} (WireGuard only)` : ''}` : ''}; interfaces: ${[...interfaces.up].sort().join(', ') || '(none yet)'}`,
     );
     signal.addEventListener('abort', () => void close(), { once: true });
-    return { payload, discovery, disk, lock, interfaces, wireguard, payloadReady, close };
+    return { goodbye, payload, discovery, disk, lock, interfaces, wireguard, payloadReady, close };
   } catch (err) {
     await close();
     throw err;

@@ -16,6 +16,8 @@ export const BOOT_RECORD_PATH = `/boot/${BOOT_RECORD_FILE}`;
 export const MKINITCPIO_CONF = '/etc/mkinitcpio.conf';
 export const MKINITCPIO_HOOK = 'stiefelsystem';
 export const KERNEL_POSTINST_PATH = '/etc/kernel/postinst.d/zz-stiefelsystem';
+/** systemd-shutdown runs it last, after the file systems are read-only: the goodbye to the laptop. */
+export const SHUTDOWN_HOOK_PATH = '/usr/lib/systemd/system-shutdown/stiefelsystem';
 export const AUTOKEXEC_UNIT = 'stiefel-autokexec.service';
 /** Where the Debian package puts the unit; without the package, setup-server-os writes it to /etc. */
 export const PACKAGED_UNIT_PATH = `/lib/systemd/system/${AUTOKEXEC_UNIT}`;
@@ -69,6 +71,7 @@ function ownedFiles(): Record<InitramfsFamily | 'common' | 'nm' | 'networkd', Ar
     common: [
       { path: ATTACH_PATH, asset: 'server-os/stiefel-attach.sh', mode: EXEC },
       { path: KERNEL_POSTINST_PATH, asset: 'server-os/kernel-postinst', mode: EXEC },
+      { path: SHUTDOWN_HOOK_PATH, asset: 'server-os/system-shutdown', mode: EXEC },
     ],
     'initramfs-tools': [
       { path: '/etc/initramfs-tools/hooks/stiefelsystem', asset: 'server-os/initramfs-tools/hook', mode: EXEC },

@@ -11,6 +11,7 @@ import {
   BOOT_RECORD_PATH,
   KERNEL_POSTINST_PATH,
   LOCAL_UNIT_PATH,
+  SHUTDOWN_HOOK_PATH,
   addMkinitcpioHook,
   cleanCmdline,
   desiredFiles,
@@ -88,6 +89,7 @@ test('each family gets the shared attach script, its own adapter, and the boot r
     '/etc/initramfs-tools/scripts/local-top/stiefelsystem',
     ATTACH_PATH,
     KERNEL_POSTINST_PATH,
+    SHUTDOWN_HOOK_PATH,
   ].sort());
   assert.deepEqual(present('dracut'), [
     BOOT_RECORD_PATH,
@@ -96,6 +98,7 @@ test('each family gets the shared attach script, its own adapter, and the boot r
     '/usr/lib/dracut/modules.d/90stiefelsystem/module-setup.sh',
     '/usr/lib/dracut/modules.d/90stiefelsystem/stiefel-cmdline.sh',
     KERNEL_POSTINST_PATH,
+    SHUTDOWN_HOOK_PATH,
   ].sort());
   assert.deepEqual(present('mkinitcpio'), [
     BOOT_RECORD_PATH,
@@ -104,6 +107,7 @@ test('each family gets the shared attach script, its own adapter, and the boot r
     '/etc/mkinitcpio.conf',
     ATTACH_PATH,
     KERNEL_POSTINST_PATH,
+    SHUTDOWN_HOOK_PATH,
   ].sort());
   const withManagers = desiredFiles(record('dracut'), { ...noNetworkManagers, networkManager: true, networkd: true });
   assert.ok(withManagers.some((f) => f.path === '/etc/NetworkManager/conf.d/stiefelsystem.conf' && f.content?.includes('unmanaged-devices=interface-name:stiefellink')));
