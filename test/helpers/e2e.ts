@@ -76,13 +76,19 @@ function sha256(...parts: (string | Buffer)[]): string {
   return h.digest('hex');
 }
 
+/** One secret for the cached images: both VMs and the laptop's own OS hold it. */
+export function e2eSecret(cacheDir: string): string {
+  mkdirSync(cacheDir, { recursive: true });
+  const secret = join(cacheDir, 'e2e-secret');
+  if (!existsSync(secret)) writeFileSync(secret, randomBytes(32), { mode: 0o600 });
+  return secret;
+}
+
 /** stiefelOS (kernel + initrd) with a test secret, cached by its inputs. */
 export async function stiefelOsImage(cacheDir: string, log: (l: string) => void): Promise<{ vmlinuz: string; initrd: string }> {
   const kernel = debianKernel();
   mkdirSync(cacheDir, { recursive: true });
-  // One secret for the cached images: both VMs are built from the same image.
-  const secret = join(cacheDir, 'e2e-secret');
-  if (!existsSync(secret)) writeFileSync(secret, randomBytes(32), { mode: 0o600 });
+  const secret = e2eSecret(cacheDir);
   const config = join(cacheDir, 'e2e-config.yaml');
   writeFileSync(config, 'secret: secret\nserver:\n  disk: /dev/vda\n');
   const st = statSync(kernel.path);
@@ -168,7 +174,7 @@ export async function runEndToEnd(options: EndToEndOptions): Promise<EndToEndRes
   try {
     const t0 = Date.now();
     const os = await stiefelOsImage(options.cacheDir, log);
-    const laptop = await buildLaptopImage({ family: options.family, cacheDir: options.cacheDir, stiefelctl: CLI, log });
+    const laptop = await buildLaptopImage({ family: options.family, cacheDir: options.cacheDir, stiefelctl: CLI, secret: e2eSecret(options.cacheDir), log });
     const disk = join(work, 'laptop.img');
     await run('cp', ['--sparse=always', laptop.path, disk]);
     const token = randomBytes(12).toString('hex');

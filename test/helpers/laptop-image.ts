@@ -27,6 +27,10 @@ export interface LaptopImageOptions {
   cacheDir: string;
   /** The bundled CLI to install into the image (dist/stiefelctl.js). */
   stiefelctl: string;
+  /** The shared secret the laptop holds (the same as the desktop's stiefelOS). */
+  secret: string;
+  /** The laptop's config.yaml; by default the secret and server.disk /dev/vda. */
+  config?: string;
   /** Progress lines for a person watching. */
   log?: (line: string) => void;
   mirror?: string;
@@ -69,6 +73,13 @@ const BASE_PACKAGES = [
   // initramfs-tools compresses with zstd when it is there (else gzip), as
   // Debian desktops install it.
   'zstd',
+  // What stiefelOS carries, for setup-server-os to build it for this laptop
+  // (the Debian package depends on them).
+  'kexec-tools',
+  'busybox-static',
+  'cryptsetup-bin',
+  'lvm2',
+  'binutils',
 ];
 
 function sha256(...parts: (string | Buffer)[]): string {
@@ -208,11 +219,19 @@ async function customize(root: string, options: LaptopImageOptions, log: (l: str
   await chmod(join(root, 'usr/local/bin/node'), 0o755);
   await mkdir(join(root, 'usr/local/lib/stiefelsystem'), { recursive: true });
   await copyFile(options.stiefelctl, join(root, 'usr/local/lib/stiefelsystem/stiefelctl.js'));
-  await writeFile(join(root, 'usr/local/bin/stiefelctl'), '#!/bin/sh\nexec /usr/local/bin/node /usr/local/lib/stiefelsystem/stiefelctl.js "$@"\n', {
+  // Where the Debian package puts it: the autokexec unit runs /usr/bin/stiefelctl.
+  await writeFile(join(root, 'usr/bin/stiefelctl'), '#!/bin/sh\nexec /usr/local/bin/node /usr/local/lib/stiefelsystem/stiefelctl.js "$@"\n', {
     mode: 0o755,
   });
 
-  log(`stiefelctl setup-server-os --root (${options.family}); regenerates the initramfs`);
+  // What 'stiefelctl init' writes on the laptop: the config (naming the disk
+  // as the laptop VM sees it) and the shared secret, which stiefelOS carries.
+  await mkdir(join(root, 'etc/stiefelsystem'), { recursive: true, mode: 0o700 });
+  await writeFile(join(root, 'etc/stiefelsystem/config.yaml'), options.config ?? 'secret: secret\nserver:\n  disk: /dev/vda\n');
+  await copyFile(options.secret, join(root, 'etc/stiefelsystem/secret'));
+  await chmod(join(root, 'etc/stiefelsystem/secret'), 0o600);
+
+  log(`stiefelctl setup-server-os --root (${options.family}); regenerates the initramfs, builds stiefelOS for this laptop`);
   await sh(process.execPath, [options.stiefelctl, 'setup-server-os', '--root', root, '--yes']);
 }
 
@@ -270,6 +289,8 @@ export async function buildLaptopImage(options: LaptopImageOptions): Promise<Lap
     readFileSync(process.execPath),
     MARKER_SCRIPT,
     MARKER_UNIT,
+    readFileSync(options.secret),
+    options.config ?? '',
     readFileSync(__filename),
   );
   const path = join(options.cacheDir, `laptop-${options.family}-${imageKey.slice(0, 16)}.img`);
