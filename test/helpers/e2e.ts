@@ -134,6 +134,8 @@ function serverConfigOverlay(token: string, options: { wireguard: boolean; bench
     'server:',
     '  disk: /dev/vda',
     `  cmdline_append: "${append}"`,
+    // The quick scenarios check the goodbye and stop there; the journey returns.
+    '  when_done: stay',
     '  wireguard:',
     `    enabled: ${options.wireguard}`,
     '',
@@ -253,9 +255,13 @@ export async function runEndToEnd(options: EndToEndOptions): Promise<EndToEndRes
     if (root !== '/dev/nbd0p2') throw new Error(`the laptop OS's root was ${root ?? 'not reported'}, not /dev/nbd0p2`);
     const peer = /the desktop at (\S+) connected to the disk/.exec(server.console)?.[1] ?? '';
 
-    // The laptop OS powers the desktop off; then the laptop (server) stops.
+    // The laptop OS powers the desktop off, saying goodbye as its last step;
+    // the laptop stops serving and finds its disk left clean.
     await client.waitForExit(120_000 * scale);
     log('the desktop powered off');
+    await server.waitFor(/the desktop at \S+ said goodbye \(it does poweroff\)/, 60_000 * scale);
+    await server.waitFor(/the disk was left clean \(clean: partitions 1, 2\)/, 60_000 * scale);
+    log('the laptop heard the goodbye and found its disk clean');
     // QEMU ends cleanly on SIGTERM, with every write of the guest in the image file.
     const pid = server.pid();
     if (pid !== undefined) process.kill(pid, 'SIGTERM');

@@ -88,7 +88,7 @@ function sha256(...parts: (string | Buffer)[]): string {
   return h.digest('hex');
 }
 
-function sh(file: string, args: string[], options: { cwd?: string; input?: string } = {}): Promise<string> {
+export function sh(file: string, args: string[], options: { cwd?: string; input?: string } = {}): Promise<string> {
   return new Promise((resolve, reject) => {
     const child = spawn(file, args, { cwd: options.cwd, stdio: ['pipe', 'pipe', 'pipe'] });
     let out = '';
@@ -134,7 +134,7 @@ async function buildBase(dir: string, options: Required<Pick<LaptopImageOptions,
   }
 }
 
-async function kernelVersionOf(root: string): Promise<string> {
+export async function kernelVersionOf(root: string): Promise<string> {
   const versions = (await readdir(join(root, 'lib/modules'))).sort();
   const v = versions.at(-1);
   if (!v) throw new Error(`no kernel in ${root}/lib/modules`);
@@ -269,18 +269,24 @@ export function laptopLayout(): Pick<LaptopImage, 'rootUuid' | 'bootUuid' | 'roo
   };
 }
 
-export async function buildLaptopImage(options: LaptopImageOptions): Promise<LaptopImage> {
+/** The debootstrapped base system of a family (cached; a few minutes once). */
+export async function laptopBase(options: Pick<LaptopImageOptions, 'family' | 'cacheDir' | 'log' | 'mirror' | 'suite'>): Promise<{ dir: string; key: string }> {
   const log = options.log ?? (() => undefined);
   const suite = options.suite ?? 'bookworm';
   const mirror = options.mirror ?? 'http://deb.debian.org/debian';
   await mkdir(options.cacheDir, { recursive: true });
-
   const baseKey = sha256('base', String(RECIPE_VERSION), suite, mirror, options.family, BASE_PACKAGES.join(','));
   const baseDir = join(options.cacheDir, `laptop-base-${options.family}-${baseKey.slice(0, 16)}`);
   for (const gone of pruneCache(options.cacheDir, `laptop-base-${options.family}-`, basename(baseDir))) log(`removed ${gone} from the cache (built from other inputs)`);
   pruneCache(options.cacheDir, `laptop-root-${options.family}-`, '');
   if (!existsSync(baseDir)) await buildBase(baseDir, { family: options.family, suite, mirror }, log);
   else log(`laptop base system (${options.family}) from the cache`);
+  return { dir: baseDir, key: baseKey };
+}
+
+export async function buildLaptopImage(options: LaptopImageOptions): Promise<LaptopImage> {
+  const log = options.log ?? (() => undefined);
+  const { dir: baseDir, key: baseKey } = await laptopBase(options);
 
   const imageKey = sha256(
     'image',

@@ -11,17 +11,18 @@ export const TEST_CACHE_DIR = '/var/cache/stiefelsystem-test';
 
 /**
  * Removes every entry of `cacheDir` whose name starts with `prefix` and is not
- * `keep`, including half-built ones (`NAME.tmp…`) left by an interrupted run.
+ * one of `keep`, including half-built ones (`NAME.tmp…`) left by an interrupted run.
  * Returns the names removed.
  */
-export function pruneCache(cacheDir: string, prefix: string, keep: string): string[] {
+export function pruneCache(cacheDir: string, prefix: string, keep: string | readonly string[]): string[] {
+  const kept = new Set(typeof keep === 'string' ? [keep] : keep);
   let names: string[];
   try {
     names = readdirSync(cacheDir);
   } catch {
     return [];
   }
-  const removed = names.filter((n) => n.startsWith(prefix) && n !== keep);
+  const removed = names.filter((n) => n.startsWith(prefix) && !kept.has(n));
   for (const n of removed) rmSync(join(cacheDir, n), { recursive: true, force: true });
   return removed;
 }
