@@ -92,6 +92,8 @@ export interface ClientConfig {
   readonly maxFileBytes: number;
   /** A download that receives nothing for this long fails, s. */
   readonly stallTimeoutS: number;
+  /** Words added to the kernel command line of every entry on the boot stick (create-usbdrive). */
+  readonly cmdlineAppend: string;
 }
 
 export interface Config {
@@ -327,6 +329,7 @@ export function validateConfig(raw: unknown, file: string | undefined, baseDir =
     linkInterface: cli.str('link_interface', { pattern: IFNAME_PATTERN, allowed: 'an interface name (1 to 15 letters, digits, _ . -)', def: 'stiefellink' })!,
     maxFileBytes: cli.int('max_file_bytes', 8 * 1024 ** 3, 1, Number.MAX_SAFE_INTEGER),
     stallTimeoutS: cli.int('stall_timeout_s', 30, 1, 3600),
+    cmdlineAppend: cli.str('cmdline_append', { pattern: CMDLINE_TEXT, allowed: 'kernel command line words, without quotes or backslashes' })?.trim().replace(/\s+/g, ' ') ?? '',
   };
   cli.done();
   top.done();

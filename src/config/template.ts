@@ -88,5 +88,9 @@ client:
   max_file_bytes: ${8 * 1024 ** 3}
   # A download that receives nothing for this many seconds fails.
   stall_timeout_s: 30
+  # Words added to the kernel command line of stiefelOS on the boot stick
+  # ('stiefelctl create-usbdrive'), e.g. "console=ttyS1,115200" to make a
+  # second serial port the console that takes input.
+  cmdline_append: ""
 `;
 }
