@@ -7,6 +7,7 @@ import { clientCommand } from '../commands/client';
 import { bootEntriesCommand } from '../commands/boot-entries';
 import { buildImageCommand } from '../commands/build-image';
 import { setupServerOsCommand } from '../commands/setup-server-os';
+import { createUsbdriveCommand } from '../commands/create-usbdrive';
 import { selftestCommand } from '../commands/selftest';
 
 export const COMMANDS: readonly Command[] = [
@@ -17,5 +18,6 @@ export const COMMANDS: readonly Command[] = [
   bootEntriesCommand,
   buildImageCommand,
   setupServerOsCommand,
+  createUsbdriveCommand,
   selftestCommand,
 ];
