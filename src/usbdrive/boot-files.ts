@@ -23,8 +23,12 @@ export const BOOT_PACKAGES = {
 const SYSLINUX_MBR_DIRS = ['/usr/lib/syslinux/mbr', '/usr/lib/SYSLINUX', '/usr/share/syslinux', '/usr/lib/syslinux/bios'];
 const SYSLINUX_MODULE_DIRS = ['/usr/lib/syslinux/modules/bios', '/usr/share/syslinux', '/usr/lib/syslinux/bios'];
 const SYSTEMD_BOOT_DIRS = ['/usr/lib/systemd/boot/efi'];
-/** menu.c32 needs libutil.c32; ldlinux.c32 is the core every syslinux 5+ loads first. */
-export const SYSLINUX_MODULES = ['ldlinux.c32', 'menu.c32', 'libutil.c32'] as const;
+/**
+ * menu.c32 needs libutil.c32. ldlinux.sys and ldlinux.c32 (the core every
+ * syslinux 5+ loads first) are written by the installer itself, from its own
+ * build, so core and boot sector always match.
+ */
+export const SYSLINUX_MODULES = ['menu.c32', 'libutil.c32'] as const;
 
 export interface BootFiles {
   gptmbr: string;

@@ -158,8 +158,8 @@ export function formatLayout(p: { target: Target; disk?: BlockNode; boot: BootFi
     ['LBA 1-33', 'GPT header and partition entries (the backup copy in the last 33 sectors)'],
     [`${formatMiB(l.esp.offset)} - ${formatMiB(espEnd)}`, `partition 1: EFI system partition, FAT32 '${ESP_LABEL}', legacy BIOS bootable, ${formatMiB(l.esp.bytes)}`],
   ];
-  if (p.target.kind === 'disk' && l.diskBytes - espEnd > 2 * 1024 * 1024) rows.push([`${formatMiB(espEnd)} - end`, 'left unallocated']);
-  const width = Math.max(...rows.map(([k]) => k.length));
+  const tail: [string, string][] = p.target.kind === 'disk' && l.diskBytes - espEnd > 2 * 1024 * 1024 ? [[`${formatMiB(espEnd)} - end`, 'left unallocated']] : [];
+  const width = Math.max(...[...rows, ...tail].map(([k]) => k.length));
   const files: [string, string][] = [
     [ESP_PATHS.efiBoot, `${p.boot.systemdBootVersion ?? 'systemd-boot'} (UEFI, removable-media path)`],
     [`${ESP_PATHS.loaderEntries}/`, `systemd-boot menu: ${p.menu.length} entries, ${MENU_TIMEOUT_S} s`],
@@ -171,6 +171,7 @@ export function formatLayout(p: { target: Target; disk?: BlockNode; boot: BootFi
   const lines = [`stick on the ${where}, GPT:`];
   for (const [k, v] of rows) lines.push(`  ${k.padEnd(width)}  ${v}`);
   for (const [k, v] of files) lines.push(`  ${''.padEnd(width)}    ${k.padEnd(fw)}  ${v}`);
+  for (const [k, v] of tail) lines.push(`  ${k.padEnd(width)}  ${v}`);
   lines.push('menu:');
   p.menu.forEach((e, i) => lines.push(`  ${i === 0 ? '*' : ' '} ${e.id.padEnd(7)} ${e.cmdline}`));
   return `${lines.join('\n')}\n`;

@@ -124,9 +124,12 @@ export async function buildEsp(o: BuildEspOptions, ctx: EspContext): Promise<voi
 
   // -h: BPB_HiddSec must be the partition's first LBA (else it stays 0 and
   // syslinux's boot sector reads the wrong sectors); --mbr=n: no fake
-  // partition table inside the file system's boot sector.
+  // partition table inside the file system's boot sector; -g: 32 sectors per
+  // track, a divisor of 1 MiB, because mkfs.vfat cuts the file system down to
+  // whole tracks (with its default of 63 for larger sizes it would end short
+  // of the partition).
   await tool(ctx, o.tools.mkfs, [
-    '-F', '32', '-S', '512', '-s', String(esp.clusterBytes / 512), '-R', '32', '-f', '2',
+    '-F', '32', '-S', '512', '-s', String(esp.clusterBytes / 512), '-R', '32', '-f', '2', '-g', '64/32',
     '-h', String(esp.firstLba), '-n', o.label, '-i', o.volumeId.toString(16).padStart(8, '0'),
     '--mbr=n', o.path,
   ]);

@@ -23,7 +23,7 @@ export const FAT_RESERVED_SECTORS = 32;
 export const FAT_COUNT = 2;
 /** The smallest ESP made: FAT32 with 512-byte clusters needs about 33 MiB. */
 export const MIN_ESP_BYTES = 40 * MiB;
-/** ldlinux.sys, written by the syslinux installer (about 60 KiB in syslinux 6). */
+/** ldlinux.sys and ldlinux.c32, written by the syslinux installer (about 60 + 120 KiB in syslinux 6). */
 export const LDLINUX_SYS_ALLOWANCE = 256 * 1024;
 
 export class StickSizeError extends Error {
