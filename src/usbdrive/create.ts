@@ -18,7 +18,7 @@ import { GPT_ATTRIBUTE_LEGACY_BIOS_BOOTABLE, GPT_TYPE_ESP, encodeGpt, guidFromRa
 import { formatMiB, planStick, StickSizeError, type EspFile, type StickLayout } from './layout';
 import { ESP_LABEL, ESP_PATHS, MENU_TIMEOUT_S, loaderConf, loaderEntry, loaderEntryFileName, stickMenu, stickReadme, syslinuxConfig, type MenuEntry } from './menu';
 import { checkStiefelOsImage, stickConfigText, type StiefelOsFiles } from './stiefelos';
-import { describeDisk, diskInUse, inspectDisk, looksRemovable, resolveTarget, type BlockNode, type Target } from './target';
+import { describeDisk, diskInUse, inspectDisk, looksRemovable, readDiskContents, resolveTarget, type BlockNode, type Target } from './target';
 import { writeDisk, writeImageFile, type WriteProgress } from './writer';
 
 export interface LoadedConfig {
@@ -183,7 +183,8 @@ async function ask(prepared: Prepared, o: CreateUsbDriveOptions, ctx: CreateUsbD
   if (o.yes) return true;
   let question: string;
   if (target.kind === 'disk') {
-    ctx.out(`${describeDisk(prepared.disk!)}\n`);
+    const contents = await readDiskContents(target.device, target.bytes).catch(() => undefined);
+    ctx.out(`${describeDisk(prepared.disk!, contents)}\n`);
     const warn = looksRemovable(prepared.disk!) ? '' : ' It does not look like a USB stick or other removable disk.';
     question = `Everything on ${target.path} will be lost.${warn} Write the stick?`;
   } else if (target.existingBytes !== undefined) {

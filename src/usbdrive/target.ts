@@ -2,8 +2,10 @@
 // holds now, and whether anything on it is in use. Reading the system
 // (stat, sysfs, lsblk, /proc/swaps) is kept apart from the pure decisions,
 // which the unit tests feed by hand.
-import { readFile, realpath, stat } from 'node:fs/promises';
+import { open, readFile, realpath, stat } from 'node:fs/promises';
 import { posix } from 'node:path';
+import { PROBE_BYTES, probeFilesystem, type FsKind } from '../disk/fs-probe';
+import { readPartitionTable } from '../disk/partition-table';
 import type { CommandRunner } from '../disk/runner';
 import { StiefelError, UsageError, errnoCode } from '../errors';
 import { formatBytes } from '../payload/progress';
@@ -161,11 +163,48 @@ export function diskInUse(disk: BlockNode, swaps: readonly string[]): string[] {
   return [...new Set(reasons)];
 }
 
-/** Two lines and one per partition: what the person is about to erase. */
-export function describeDisk(disk: BlockNode): string {
+/** The disk's partitions as its own table says (the kernel may not have scanned it), with what each holds. */
+export interface DiskContents {
+  scheme: 'gpt' | 'mbr' | null;
+  partitions: { number: number; size: number; kind: FsKind; label: string | null }[];
+}
+
+/** Reads the partition table and each partition's first bytes, read-only. */
+export async function readDiskContents(device: string, bytes: number): Promise<DiskContents> {
+  const fh = await open(device, 'r');
+  try {
+    const readAt = async (offset: number, length: number): Promise<Uint8Array> => {
+      const n = Math.max(0, Math.min(length, bytes - offset));
+      const b = Buffer.alloc(n);
+      if (n > 0) await fh.read(b, 0, n, offset);
+      return b;
+    };
+    const table = await readPartitionTable(readAt, bytes);
+    if (!table) return { scheme: null, partitions: [] };
+    const partitions = [];
+    for (const p of table.partitions) {
+      const probe = probeFilesystem(await readAt(p.offset, Math.min(PROBE_BYTES, p.size)));
+      partitions.push({ number: p.number, size: p.size, kind: probe.kind, label: probe.label });
+    }
+    return { scheme: table.scheme, partitions };
+  } finally {
+    await fh.close();
+  }
+}
+
+/** What the person is about to erase: the disk, then one line per partition. */
+export function describeDisk(disk: BlockNode, contents?: DiskContents): string {
   const what = [disk.vendor, disk.model].filter(Boolean).join(' ') || 'no model name';
   const how = [disk.tran, disk.rm ? 'removable' : null, disk.hotplug && !disk.rm ? 'hot-pluggable' : null].filter(Boolean).join(', ');
   const lines = [`${disk.path}: ${what}, ${formatBytes(disk.size)} (${formatMiB(disk.size)})${how ? `, ${how}` : ''}`];
+  if (contents && contents.scheme) {
+    lines.push(`  ${contents.scheme === 'gpt' ? 'GPT' : 'MBR'} partition table, ${contents.partitions.length} partition(s)`);
+    for (const p of contents.partitions) {
+      const kind = p.kind === 'unknown' ? 'unknown contents' : p.kind;
+      lines.push(`  partition ${p.number}  ${kind}${p.label ? ` '${p.label}'` : ''}  ${formatBytes(p.size)}`);
+    }
+    return lines.join('\n');
+  }
   const parts = disk.children.filter((c) => c.type === 'part');
   if (parts.length === 0) lines.push(`  no partitions${disk.fstype ? `; holds ${disk.fstype}${disk.label ? ` '${disk.label}'` : ''} directly` : ''}`);
   for (const p of parts) {

@@ -64,6 +64,9 @@ test('the description names model, size, transport and every partition', () => {
   const loop = parseLsblk(JSON.stringify({ blockdevices: [{ path: '/dev/loop3', type: 'loop', size: 268435456, model: null, rm: false, hotplug: false, mountpoints: [null] }] }))[0]!;
   assert.equal(describeDisk(loop), '/dev/loop3: no model name, 268.4 MB (256 MiB)\n  no partitions');
   assert.equal(looksRemovable(loop), false);
+  // The disk's own table, read where the kernel did not scan it (a loop device).
+  const contents = { scheme: 'gpt' as const, partitions: [{ number: 1, size: 84_934_656, kind: 'vfat' as const, label: 'STIEFEL' }, { number: 2, size: 1e9, kind: 'unknown' as const, label: null }] };
+  assert.equal(describeDisk(loop, contents), "/dev/loop3: no model name, 268.4 MB (256 MiB)\n  GPT partition table, 2 partition(s)\n  partition 1  vfat 'STIEFEL'  84.9 MB\n  partition 2  unknown contents  1.00 GB");
 });
 
 test('sysfs: a partition names its disk; a device-mapper volume its name', async () => {
