@@ -183,8 +183,6 @@ async function ask(prepared: Prepared, o: CreateUsbDriveOptions, ctx: CreateUsbD
   if (o.yes) return true;
   let question: string;
   if (target.kind === 'disk') {
-    const contents = await readDiskContents(target.device, target.bytes).catch(() => undefined);
-    ctx.out(`${describeDisk(prepared.disk!, contents)}\n`);
     const warn = looksRemovable(prepared.disk!) ? '' : ' It does not look like a USB stick or other removable disk.';
     question = `Everything on ${target.path} will be lost.${warn} Write the stick?`;
   } else if (target.existingBytes !== undefined) {
@@ -218,6 +216,11 @@ export async function createUsbDrive(o: CreateUsbDriveOptions, ctx: CreateUsbDri
     }
     const prepared: Prepared = { target, disk, boot, os, menu, layout };
     ctx.out(formatLayout(prepared));
+    if (target.kind === 'disk') {
+      // What is about to be erased, also with --yes and on a dry run.
+      const contents = await readDiskContents(target.device, target.bytes).catch(() => undefined);
+      ctx.out(`now on the disk:\n${describeDisk(disk!, contents)}\n`);
+    }
     if (o.dryRun) {
       ctx.log.info(`dry run: nothing was written; ${SECRET_NOTE.replace('the stick holds', 'the stick would hold')}`);
       return { target, layout, written: false, seconds: (Date.now() - started) / 1000 };
