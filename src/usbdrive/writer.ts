@@ -109,7 +109,12 @@ function aborted(signal: AbortSignal | undefined): boolean {
   return signal?.aborted ?? false;
 }
 
-class Interrupted extends Error {}
+/** The signal fired between two chunks; the callers say what state that left. */
+class Interrupted extends StiefelError {
+  constructor() {
+    super('E_ABORTED', 'interrupted');
+  }
+}
 
 export interface PlanState {
   /** The step under way (or failed). */
