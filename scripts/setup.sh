@@ -15,9 +15,9 @@ PACKAGES="
   curl openssl
   libnbd-bin qemu-utils fio
   nbdkit nbd-server
-  qemu-system-x86 linux-image-amd64
+  qemu-system-x86 linux-image-amd64 ovmf
   kexec-tools wireguard-tools busybox-static cryptsetup-bin lvm2
-  systemd-boot-efi dosfstools mtools fdisk gdisk
+  systemd-boot-efi dosfstools mtools fdisk gdisk syslinux syslinux-common
   debootstrap patch
 "
 

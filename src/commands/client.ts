@@ -8,7 +8,7 @@ import { detectHandOff, kexecTools } from '../kexec/kexec';
 import { access } from 'node:fs/promises';
 import { systemNetworkControl } from '../netif/interfaces';
 import { runBootClient } from '../desktop/client-role';
-import { ProgressReporter } from '../desktop/progress';
+import { ProgressReporter } from '../progress';
 import { terminalAnswerer } from '../desktop/terminal-answerer';
 
 const pathExists = (p: string): Promise<boolean> => access(p).then(() => true, () => false);

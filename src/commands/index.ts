@@ -10,6 +10,7 @@ import { buildImageCommand } from './build-image';
 import { setupServerOsCommand } from './setup-server-os';
 import { selftestCommand } from './selftest';
 import { autokexecCommand } from './autokexec';
+import { createUsbdriveCommand } from './create-usbdrive';
 
 export const COMMANDS: readonly Command[] = [
   nbdServeCommand,
@@ -20,5 +21,6 @@ export const COMMANDS: readonly Command[] = [
   buildImageCommand,
   setupServerOsCommand,
   autokexecCommand,
+  createUsbdriveCommand,
   selftestCommand,
 ];

@@ -198,6 +198,13 @@ export const SETTINGS = section({
     }),
     max_file_bytes: int({ doc: 'Largest kernel or initrd accepted, in bytes.', default: 8 * 1024 ** 3, min: 1, max: Number.MAX_SAFE_INTEGER }),
     stall_timeout_s: int({ doc: 'A download that receives nothing for this many seconds fails.', default: 30, min: 1, max: 3600 }),
+    cmdline_append: text({
+      doc: "Words added to the kernel command line of stiefelOS on the boot stick\n('stiefelctl create-usbdrive'), e.g. \"console=ttyS1,115200\" to make a\nsecond serial port the console that takes input.",
+      default: '',
+      pattern: CMDLINE_TEXT,
+      allowed: 'kernel command line words, without quotes or backslashes',
+      normalize: oneLine,
+    }),
   }),
 });
 

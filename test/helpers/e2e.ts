@@ -26,7 +26,8 @@ import { initrdPadding } from '../../src/cpio/newc';
 import { CLI } from './cli';
 import { debianKernel } from './kernel';
 import { buildLaptopImage, type LaptopFamily, type LaptopImage } from './laptop-image';
-import { startVm, type QemuVm } from './qemu';
+import { makeBootStick } from './boot-stick';
+import { ovmfFirmware, startVm, type QemuVm, type VmOptions } from './qemu';
 import { pruneCache, TEST_CACHE_DIR } from './test-cache';
 
 const run = promisify(execFile);
@@ -47,6 +48,12 @@ export interface EndToEndOptions {
   consoleDir?: string;
   /** Every console line as it comes, from the laptop (server VM) or the desktop (client VM). */
   onConsole?: (machine: 'laptop' | 'desktop', line: string) => void;
+  /**
+   * How the desktop starts stiefelOS: QEMU's -kernel/-initrd (the default),
+   * or the boot stick create-usbdrive writes, as a USB stick booted by UEFI
+   * firmware (OVMF) or by the BIOS (SeaBIOS).
+   */
+  desktopBoot?: 'kernel' | 'uefi-stick' | 'bios-stick';
 }
 
 export interface Stage {
@@ -210,19 +217,24 @@ export async function runEndToEnd(options: EndToEndOptions): Promise<EndToEndRes
     await server.waitFor(/^boot payload: [^\n]*\n/m, 180_000 * scale);
     log(`the laptop serves (${((Date.now() - t0) / 1000).toFixed(1)} s): ${/^boot payload: (.*?)\r?$/m.exec(server.console)?.[1] ?? ''}`);
 
+    const desktopBoot = options.desktopBoot ?? 'kernel';
+    let boot: Partial<VmOptions> = { kernel: os.vmlinuz, initrd: os.initrd, append: 'console=ttyS0 stiefel.role=client panic=-1' };
+    if (desktopBoot !== 'kernel') {
+      const stick = await makeBootStick({ initrd: os.initrd, secret: join(options.cacheDir, 'e2e-secret'), dir: work, cmdlineAppend: 'panic=-1' });
+      log(`boot stick written by create-usbdrive in ${stick.seconds.toFixed(1)} s`);
+      boot = { usbStick: { path: stick.path, snapshot: true }, uefi: desktopBoot === 'uefi-stick' ? ovmfFirmware(work) : undefined };
+    }
     const clientStart = Date.now();
     const client = startVm({
       name: `stf6-client-${options.family}`,
-      kernel: os.vmlinuz,
-      initrd: os.initrd,
-      append: 'console=ttyS0 stiefel.role=client panic=-1',
+      ...boot,
       memoryMiB: 2048,
       nics: [{ netdev: { type: 'tap', ifname: 'stf6cli' }, mac: CLIENT_MAC }],
       netns,
       onLine: options.onConsole && ((line) => options.onConsole!('desktop', line)),
     });
     vms.push(client);
-    log('client VM (the desktop) started: stiefelOS, role client, no disk');
+    log(`client VM (the desktop) started: stiefelOS, role client, no disk${desktopBoot === 'kernel' ? '' : `, from the boot stick (${desktopBoot === 'uefi-stick' ? 'UEFI' : 'BIOS'})`}`);
 
     const stages: Stage[] = [];
     let last = clientStart;

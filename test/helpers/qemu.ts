@@ -11,10 +11,10 @@
 // -nodefaults -display none -no-reboot, serial on stdio (signal=off, so a ^C
 // in the input does not stop QEMU), -pidfile.
 import { spawn, type ChildProcess } from 'node:child_process';
-import { createWriteStream, mkdtempSync, readFileSync, rmSync, unlinkSync, type WriteStream } from 'node:fs';
+import { copyFileSync, createWriteStream, mkdtempSync, readdirSync, readFileSync, rmSync, unlinkSync, type WriteStream } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { connect } from 'node:net';
-import { join } from 'node:path';
+import { basename, join } from 'node:path';
 import { requireTool } from './tools';
 
 export type NetdevSpec =
@@ -51,7 +51,8 @@ export interface DiskSpec {
 export interface VmOptions {
   /** Names the log file and appears in error messages. */
   name: string;
-  kernel: string;
+  /** Booted directly (-kernel); leave out to let the firmware boot a disk (usbStick). */
+  kernel?: string;
   initrd?: string;
   append?: string;
   memoryMiB?: number;
@@ -68,6 +69,58 @@ export interface VmOptions {
   netns?: string;
   /** Called with every complete line of console output (for narration). */
   onLine?: (line: string) => void;
+  /** UEFI firmware (see ovmfFirmware); SeaBIOS, QEMU's default, when left out. */
+  uefi?: UefiFirmware;
+  /** A disk image plugged in as a USB stick (qemu-xhci + usb-storage), booted first. */
+  usbStick?: { path: string; snapshot?: boolean };
+}
+
+/** OVMF's code (read-only) and a private copy of its variable store. */
+export interface UefiFirmware {
+  code: string;
+  vars: string;
+}
+
+interface FirmwareDescriptor {
+  'interface-types'?: string[];
+  mapping?: { device?: string; executable?: { filename?: string }; 'nvram-template'?: { filename?: string } };
+  targets?: { architecture?: string; machines?: string[] }[];
+  features?: string[];
+}
+
+/**
+ * Finds x86_64 UEFI firmware for q35 through QEMU's firmware descriptors
+ * (/usr/share/qemu/firmware/*.json, installed with the ovmf package), without
+ * Secure Boot or SMM, and copies its variable store template into `dir`: a
+ * fresh store for every VM, so no boot entry of an earlier run is left.
+ */
+export function ovmfFirmware(dir: string, descriptorDirs = ['/etc/qemu/firmware', '/usr/share/qemu/firmware']): UefiFirmware {
+  const names: string[] = [];
+  for (const d of descriptorDirs) {
+    try {
+      for (const n of readdirSync(d).sort()) if (n.endsWith('.json')) names.push(join(d, n));
+    } catch {
+      /* no such directory */
+    }
+  }
+  for (const file of names) {
+    let desc: FirmwareDescriptor;
+    try {
+      desc = JSON.parse(readFileSync(file, 'utf8')) as FirmwareDescriptor;
+    } catch {
+      continue;
+    }
+    const features = desc.features ?? [];
+    const code = desc.mapping?.executable?.filename;
+    const vars = desc.mapping?.['nvram-template']?.filename;
+    if (!desc['interface-types']?.includes('uefi') || desc.mapping?.device !== 'flash' || !code || !vars) continue;
+    if (features.some((f) => f === 'secure-boot' || f === 'requires-smm' || f === 'enrolled-keys')) continue;
+    if (!desc.targets?.some((t) => t.architecture === 'x86_64' && t.machines?.some((m) => m.startsWith('pc-q35')))) continue;
+    const copy = join(dir, `${basename(vars)}.copy-${process.pid}-${Date.now()}`);
+    copyFileSync(vars, copy);
+    return { code, vars: copy };
+  }
+  throw new Error(`no x86_64 UEFI firmware without Secure Boot among ${names.length} QEMU firmware descriptors: run 'sudo scripts/setup.sh' (installs ovmf)`);
 }
 
 export interface VmExit {
@@ -140,8 +193,16 @@ export function qemuArgs(options: VmOptions, pidfile: string, qmpSocket?: string
     '-chardev', 'stdio,id=console0,signal=off',
     '-serial', 'chardev:console0',
     '-pidfile', pidfile,
-    '-kernel', options.kernel,
   ];
+  if (options.kernel !== undefined) args.push('-kernel', options.kernel);
+  if (options.uefi !== undefined) {
+    args.push('-drive', `if=pflash,format=raw,unit=0,readonly=on,file=${options.uefi.code}`);
+    args.push('-drive', `if=pflash,format=raw,unit=1,file=${options.uefi.vars}`);
+  }
+  if (options.usbStick !== undefined) {
+    args.push('-drive', `if=none,id=usbstick,format=raw,file=${options.usbStick.path}${options.usbStick.snapshot ? ',snapshot=on' : ''}`);
+    args.push('-device', 'qemu-xhci,id=xhci', '-device', 'usb-storage,bus=xhci.0,drive=usbstick,bootindex=1');
+  }
   if (options.initrd !== undefined) args.push('-initrd', options.initrd);
   if (options.append !== undefined) args.push('-append', options.append);
   (options.nics ?? []).forEach((nic, i) => {

@@ -1,6 +1,6 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { formatProgressBar, formatProgressLine, ProgressReporter, REDRAW_PREFIX } from '../../src/desktop/progress';
+import { formatProgressBar, formatProgressLine, ProgressReporter, REDRAW_PREFIX } from '../../src/progress';
 
 test('a progress line has bytes, percent, rate and time left', () => {
   assert.equal(formatProgressLine({ received: 50e6, total: 200e6, elapsedMs: 500 }), '50.0 MB of 200.0 MB (25%), 100.0 MB/s, 0:02 left');
