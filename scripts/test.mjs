@@ -1,6 +1,8 @@
 // Runs the test layers in order, fast to slow:
 //   node scripts/test.mjs all | unit | interop | net | disk | vm ... [FILTER...]
-// FILTER words keep only test files whose path contains one of them.
+// FILTER words keep only test files whose path contains one of them; a word
+// starting with + must be in the path as well (`vm +e2e journey`: the e2e
+// files, only the journey).
 // Each layer is a folder under test/ whose *.test.ts files run with node:test
 // (TypeScript through tsx). Layers that drive real kernel features (network
 // namespaces, loop devices, QEMU) need root and fail loudly without it.
@@ -20,9 +22,11 @@ const LAYERS = [
 const args = process.argv.slice(2);
 const wanted = new Set();
 const filters = [];
+const required = [];
 for (const a of args) {
   if (a === 'all') LAYERS.forEach((l) => wanted.add(l.name));
   else if (LAYERS.some((l) => l.name === a)) wanted.add(a);
+  else if (a.startsWith('+')) required.push(a.slice(1));
   else filters.push(a);
 }
 if (wanted.size === 0) LAYERS.forEach((l) => wanted.add(l.name));
@@ -45,6 +49,7 @@ for (const layer of LAYERS) {
   if (!wanted.has(layer.name)) continue;
   let files = testFiles(join(root, 'test', layer.name));
   if (filters.length) files = files.filter((f) => filters.some((w) => relative(root, f).includes(w)));
+  if (required.length) files = files.filter((f) => required.every((w) => relative(root, f).includes(w)));
   if (files.length === 0) continue;
   ran += files.length;
   if (layer.root && process.getuid && process.getuid() !== 0) {
@@ -63,7 +68,7 @@ for (const layer of LAYERS) {
 }
 if (ran === 0) {
   // A filter that matches nothing must not pass as if tests had run.
-  console.error(`test: no test file in ${[...wanted].join(', ')} matches ${filters.map((f) => `'${f}'`).join(' or ')} (test/LAYER/*.test.ts paths)`);
+  console.error(`test: no test file in ${[...wanted].join(', ')} matches ${[...required.map((r) => `'${r}' and`), filters.map((f) => `'${f}'`).join(' or ')].join(' ')} (test/LAYER/*.test.ts paths)`);
   process.exit(1);
 }
 if (failed.length) {

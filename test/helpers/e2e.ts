@@ -118,7 +118,7 @@ export async function stiefelOsImage(cacheDir: string, log: (l: string) => void)
 }
 
 /** A namespace with a bridge and two taps on it (stf6srv, stf6cli): the cable between the VMs. */
-async function makeCable(netns: string): Promise<void> {
+export async function makeCable(netns: string): Promise<void> {
   const ip = (...args: string[]) => run('ip', ['-n', netns, ...args]);
   await run('ip', ['netns', 'add', netns]);
   await ip('link', 'add', 'cable', 'type', 'bridge');

@@ -35,6 +35,8 @@ export interface NicSpec {
   mac?: string;
   /** The device model, virtio-net-pci by default (e1000e, rtl8139, ...). */
   model?: string;
+  /** The NIC's option ROM; '' for none (no PXE boot attempt before the disk's). */
+  romfile?: string;
 }
 
 export interface DiskSpec {
@@ -46,6 +48,8 @@ export interface DiskSpec {
   /** virtio-blk (default) or another -device model such as nvme (needs serial). */
   model?: string;
   serial?: string;
+  /** The firmware boots this disk first (a laptop that starts from its own disk). */
+  bootIndex?: number;
 }
 
 export interface VmOptions {
@@ -207,14 +211,14 @@ export function qemuArgs(options: VmOptions, pidfile: string, qmpSocket?: string
   if (options.append !== undefined) args.push('-append', options.append);
   (options.nics ?? []).forEach((nic, i) => {
     args.push('-netdev', netdevArg(`net${i}`, nic.netdev));
-    args.push('-device', `${nic.model ?? 'virtio-net-pci'},netdev=net${i}${nic.mac ? `,mac=${nic.mac}` : ''}`);
+    args.push('-device', `${nic.model ?? 'virtio-net-pci'},netdev=net${i}${nic.mac ? `,mac=${nic.mac}` : ''}${nic.romfile !== undefined ? `,romfile=${nic.romfile}` : ''}`);
   });
   (options.disks ?? []).forEach((d, i) => {
     const drive = [`file=${d.path}`, `format=${d.format ?? 'raw'}`, 'if=none', `id=disk${i}`];
     if (d.readOnly) drive.push('readonly=on');
     if (d.snapshot) drive.push('snapshot=on');
     args.push('-drive', drive.join(','));
-    args.push('-device', `${d.model ?? 'virtio-blk-pci'},drive=disk${i}${d.serial ? `,serial=${d.serial}` : ''}`);
+    args.push('-device', `${d.model ?? 'virtio-blk-pci'},drive=disk${i}${d.serial ? `,serial=${d.serial}` : ''}${d.bootIndex !== undefined ? `,bootindex=${d.bootIndex}` : ''}`);
   });
   if (qmpSocket !== undefined) args.push('-qmp', `unix:${qmpSocket},server=on,wait=off`);
   args.push(...(options.extraArgs ?? []));
