@@ -19,6 +19,7 @@ PACKAGES="
   kexec-tools wireguard-tools busybox-static cryptsetup-bin lvm2
   systemd-boot-efi dosfstools mtools fdisk gdisk
   debootstrap patch
+  lintian
 "
 
 missing=""
