@@ -88,9 +88,10 @@ async function installFromArchive(c: Chroot): Promise<string[]> {
   await c.must(`rm /tmp/${name}`);
   const now = await installed(c);
   assert.equal(now.get('stiefelsystem'), PKG_VERSION);
-  // Every Depends, some alternative of each, from Debian's archive.
+  // Every Depends, some alternative of each, from Debian's archive, which knows every alternative's name.
   for (const group of dependsGroups(debControl(deb).get('Depends')!)) {
     assert.ok(group.some((p) => now.has(p)), `installed: ${group.join(' | ')}`);
+    for (const p of group) await c.must(`apt-cache show --no-all-versions ${p} > /dev/null`);
   }
   const policy = await c.must('apt-cache policy nodejs');
   const installedFrom = /\*\*\* \S+ \d+\n((?: {7,}\d+ .*\n)+)/.exec(policy)?.[1] ?? '';
@@ -145,6 +146,9 @@ async function initramfsHasTheHook(c: Chroot): Promise<void> {
 async function setUpThenPurge(c: Chroot, t: { diagnostic: (m: string) => void }): Promise<void> {
   await c.must("stiefelctl setup-server-os --yes --cmdline 'root=/dev/vda2 ro'");
   assert.ok(existsSync(join(c.root, BOOT_RECORD_PATH)));
+  // An upgrade runs prerm too, and must leave the set-up laptop as it is.
+  await c.must(`/var/lib/dpkg/info/stiefelsystem.prerm upgrade ${PKG_VERSION}`);
+  assert.ok(existsSync(join(c.root, BOOT_RECORD_PATH)), 'prerm upgrade keeps the setup');
   const verify = await c.sh('dpkg --verify stiefelsystem');
   t.diagnostic(`dpkg --verify stiefelsystem after setup-server-os: ${verify.stdout.trim() || 'nothing changed'}`);
   const purge = await c.sh('apt-get purge -y -q stiefelsystem');
