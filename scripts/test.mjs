@@ -1,11 +1,11 @@
 // Runs the test layers in order, fast to slow:
-//   node scripts/test.mjs all | unit | interop | net | disk | vm ... [FILTER...]
+//   node scripts/test.mjs all | unit | interop | net | disk | package | vm ... [FILTER...]
 // FILTER words keep only test files whose path contains one of them; a word
 // starting with + must be in the path as well (`vm +e2e journey`: the e2e
 // files, only the journey).
 // Each layer is a folder under test/ whose *.test.ts files run with node:test
 // (TypeScript through tsx). Layers that drive real kernel features (network
-// namespaces, loop devices, QEMU) need root and fail loudly without it.
+// namespaces, loop devices, chroots, QEMU) need root and fail loudly without it.
 import { spawnSync } from 'node:child_process';
 import { readdirSync, statSync } from 'node:fs';
 import { join, relative } from 'node:path';
@@ -16,6 +16,7 @@ const LAYERS = [
   { name: 'interop', concurrency: 2, root: false },
   { name: 'net', concurrency: 1, root: true },
   { name: 'disk', concurrency: 1, root: true },
+  { name: 'package', concurrency: 1, root: true },
   { name: 'vm', concurrency: 1, root: true },
 ];
 
