@@ -107,6 +107,7 @@ export const setupServerOsCommand: Command = {
       family: family as InitramfsFamily | undefined,
       cmdline: values.cmdline,
       runningCmdline,
+      runner: systemRunner,
     });
     for (const r of plan.reasons) ctx.log.info(r);
     if (plan.changes.length === 0 && plan.actions.length === 0) {

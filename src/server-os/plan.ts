@@ -60,7 +60,19 @@ export interface SystemFacts {
   bootMenu: BootMenu;
   /** The Debian package installed the autokexec unit. */
   packagedUnit: boolean;
+  /** Paths the stiefelsystem package owns (its dpkg file list); setup-server-os never writes or removes them. */
+  packaged?: ReadonlySet<string>;
 }
+
+/**
+ * Where the package ships what setup-server-os would otherwise write to /etc:
+ * initramfs-tools reads hooks and scripts from /usr/share as from /etc, and a
+ * copy in /etc would run twice (or, stale after an upgrade, hide the package's).
+ */
+export const PACKAGED_EQUIVALENTS: Readonly<Record<string, string>> = {
+  '/etc/initramfs-tools/hooks/stiefelsystem': '/usr/share/initramfs-tools/hooks/stiefelsystem',
+  '/etc/initramfs-tools/scripts/local-top/stiefelsystem': '/usr/share/initramfs-tools/scripts/local-top/stiefelsystem',
+};
 
 const EXEC = 0o755;
 const TEXT = 0o644;
@@ -154,7 +166,15 @@ export function desiredFiles(record: BootRecord | null, facts: SystemFacts): Des
     const conf = record?.family === 'mkinitcpio' ? addMkinitcpioHook(facts.mkinitcpioConf) : removeMkinitcpioHook(facts.mkinitcpioConf);
     out.push({ path: MKINITCPIO_CONF, content: conf, mode: TEXT });
   }
-  return out;
+  // What the package installed is the package's: left alone here, and an
+  // /etc copy of something it ships in /usr goes.
+  const packaged = facts.packaged ?? new Set<string>();
+  return out
+    .filter((d) => !packaged.has(d.path))
+    .map((d) => {
+      const equivalent = PACKAGED_EQUIVALENTS[d.path];
+      return equivalent !== undefined && packaged.has(equivalent) ? { ...d, content: null } : d;
+    });
 }
 
 /** The changes that turn `current` into `desired`; nothing when they agree. */

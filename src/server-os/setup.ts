@@ -38,6 +38,8 @@ export interface ServerOsPlanOptions {
   cmdline?: string;
   /** /proc/cmdline of the running system, used when root is '/'. */
   runningCmdline?: string;
+  /** Runs findmnt and lsblk to find the disk holding / when the config names none (root '/' only). */
+  runner?: CommandRunner;
 }
 
 export interface ServerOsPlan {
@@ -52,6 +54,8 @@ export interface ServerOsPlan {
   actions: string[];
   /** stiefelOS is to be built from this kernel (a path inside root); undefined: it is there already, or uninstalling. */
   imageKernel: string | undefined;
+  /** server.disk for stiefelOS when the config names none (the disk holding /, found while planning). */
+  imageDisk: string | undefined;
 }
 
 /** The config inside the laptop OS that stiefelOS embeds (with its secret). */
@@ -158,6 +162,7 @@ export async function planServerOs(options: ServerOsPlanOptions): Promise<Server
     mkinitcpioConf: (await readCurrent(root, MKINITCPIO_CONF)).content,
     bootMenu: await detectBootMenu(root),
     packagedUnit: await exists(join(root, PACKAGED_UNIT_PATH)),
+    packaged: await packagedFiles(root),
   };
   const desired = desiredFiles(record, facts);
   const current = new Map<string, CurrentFile>();
@@ -167,12 +172,14 @@ export async function planServerOs(options: ServerOsPlanOptions): Promise<Server
   reasons.push(menu.kind === 'none' ? `boot-menu entry: none (${menu.why}); autokexec still starts the server` : `boot-menu entry: ${menu.kind}${menu.kind === 'systemd-boot' ? ` (ESP ${menu.esp})` : ''}`);
   const actions: string[] = [];
   let imageKernel: string | undefined;
+  let imageDisk: string | undefined;
   const imagePresent = await exists(join(root, STIEFELOS_DIR, 'initrd.img'));
   if (record) {
     if (!(await exists(join(root, LAPTOP_CONFIG_PATH)))) {
       throw new StiefelError('E_SERVER_OS_CONFIG', `there is no ${join(root, LAPTOP_CONFIG_PATH)}: run 'stiefelctl init' first (stiefelOS for this laptop carries its config and secret)`);
     }
     if (!imagePresent || changes.length > 0) {
+      imageDisk = await diskForImage(root, options.runner);
       imageKernel = await newestKernel(root);
       if (!imageKernel) throw new StiefelError('E_SERVER_OS_KERNEL', `no kernel with its modules in ${join(root, 'boot')}: install the distribution's kernel package first`);
       actions.push(`build stiefelOS from ${imageKernel} into ${STIEFELOS_DIR}${menu.kind === 'systemd-boot' ? ` and copy it to the ESP (${menu.esp}${menu.esp === '/boot' ? '' : ESP_STIEFELOS_DIR})` : ''}`);
@@ -183,7 +190,14 @@ export async function planServerOs(options: ServerOsPlanOptions): Promise<Server
     if (await unitEnabled(root)) actions.push(`disable ${AUTOKEXEC_UNIT}`);
   }
   if (menu.kind === 'grub' && changes.some((c) => c.path.startsWith('/etc/grub.d/'))) actions.push(`update the boot menu: ${menu.update.join(' ')}`);
-  return { root, record, reasons, changes, bootMenu: menu, actions, imageKernel };
+  if (imageDisk) reasons.push(`the laptop's disk for stiefelOS: ${imageDisk} (the disk holding /; the config names none)`);
+  return { root, record, reasons, changes, bootMenu: menu, actions, imageKernel, imageDisk };
+}
+
+/** The paths the stiefelsystem Debian package owns (dpkg's list of its files); empty without the package. */
+export async function packagedFiles(root: string): Promise<Set<string>> {
+  const text = await readFile(join(root, 'var/lib/dpkg/info/stiefelsystem.list'), 'utf8').catch(() => '');
+  return new Set(text.split('\n').filter((l) => l.startsWith('/')));
 }
 
 /** Enabled for boot: the symlink systemctl enable makes. */
@@ -270,16 +284,27 @@ export interface ApplyDeps {
   stiefelctl: string[];
 }
 
+/** server.disk for stiefelOS: undefined when the config names one; else the disk holding / (root '/' only). */
+async function diskForImage(root: string, runner: CommandRunner | undefined): Promise<string | undefined> {
+  const config = parseConfigText(await readFile(join(root, LAPTOP_CONFIG_PATH), 'utf8'), LAPTOP_CONFIG_PATH);
+  if (config.server.disk !== undefined) return undefined;
+  const fix = `set server.disk in ${join(root, LAPTOP_CONFIG_PATH)} to the laptop's disk (e.g. /dev/nvme0n1, or PTUUID= from lsblk -o PTUUID)`;
+  if (root !== '/' || !runner) throw new StiefelError('E_SERVER_OS_DISK', `server.disk is not set and the disk of another root cannot be told: ${fix}`);
+  return detectDisk(runner, fix);
+}
+
 /** The laptop's disk as stiefelOS can name it, when the config does not: the disk holding `/`, by its partition table's id. */
-async function detectDisk(runner: CommandRunner): Promise<string> {
-  const source = (await runChecked(runner, 'E_SERVER_OS_DISK', 'findmnt', ['-n', '-o', 'SOURCE', '/'])).trim();
+async function detectDisk(runner: CommandRunner, fix: string): Promise<string> {
+  const found = await runner.run('findmnt', ['-n', '-o', 'SOURCE', '/']);
+  const source = found.stdout.trim();
+  if (found.code !== 0 || !source.startsWith('/dev/')) throw new StiefelError('E_SERVER_OS_DISK', `cannot tell which disk holds / (findmnt: ${source || found.stderr.trim() || 'no mount'}; a chroot or a container?): ${fix}`);
   const tree = JSON.parse(await runChecked(runner, 'E_SERVER_OS_DISK', 'lsblk', ['-J', '-s', '-o', 'NAME,TYPE,PTUUID', source])) as { blockdevices?: Array<Record<string, unknown>> };
   // -s lists the device with its parents inside it; the disk is at the bottom.
   const walk = (d: Record<string, unknown>): Record<string, unknown> | undefined =>
     d.type === 'disk' ? d : ((d.children as Array<Record<string, unknown>> | undefined) ?? []).map(walk).find(Boolean);
   const disk = (tree.blockdevices ?? []).map(walk).find(Boolean);
   const ptuuid = typeof disk?.ptuuid === 'string' ? disk.ptuuid : '';
-  if (!ptuuid) throw new StiefelError('E_SERVER_OS_DISK', `cannot tell which disk holds / (${source}): set server.disk in ${LAPTOP_CONFIG_PATH}`);
+  if (!ptuuid) throw new StiefelError('E_SERVER_OS_DISK', `cannot tell which disk holds / (${source}, no partition-table id): ${fix}`);
   return `PTUUID=${ptuuid}`;
 }
 
@@ -288,17 +313,13 @@ async function detectDisk(runner: CommandRunner): Promise<string> {
  * kernel, programs, config and secret, from inside the laptop OS (a chroot
  * for another root). The config gets server.disk when it names none.
  */
-export async function buildStiefelOs(root: string, kernel: string, menu: BootMenu, deps: ApplyDeps): Promise<void> {
+export async function buildStiefelOs(root: string, kernel: string, menu: BootMenu, deps: ApplyDeps, disk?: string): Promise<void> {
   const { runner, log } = deps;
   const text = await readFile(join(root, LAPTOP_CONFIG_PATH), 'utf8');
   const config = parseConfigText(text, LAPTOP_CONFIG_PATH);
   const doc = parseDocument(text);
-  if (config.server.disk === undefined) {
-    if (root !== '/') throw new StiefelError('E_SERVER_OS_DISK', `server.disk is not set in ${join(root, LAPTOP_CONFIG_PATH)}: name the laptop's disk there (e.g. /dev/nvme0n1)`);
-    const disk = await detectDisk(runner);
-    log.info(`the laptop's disk for stiefelOS: ${disk} (the disk holding /)`);
-    doc.setIn(['server', 'disk'], disk);
-  }
+  const imageDisk = disk ?? (await diskForImage(root, runner));
+  if (imageDisk !== undefined) doc.setIn(['server', 'disk'], imageDisk);
   const tmpName = `/var/tmp/stiefel-image-config-${randomBytes(4).toString('hex')}.yaml`;
   await mkdir(join(root, 'var/tmp'), { recursive: true });
   await writeFile(join(root, tmpName), doc.toString(), { mode: 0o600 });
@@ -363,7 +384,7 @@ export async function applyServerOs(plan: ServerOsPlan, deps: ApplyDeps): Promis
       log.info(`regenerating the initramfs: ${regenerated.join(' ')}${plan.root === '/' ? '' : ` (in ${plan.root})`}`);
       await runInRoot(runner, plan.root, regenerated, log);
     }
-    if (plan.record && plan.imageKernel) await buildStiefelOs(plan.root, plan.imageKernel, plan.bootMenu, deps);
+    if (plan.record && plan.imageKernel) await buildStiefelOs(plan.root, plan.imageKernel, plan.bootMenu, deps, plan.imageDisk);
     if (!plan.record) await removeStiefelOs(plan.root, plan.bootMenu, log);
     const menu = plan.bootMenu;
     if (menu.kind === 'grub' && plan.changes.some((c) => c.path.startsWith('/etc/grub.d/'))) {

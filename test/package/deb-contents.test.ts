@@ -88,7 +88,7 @@ test('files: exactly these, owned by root, with these modes; the bundle is dist/
 });
 
 test('the adapters are byte for byte and mode for mode what setup-server-os writes, so its plan finds nothing to change on shared paths', () => {
-  const facts = { networkManager: false, networkd: false, mkinitcpioConf: null };
+  const facts = { networkManager: false, networkd: false, mkinitcpioConf: null, bootMenu: { kind: 'none', why: 'test' } as const, packagedUnit: true };
   const want = (family: 'initramfs-tools' | 'dracut') => new Map(desiredFiles({ family, cmdline: 'root=/dev/sda1 ro' }, facts).filter((f) => f.content !== null).map((f) => [f.path, f]));
   const check = (debPath: string, planned: { content: string | null; mode: number } | undefined) => {
     assert.ok(planned, `setup-server-os plans a file for ${debPath}`);

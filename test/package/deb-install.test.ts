@@ -10,7 +10,7 @@
 // pulled in (same versions), without it.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { copyFileSync, existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync } from 'node:fs';
+import { copyFileSync, existsSync, lstatSync, mkdtempSync, readFileSync, readdirSync, readlinkSync, rmSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { BOOT_RECORD_PATH } from '../../src/server-os/plan';
@@ -118,7 +118,7 @@ async function commandsUnderNodejs18(c: Chroot): Promise<void> {
 
 /** build-image under nodejs 18 carries Debian's own node (a small program and libnode) into stiefelOS. */
 async function buildImageUnderNodejs18(c: Chroot): Promise<void> {
-  await c.must('stiefelctl init');
+  await c.must('[ -f /etc/stiefelsystem/config.yaml ] || stiefelctl init --force');
   const release = kernelRelease(c);
   const summary = JSON.parse(
     await c.must(`stiefelctl build-image --kernel /boot/vmlinuz-${release} --config /etc/stiefelsystem/config.yaml --secret /etc/stiefelsystem/secret --json`),
@@ -144,18 +144,31 @@ async function initramfsHasTheHook(c: Chroot): Promise<void> {
 }
 
 async function setUpThenPurge(c: Chroot, t: { diagnostic: (m: string) => void }): Promise<void> {
+  // As a user does: init, then setup-server-os. A chroot has no mounted disk
+  // to find, so the config names it (on the laptop itself setup finds it).
+  await c.must('[ -f /etc/stiefelsystem/config.yaml ] || stiefelctl init --force');
+  const none = await c.sh("stiefelctl setup-server-os --yes --cmdline 'root=/dev/vda2 ro'");
+  assert.equal(none.code, 1);
+  assert.match(none.stderr.trim(), /cannot tell which disk holds \/ .*: set server\.disk in \/etc\/stiefelsystem\/config\.yaml/);
+  assert.equal(existsSync(join(c.root, BOOT_RECORD_PATH)), false, 'nothing written before the disk was known');
+  await c.must("sed -i 's|^server:$|server:\\n  disk: /dev/vda|' /etc/stiefelsystem/config.yaml");
   await c.must("stiefelctl setup-server-os --yes --cmdline 'root=/dev/vda2 ro'");
   assert.ok(existsSync(join(c.root, BOOT_RECORD_PATH)));
+  assert.ok(existsSync(join(c.root, '/boot/stiefelsystem/initrd.img')), 'stiefelOS for this laptop, built under nodejs 18');
+  assert.equal(readlinkSync(join(c.root, '/etc/systemd/system/multi-user.target.wants/stiefel-autokexec.service')), '/lib/systemd/system/stiefel-autokexec.service', 'autokexec enabled');
   // An upgrade runs prerm too, and must leave the set-up laptop as it is.
   await c.must(`/var/lib/dpkg/info/stiefelsystem.prerm upgrade ${PKG_VERSION}`);
   assert.ok(existsSync(join(c.root, BOOT_RECORD_PATH)), 'prerm upgrade keeps the setup');
+  // setup-server-os leaves the package's own files as the package installed them.
   const verify = await c.sh('dpkg --verify stiefelsystem');
   t.diagnostic(`dpkg --verify stiefelsystem after setup-server-os: ${verify.stdout.trim() || 'nothing changed'}`);
+  assert.equal(verify.stdout.trim(), '', 'dpkg --verify finds the package as it installed it');
+  assert.equal(existsSync(join(c.root, '/etc/initramfs-tools/hooks/stiefelsystem')), false, 'no /etc copy of the packaged hook');
   const purge = await c.sh('apt-get purge -y -q stiefelsystem');
   assert.equal(purge.code, 0, `${purge.stdout}\n${purge.stderr}`);
   assert.match(purge.stdout, /running 'stiefelctl setup-server-os --uninstall --yes'/, 'prerm undid the setup');
-  for (const gone of [BOOT_RECORD_PATH, '/etc/stiefelsystem', '/var/lib/stiefelsystem', '/etc/initramfs-tools/hooks/stiefelsystem', '/usr/bin/stiefelctl']) {
-    assert.equal(existsSync(join(c.root, gone)), false, `${gone} is gone`);
+  for (const gone of [BOOT_RECORD_PATH, '/etc/stiefelsystem', '/var/lib/stiefelsystem', '/boot/stiefelsystem', '/etc/initramfs-tools/hooks/stiefelsystem', '/usr/bin/stiefelctl', '/etc/kernel/postinst.d/zz-stiefelsystem', '/usr/lib/systemd/system-shutdown/stiefelsystem', '/etc/systemd/system/multi-user.target.wants/stiefel-autokexec.service']) {
+    assert.throws(() => lstatSync(join(c.root, gone)), /ENOENT/, `${gone} is gone`);
   }
   assert.equal((await c.sh('dpkg-query -W stiefelsystem')).code, 1, 'dpkg forgot the package');
   // The trigger rebuilt the initramfs once the hook was gone.

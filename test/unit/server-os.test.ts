@@ -114,6 +114,19 @@ test('each family gets the shared attach script, its own adapter, and the boot r
   assert.ok(withManagers.some((f) => f.path === '/etc/systemd/network/00-stiefelsystem.network' && f.content?.includes('Unmanaged=yes')));
 });
 
+test("with the Debian package installed, its files are its own: never written or removed, and an /etc copy of a /usr/share adapter goes", () => {
+  const record = { family: 'initramfs-tools' as const, cmdline: 'root=UUID=1 ro' };
+  const packaged = new Set([ATTACH_PATH, '/usr/share/initramfs-tools/hooks/stiefelsystem', '/usr/share/initramfs-tools/scripts/local-top/stiefelsystem', '/usr/lib/dracut/modules.d/90stiefelsystem/module-setup.sh', '/usr/lib/dracut/modules.d/90stiefelsystem/stiefel-cmdline.sh']);
+  const facts = { ...noNetworkManagers, packaged };
+  const desired = desiredFiles(record, facts);
+  for (const p of packaged) assert.ok(!desired.some((d) => d.path === p), `${p} is left to the package`);
+  assert.equal(desired.find((d) => d.path === '/etc/initramfs-tools/hooks/stiefelsystem')?.content, null);
+  assert.equal(desired.find((d) => d.path === '/etc/initramfs-tools/scripts/local-top/stiefelsystem')?.content, null);
+  assert.ok(desired.find((d) => d.path === BOOT_RECORD_PATH)?.content);
+  // Uninstalling does not touch them either.
+  for (const p of packaged) assert.ok(!desiredFiles(null, facts).some((d) => d.path === p));
+});
+
 test('planning is idempotent, and uninstalling removes every file', () => {
   const record = { family: 'initramfs-tools' as const, cmdline: 'root=UUID=1 ro' };
   const desired = desiredFiles(record, noNetworkManagers);
