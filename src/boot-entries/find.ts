@@ -58,6 +58,8 @@ export interface VolumeReport {
 export interface BootEntryScan extends Discovery {
   source: string;
   volumes: VolumeReport[];
+  /** Every file system looked in, mounted until close(). */
+  trees: readonly BootTree[];
   /** The entry the laptop boots by default, or null when none is usable. */
   default: BootEntry | null;
   /** Streams a file's bytes (a whole file or a UKI section); valid until close(). */
@@ -111,10 +113,12 @@ export async function findBootEntries(source: string, options: FindBootEntriesOp
   const checkAbort = (): void => {
     if (signal?.aborted) throw new StiefelError('E_INTERRUPTED', 'interrupted; everything mounted was unmounted again');
   };
+  let scanned: readonly BootTree[] = [];
   const scanOf = (d: Discovery): BootEntryScan => ({
     ...d,
     source,
     volumes,
+    trees: scanned,
     default: d.entries.find((e) => e.default) ?? null,
     open: (f) => createReadStream(f.hostPath, { start: f.offset, end: f.offset + f.length - 1 }),
     read: (f) => readResolvedFile(f),
@@ -141,6 +145,7 @@ export async function findBootEntries(source: string, options: FindBootEntriesOp
     const subdir = await subdirOf(dir);
     const tree: BootTree = { dir, partition: source, ...(subdir ? { subdir } : {}) };
     volumes.push({ name: source, what: 'directory', problem: null });
+    scanned = [tree];
     return scanOf(await discoverBootEntries([tree], discoverOpts));
   }
   if (!st.isFile() && !st.isBlockDevice()) throw new StiefelError('E_NO_SOURCE', `${source} is neither a directory, a disk image nor a block device`);
@@ -263,6 +268,7 @@ export async function findBootEntries(source: string, options: FindBootEntriesOp
     } else for (const c of luks) volumes.push({ name: c.name, what: 'LUKS', problem: 'not opened: usable entries were found without it' });
 
     checkAbort();
+    scanned = trees;
     return scanOf(discovery);
   } catch (err) {
     await cleanup.run();

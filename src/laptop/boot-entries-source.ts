@@ -12,7 +12,7 @@ import { createWriteStream } from 'node:fs';
 import { mkdir, readFile, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { pipeline } from 'node:stream/promises';
-import { findBootEntries, type BootEntry, type BootEntryScan } from '../boot-entries/find';
+import { findBootEntries, type BootEntry, type BootEntryScan, type BootTree } from '../boot-entries/find';
 import type { InitramfsFamily } from '../config/schema';
 import { INITRAMFS_FAMILIES } from '../config/schema';
 import type { CommandRunner } from '../disk/runner';
@@ -56,14 +56,21 @@ export function parseBootRecord(text: string, log: Logger, where: string): BootR
   return out;
 }
 
-async function readRecord(entry: BootEntry, log: Logger): Promise<BootRecordRead> {
-  const tree = entry.files.kernel.tree;
-  for (const rel of [BOOT_RECORD_FILE, `boot/${BOOT_RECORD_FILE}`]) {
-    try {
-      const text = await readFile(join(tree.dir, rel), 'utf8');
-      return parseBootRecord(text, log, `${tree.partition}:/${rel}`);
-    } catch {
-      // not there
+/**
+ * setup-server-os's record: in the partition of the entry's kernel first,
+ * then in the others (systemd-boot's kernels live on the ESP, the record in
+ * the root file system's /boot).
+ */
+async function readRecord(entry: BootEntry, trees: readonly BootTree[], log: Logger): Promise<BootRecordRead> {
+  const first = entry.files.kernel.tree;
+  for (const tree of [first, ...trees.filter((t) => t !== first)]) {
+    for (const rel of [BOOT_RECORD_FILE, `boot/${BOOT_RECORD_FILE}`]) {
+      try {
+        const text = await readFile(join(tree.dir, rel), 'utf8');
+        return parseBootRecord(text, log, `${tree.partition}:/${rel}`);
+      } catch {
+        // not there
+      }
     }
   }
   return {};
@@ -119,7 +126,7 @@ export class BootEntriesPayloadSource implements BootPayloadSource {
           `no usable boot entry on ${o.device} (${[why, ...problems].filter(Boolean).join('; ') || 'no file system to look in'}); name the files in server.boot instead`,
         );
       }
-      const record = await readRecord(entry, log);
+      const record = await readRecord(entry, scan.trees, log);
       const family = record.family ?? o.family;
       if (!family) {
         throw new StiefelError(

@@ -23,6 +23,7 @@ import { silentLogger } from '../../src/log';
 import { withChrootMounts } from '../../src/server-os/setup';
 import { kernelVersionOf, laptopBase, sh } from './laptop-image';
 import { pruneCache } from './test-cache';
+import { parseDocument } from 'yaml';
 
 export const JOURNEY_DISK_GUID = '5713f2b0-0b00-4e00-8000-00000000d15c';
 const ROOT_UUID = '5713f2b0-0b00-4e00-8000-00000000f0f0';
@@ -215,12 +216,14 @@ export async function buildJourneyImage(options: { cacheDir: string; deb: string
     await inChroot(root, 'stiefelctl init >/dev/null 2>&1');
     await copyFile(options.secret, join(root, 'etc/stiefelsystem/secret'));
     await chmod(join(root, 'etc/stiefelsystem/secret'), 0o600);
-    await writeFile(
-      join(root, 'etc/stiefelsystem/config.yaml'),
-      `${readFileSync(join(root, 'etc/stiefelsystem/config.yaml'), 'utf8')}\n# The journey test's settings.\n` +
-        `# (setup-server-os, run on the laptop itself, would find the disk; offline it is named.)\n` +
-        `server:\n  disk: PTUUID=${JOURNEY_DISK_GUID}\n  return_delay_s: 3\nautokexec:\n  delay_s: 3\n`,
-    );
+    // The journey's settings in the config init wrote (its comments kept). On
+    // the laptop itself setup-server-os would find the disk; offline it is named.
+    const configPath = join(root, 'etc/stiefelsystem/config.yaml');
+    const doc = parseDocument(readFileSync(configPath, 'utf8'));
+    doc.setIn(['server', 'disk'], `PTUUID=${JOURNEY_DISK_GUID}`);
+    doc.setIn(['server', 'return_delay_s'], 3);
+    doc.setIn(['autokexec', 'delay_s'], 3);
+    await writeFile(configPath, doc.toString());
     log('stiefelctl setup-server-os --yes in the laptop OS (Debian nodejs): hooks, initramfs, stiefelOS, boot entry, autokexec');
     await inChroot(root, 'stiefelctl setup-server-os --yes --cmdline "root=UUID=' + ROOT_UUID + ' ro console=ttyS0,115200 systemd.show_status=1"');
     await copyKernelToEsp(root, kernelVersion);
