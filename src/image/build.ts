@@ -25,6 +25,7 @@ import { libraryClosure, readLdSoConfDirs } from './libraries';
 import { carryModuleDecompressed, imageModulePath, regenerateDepmod, selectModules } from './modules';
 import { PACKAGES, formatPackages } from './packages';
 import { forEachLimited } from './for-each-limited';
+import { externalBuiltins } from './node-builtins';
 import { BUSYBOX, IMAGE_PROGRAMS, findProgram, lookupProgram, type ProgramSpec } from './programs';
 import type { ProgressCallback } from './progress';
 
@@ -366,7 +367,8 @@ export async function buildImage(options: BuildImageOptions, ctx: BuildContext =
     progress({ phase: 'tree', message: 'laying out the file tree' });
     const tree = new ImageTree();
     const busyboxPath = programs.find((p) => p.spec === BUSYBOX)!.path;
-    const nodeImagePath = await layoutTree(tree, { options, kernelRelease: kernel.release, modulesDir, selection, carriedPlain, depmodFiles, closure, programs, busyboxPath });
+    const nodeBuiltins = await externalBuiltins(options.node);
+    const nodeImagePath = await layoutTree(tree, { options, kernelRelease: kernel.release, modulesDir, selection, carriedPlain, depmodFiles, closure, programs, busyboxPath, nodeBuiltins });
     const { replaced, stripped } = packing.stripTool !== undefined ? await stripObjects(closure, packing.stripTool, work, { signal, progress }) : { replaced: new Map<string, Buffer>(), stripped: [] };
     throwIfAborted(signal);
     const { entries, parts, unpackedBytes } = await readTree(tree, reader, replaced, progress);
@@ -448,6 +450,8 @@ interface LayoutInput {
   closure: Closure;
   programs: Program[];
   busyboxPath: string;
+  /** Files holding built-in modules of that node (externalBuiltins). */
+  nodeBuiltins: readonly string[];
 }
 
 /** Fills the tree; returns the image path of node. */
@@ -475,6 +479,8 @@ async function layoutTree(tree: ImageTree, input: LayoutInput): Promise<string> 
 
   const nodeImagePath = `/${tree.resolve(options.node, true)}`;
   if (!tree.exists('usr/bin/node')) tree.addSymlink('usr/bin/node', nodeImagePath);
+  // The built-in modules that node reads from other files (Debian's nodejs).
+  for (const file of input.nodeBuiltins) await tree.mirrorHostPath(file, PART.node);
 
   // Multi-call programs: lvm answers to vgchange, lvs, ...
   for (const p of programs) {

@@ -8,6 +8,7 @@
 // and afterwards the chroot's file list is that of the same system which
 // never had stiefelsystem: a second copy given exactly the packages apt
 // pulled in (same versions), without it.
+import { spawnSync } from 'node:child_process';
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { copyFileSync, existsSync, lstatSync, mkdtempSync, readFileSync, readdirSync, readlinkSync, rmSync, statSync } from 'node:fs';
@@ -126,6 +127,14 @@ async function buildImageUnderNodejs18(c: Chroot): Promise<void> {
   assert.deepEqual(summary.programs.find((p) => p.name === 'node'), { name: 'node', path: '/usr/bin/node' });
   assert.ok(summary.libraries.some((l) => /\/libnode\.so\.\d+$/.test(l)), summary.libraries.join(' '));
   for (const f of ['vmlinuz', 'initrd.img']) assert.ok(statSync(join(c.root, 'var/lib/stiefelsystem/image', f)).size > 0, f);
+  // That node starts inside the image, with nothing but what the image holds
+  // (Debian's keeps some built-in modules in /usr/share/nodejs files).
+  const unpacked = join(c.root, 'var/tmp/stiefelos-unpacked');
+  await c.must('rm -rf /var/tmp/stiefelos-unpacked && mkdir -p /var/tmp/stiefelos-unpacked && cd /var/tmp/stiefelos-unpacked && zstd -dc /var/lib/stiefelsystem/image/initrd.img | cpio -idm --quiet');
+  const ran = spawnSync(requireTool('chroot'), [unpacked, '/usr/bin/node', '-e', "require('node:https'); process.stdout.write(process.version)"], { encoding: 'utf8', env: { PATH: '/usr/bin:/bin', LD_LIBRARY_PATH: readFileSync(join(unpacked, 'etc/stiefelos/library-path'), 'utf8').trim() } });
+  assert.equal(ran.status, 0, `node in the image: ${ran.stderr}`);
+  assert.match(ran.stdout, /^v18\./);
+  await c.must('rm -rf /var/tmp/stiefelos-unpacked');
 }
 
 async function unitInPlace(c: Chroot): Promise<void> {

@@ -1,5 +1,6 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
+import { externalBuiltins, sharedBuiltinPaths } from '../../src/image/node-builtins';
 import { execFileSync } from 'node:child_process';
 import { mkdirSync, mkdtempSync, realpathSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -90,4 +91,17 @@ test('the host ld.so.conf gives the multiarch directories', async () => {
   const dirs = await readLdSoConfDirs();
   assert.ok(dirs.includes('/lib/x86_64-linux-gnu'), dirs.join(' '));
   assert.ok(dirs.includes('/usr/lib/x86_64-linux-gnu'));
+});
+
+test("a node's built-in modules kept in other files (Debian's nodejs) are named by its build configuration", async () => {
+  // As Debian's nodejs 18 records them: defines in target_defaults.
+  assert.deepEqual(
+    sharedBuiltinPaths({
+      target_defaults: { defines: ['NODE_OPENSSL_CERT_STORE', 'NODE_SHARED_BUILTIN_CJS_MODULE_LEXER_LEXER_PATH=/usr/share/nodejs/cjs-module-lexer/lexer.js', 'NODE_SHARED_BUILTIN_UNDICI_UNDICI_PATH=/usr/share/nodejs/undici/undici-fetch.js'] },
+      variables: { node_shared_builtin_acorn_path: '/usr/share/nodejs/acorn/dist/acorn.js', node_shared_openssl: true, node_shared_builtin_empty_path: '' },
+    }),
+    ['/usr/share/nodejs/acorn/dist/acorn.js', '/usr/share/nodejs/cjs-module-lexer/lexer.js', '/usr/share/nodejs/undici/undici-fetch.js'],
+  );
+  // The node running here tells its own (none for an upstream build).
+  assert.deepEqual(await externalBuiltins(process.execPath), sharedBuiltinPaths(process.config as never));
 });
