@@ -43,7 +43,7 @@ export function luksSealedToTpm(header: Uint8Array): boolean {
 export interface DiskHealth {
   /** Partitions whose file system was not left clean, with what it says. */
   dirty: Array<{ partition: number; state: ExtState }>;
-  /** Partitions that cannot be checked from here (XFS, Btrfs, LUKS, LVM). */
+  /** Partitions that are not checked here (XFS, Btrfs, FAT, LUKS, LVM). */
   unchecked: Array<{ partition: number; kind: string }>;
   clean: number[];
   /** A LUKS container's key is sealed in the TPM. */
@@ -66,7 +66,7 @@ export async function checkDiskHealth(readAt: ReadAt, size: number): Promise<Dis
       // The LUKS2 JSON area is at most 4 MiB; 64 KiB holds every token in practice.
       if (luksSealedToTpm(await readAt(p.offset, Math.min(64 * 1024, p.size)))) health.tpmSealed = true;
       health.unchecked.push({ partition: p.number, kind });
-    } else if (kind === 'xfs' || kind === 'btrfs' || kind === 'lvm2') health.unchecked.push({ partition: p.number, kind });
+    } else if (kind === 'xfs' || kind === 'btrfs' || kind === 'lvm2' || kind === 'vfat') health.unchecked.push({ partition: p.number, kind });
   }
   return health;
 }
