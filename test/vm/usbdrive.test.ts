@@ -20,8 +20,7 @@ import { TEST_CACHE_DIR } from '../helpers/test-cache';
 import { requireRoot, requireTool } from '../helpers/tools';
 
 const LIMIT_MS = 180_000;
-/** A cache of its own: another worktree's VM tests prune the shared one's stiefelOS images. */
-const CACHE = join(TEST_CACHE_DIR, 'usbdrive');
+const CACHE = TEST_CACHE_DIR;
 const APPEND = 'stiefel_test.usb=1';
 
 const work = mkdtempSync(join(tmpdir(), 'stf13-vm-'));
