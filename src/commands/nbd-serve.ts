@@ -4,6 +4,7 @@ import { UsageError } from '../errors';
 import {
   FileBackend,
   ListenAddressError,
+  NBD_DEFAULT_PORT,
   formatListenAddress,
   nbdUri,
   parseListenAddress,
@@ -11,7 +12,6 @@ import {
   startNbdServer,
   type NbdConnectionInfo,
 } from '../nbd';
-import { NBD_DEFAULT_PORT } from '../nbd/protocol';
 
 const help = `Usage: stiefelctl nbd-serve FILE [--name NAME] [--listen HOST:PORT | --listen unix:PATH] [--read-only]
 

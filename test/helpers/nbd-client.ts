@@ -2,16 +2,10 @@
 // also send what real clients never would (bad magic, huge lengths, unknown
 // options). Works over a TCP/unix socket or an in-memory transport.
 import * as net from 'node:net';
-import {
-  encodeClientFlags,
-  encodeGoOptionData,
-  encodeMetaContextOptionData,
-  encodeOption,
-  encodeRequest,
-  type NbdRequest,
-} from '../../src/nbd/codec';
+import type { NbdRequest } from '../../src/nbd/codec';
 import * as P from '../../src/nbd/protocol';
 import type { NbdTransport, TransportHandlers } from '../../src/nbd/transport';
+import { encodeClientFlags, encodeGoOptionData, encodeMetaContextOptionData, encodeOption, encodeRequest } from './nbd-encode';
 
 export interface OptionReply {
   option: number;

@@ -17,7 +17,7 @@ import * as net from 'node:net';
 import fc from 'fast-check';
 import type { Backend } from '../../src/nbd/backend';
 import { MemoryBackend } from '../../src/nbd/backend-memory';
-import { encodeClientFlags, encodeGoOptionData, encodeMetaContextOptionData, encodeOption, encodeRequest } from '../../src/nbd/codec';
+import { encodeClientFlags, encodeGoOptionData, encodeMetaContextOptionData, encodeOption, encodeRequest } from '../helpers/nbd-encode';
 import * as P from '../../src/nbd/protocol';
 import { startNbdServer } from '../../src/nbd/server';
 import { silentLogger } from '../../src/log';

@@ -3,7 +3,7 @@
 // disconnects where the stream cannot be trusted any more).
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { encodeClientFlags, encodeGoOptionData, encodeMetaContextOptionData, encodeOption, encodeRequest } from '../../src/nbd/codec';
+import { encodeClientFlags, encodeGoOptionData, encodeMetaContextOptionData, encodeOption, encodeRequest } from '../helpers/nbd-encode';
 import { MemoryBackend } from '../../src/nbd/backend-memory';
 import { BackendError } from '../../src/nbd/errno';
 import * as P from '../../src/nbd/protocol';
