@@ -78,15 +78,27 @@ export function parseFilefrag(output: string, size: number): Array<[number, numb
   return ranges;
 }
 
-/** Extents of [offset, offset+length) given sorted data ranges; holes read as zeroes. */
-export function extentsFromRanges(ranges: ReadonlyArray<readonly [number, number]>, offset: number, length: number): BlockExtent[] {
+/**
+ * Extents of [offset, offset+length) given sorted data ranges, holes read as
+ * zeroes; at most `maxExtents` of them (the first ones), so a request costs
+ * the same however fragmented the file is.
+ */
+export function extentsFromRanges(
+  ranges: ReadonlyArray<readonly [number, number]>,
+  offset: number,
+  length: number,
+  maxExtents = Infinity,
+): BlockExtent[] {
   const end = offset + length;
   const out: BlockExtent[] = [];
-  const push = (len: number, flags: number): void => {
-    if (len <= 0) return;
+  /** False once full. */
+  const push = (len: number, flags: number): boolean => {
+    if (len <= 0) return true;
     const last = out[out.length - 1];
     if (last && last.flags === flags) last.length += len;
-    else out.push({ length: len, flags });
+    else if (out.length < maxExtents) out.push({ length: len, flags });
+    else return false;
+    return true;
   };
   // First range that ends after offset.
   let lo = 0;
@@ -100,12 +112,12 @@ export function extentsFromRanges(ranges: ReadonlyArray<readonly [number, number
   for (let i = lo; i < ranges.length && pos < end; i++) {
     const [s, e] = ranges[i]!;
     if (s > pos) {
-      push(Math.min(s, end) - pos, NBD_STATE_HOLE | NBD_STATE_ZERO);
+      if (!push(Math.min(s, end) - pos, NBD_STATE_HOLE | NBD_STATE_ZERO)) return out;
       pos = Math.min(s, end);
     }
     if (pos < end) {
       const stop = Math.min(e, end);
-      push(stop - pos, 0);
+      if (!push(stop - pos, 0)) return out;
       pos = stop;
     }
   }
@@ -357,7 +369,7 @@ export class FileBackend implements Backend {
     }
   }
 
-  async extents(offset: number, length: number): Promise<BlockExtent[]> {
+  async extents(offset: number, length: number, maxExtents: number): Promise<BlockExtent[]> {
     if (this.isBlockDevice || !this.#filefragWorks) return [{ length, flags: 0 }];
     let map = this.#map;
     if (!map || Date.now() - map.takenAt > EXTENT_MAP_TTL_MS) {
@@ -365,7 +377,7 @@ export class FileBackend implements Backend {
       map = await (this.#probe ??= this.#probeMap().finally(() => (this.#probe = undefined)));
       if (!map) return [{ length, flags: 0 }];
     }
-    return extentsFromRanges(map.ranges, offset, length);
+    return extentsFromRanges(map.ranges, offset, length, maxExtents);
   }
 
   async #probeMap(): Promise<ExtentMap | undefined> {

@@ -1,9 +1,11 @@
 // One client connection: the handshake (handshake.ts), then the transmission
 // phase (transmission.ts), over an NbdTransport. The session owns the
-// transport and the parser of the client's bytes; bytes held for a
-// connection are bounded, and reading from the client pauses while the
-// bound is exceeded.
+// transport, the parser of the client's bytes and the connection's memory
+// budget: after each message the parser yields it decides whether to read
+// the next one, so no request is looked at while the connection holds more
+// than its budget, and none after NBD_CMD_DISC.
 import type { Logger } from '../log';
+import { MemoryBudget } from './budget';
 import type { BufferPool } from './buffer-pool';
 import { encodeGreeting, type BlockSizeConstraints, type NbdRequest } from './codec';
 import { ClientStreamParser, type ClientStreamHandler } from './client-stream-parser';
@@ -18,6 +20,8 @@ export interface SessionOptions {
   blockSize: BlockSizeConstraints;
   /** Bytes of requests and replies held for this connection before reading pauses. */
   maxInflightBytes: number;
+  /** The server's budget, shared by all its connections; without it the connection is alone. */
+  serverBudget?: MemoryBudget;
   pool: BufferPool;
   /** When set, the peer was not admitted: every option fails with NBD_REP_ERR_POLICY and this text. */
   refusal?: string;
@@ -25,26 +29,51 @@ export interface SessionOptions {
 
 export type SessionPhase = SessionStats['phase'];
 
+/**
+ * What a connection may hold during the handshake: option replies are a few
+ * hundred bytes, so this only stops a client that sends options without
+ * reading the answers (one reply batch of the transport is 256 KiB).
+ */
+export const HANDSHAKE_BYTES = 512 * 1024;
+
 const MAX_OPTION_DATA = 64 * 1024;
+
+/** Why the parser is paused: to let replies out between requests, or for the budget. */
+const enum Hold {
+  None,
+  Turn,
+  Budget,
+}
 
 export class NbdSession {
   readonly #transport: NbdTransport;
   readonly #options: SessionOptions;
   readonly #log: Logger;
   readonly #parser: ClientStreamParser;
+  readonly #budget: MemoryBudget;
   readonly #handshake: NbdHandshake;
   #transmission: NbdTransmission | undefined;
   readonly #done: Promise<string>;
   #resolveDone!: (reason: string) => void;
 
   #phase: SessionPhase = 'handshake';
-  #paused = false;
-  #inflightBytes = 0;
+  #hold = Hold.None;
   #transportGone = false;
   #endReason = '';
   #shuttingDown = false;
-  readonly #queue: Array<{ request: NbdRequest; payload: readonly Buffer[] | null }> = [];
-  #pumping = false;
+  readonly #resumeTurn = (): void => {
+    if (this.#hold !== Hold.Turn) return;
+    this.#hold = Hold.None;
+    this.#parser.resume();
+  };
+  /** A write whose data waits for room in the budget: its length, counted once it is admitted. */
+  #payloadWaiting = 0;
+  readonly #resumeBudget = (): void => {
+    if (this.#hold !== Hold.Budget) return;
+    this.#unhold();
+    if (!this.#transportGone) this.#transport.resume();
+    this.#parser.resume();
+  };
 
   readonly stats: SessionStats = {
     phase: 'handshake',
@@ -61,6 +90,7 @@ export class NbdSession {
     this.#options = options;
     this.#log = ctx.log;
     this.#done = new Promise((resolve) => (this.#resolveDone = resolve));
+    this.#budget = (options.serverBudget ?? new MemoryBudget(Infinity)).connection(HANDSHAKE_BYTES);
     this.#handshake = new NbdHandshake(
       { exports: options.exports, blockSize: options.blockSize, refusal: options.refusal },
       {
@@ -83,9 +113,18 @@ export class NbdSession {
     return this.#phase;
   }
 
+  /** This connection's memory budget (bytes held now and at most). */
+  get budget(): MemoryBudget {
+    return this.#budget;
+  }
+
   start(): void {
     this.#transport.start({
       data: (chunk) => this.#parser.push(chunk),
+      buffered: (delta) => {
+        if (delta > 0) this.#budget.take(delta);
+        else this.#budget.give(-delta);
+      },
       end: (error) => {
         this.#transportGone = true;
         this.#parser.stop();
@@ -99,13 +138,18 @@ export class NbdSession {
    * Server shutdown: answer what is in flight, then close. Options still
    * being negotiated get no more answers. "On a server shutdown, the server
    * SHOULD wait for inflight requests to be serviced prior to initiating a
-   * hard disconnect."
+   * hard disconnect ... The error value issued in respect of these requests
+   * and any subsequently received requests SHOULD be ESHUTDOWN": requests
+   * already received get it; nothing more is read.
    */
   shutdown(): void {
     if (this.#shuttingDown) return;
     this.#shuttingDown = true;
     if (this.#phase === 'handshake') return this.#close('server shut down');
     this.#transmission?.shutDown();
+    this.#transport.pause();
+    this.#unhold();
+    this.#parser.resume();
     this.#parser.stop();
     this.#closeWhenIdle('server shut down');
   }
@@ -123,13 +167,22 @@ export class NbdSession {
   #parserHandler(): ClientStreamHandler {
     return {
       clientFlags: (flags) => this.#handshake.clientFlags(flags),
-      option: (option, data) => this.#handshake.option(option, data),
-      optionTooBig: (option, length) => this.#handshake.optionTooBig(option, length),
-      payloadStart: () => undefined,
-      request: (request, payload) => {
-        this.#queue.push({ request, payload });
-        if (!this.#pumping) void this.#pump();
+      option: (option, data) => {
+        this.#handshake.option(option, data);
+        this.#afterMessage();
       },
+      optionTooBig: (option, length) => {
+        this.#handshake.optionTooBig(option, length);
+        this.#afterMessage();
+      },
+      payloadStart: (length) => {
+        // Admitted like any request, before its data is read; over budget,
+        // the data stays unread (and uncounted) until there is room.
+        if (this.#shuttingDown || this.#budget.admits()) return this.#transmission!.payloadStart(length);
+        this.#payloadWaiting = length;
+        this.#waitForBudget();
+      },
+      request: (request, payload) => this.#onRequest(request, payload),
       protocolError: (message) => {
         this.#log.debug(`protocol error: ${message}; disconnecting`);
         this.destroy(`protocol error: ${message}`);
@@ -137,57 +190,49 @@ export class NbdSession {
     };
   }
 
-  /**
-   * Requests of one received chunk are started one after the other with a
-   * microtask turn in between, so the reply to a read the page cache served
-   * at once is written before the next read starts: sending overlaps with
-   * reading instead of waiting for the whole batch.
-   */
-  async #pump(): Promise<void> {
-    this.#pumping = true;
-    try {
-      for (let m = this.#queue.shift(); m; m = this.#queue.shift()) {
-        // Nothing more reaches the backend once the client is gone: `done`
-        // may already have let the server close it.
-        if (this.#transportGone) {
-          this.#queue.length = 0;
-          break;
-        }
-        this.#transmission!.request(m.request, m.payload);
-        // Yield even when nothing is queued yet: the parser is usually still
-        // in the middle of the chunk and about to queue the next request.
-        await null;
-      }
-    } finally {
-      this.#pumping = false;
+  #onRequest(request: NbdRequest, payload: readonly Buffer[] | null): void {
+    this.#transmission!.request(request, payload);
+    if (this.#shuttingDown || this.#parser.dead) return;
+    this.#afterMessage();
+    // Requests of one received chunk are started one after the other with a
+    // microtask turn in between, so the reply to a read the page cache
+    // served at once is written before the next read starts: sending
+    // overlaps with reading instead of waiting for the whole batch.
+    if (this.#hold === Hold.None && this.#phase === 'transmission') {
+      this.#hold = Hold.Turn;
+      this.#parser.pause();
+      queueMicrotask(this.#resumeTurn);
     }
   }
 
-  #hold(bytes: number): void {
-    this.#inflightBytes += bytes;
-    if (!this.#paused && this.#inflightBytes > this.#options.maxInflightBytes) {
-      this.#paused = true;
-      this.#transport.pause();
+  /** Checked after every message: over budget, nothing more is read until there is room. */
+  #afterMessage(): void {
+    if (!this.#budget.admits()) this.#waitForBudget();
+  }
+
+  #unhold(): void {
+    this.#hold = Hold.None;
+    if (this.#payloadWaiting > 0) {
+      this.#transmission!.payloadStart(this.#payloadWaiting);
+      this.#payloadWaiting = 0;
     }
   }
 
-  #release(bytes: number): void {
-    this.#inflightBytes -= bytes;
-    if (this.#paused && this.#inflightBytes <= this.#options.maxInflightBytes / 2) {
-      this.#paused = false;
-      this.#transport.resume();
-    }
+  #waitForBudget(): void {
+    if (this.#hold === Hold.Budget || this.#parser.dead) return;
+    this.#hold = Hold.Budget;
+    this.#parser.pause();
+    this.#transport.pause();
+    this.#budget.waitUntilAdmitted(this.#resumeBudget);
   }
 
   #enterTransmission(n: Negotiated): void {
     this.stats.exportName = n.export.name;
     this.#transmission = new NbdTransmission(
       n,
-      { maxBlockSize: this.#options.blockSize.maximum, pool: this.#options.pool, stats: this.stats, log: this.#log },
+      { maxBlockSize: this.#options.blockSize.maximum, budget: this.#budget, pool: this.#options.pool, stats: this.stats, log: this.#log },
       {
         send: (b, done) => this.#transport.write(b, done),
-        hold: (bytes) => this.#hold(bytes),
-        release: (bytes) => this.#release(bytes),
         disconnect: () => {
           this.#parser.stop();
           this.#closeWhenIdle('client disconnected');
@@ -195,6 +240,7 @@ export class NbdSession {
         idle: () => this.#onIdle(),
       },
     );
+    this.#budget.startSharing(this.#options.maxInflightBytes);
     this.#setPhase('transmission');
     this.#parser.startTransmission();
   }
@@ -231,6 +277,7 @@ export class NbdSession {
     this.#endReason ||= reason;
     if (this.#inFlight === 0 && this.#phase !== 'closed') {
       this.#setPhase('closed');
+      this.#budget.close();
       this.#resolveDone(this.#endReason);
     }
   }

@@ -1,17 +1,28 @@
 // What an NBD session talks through: TCP, a unix socket, a pipe pair, or an
 // in-memory duplex in tests and fuzzers. The session never sees a socket.
 import type { Duplex } from 'node:stream';
+import type { BufferPool } from './buffer-pool';
 
 export interface TransportHandlers {
   /** Bytes from the client. The session may keep references to `chunk`. */
   data(chunk: Buffer): void;
   /** The client went away (or the transport failed); called once. */
   end(error?: Error): void;
+  /**
+   * The transport now holds `delta` more bytes of its own (negative: fewer):
+   * replies it copied and has not yet handed to the OS. They count in the
+   * connection's memory budget like everything else.
+   */
+  buffered(delta: number): void;
 }
 
 export interface NbdTransport {
   start(handlers: TransportHandlers): void;
-  /** Queue bytes for the client, in order; `done` once handed to the OS (or failed). */
+  /**
+   * Queue bytes for the client, in order. `done` once the transport no longer
+   * needs `chunk`: at once when it was copied, else when handed to the OS (or
+   * failed); until then the caller accounts for it.
+   */
   write(chunk: Buffer, done?: (error?: Error | null) => void): void;
   /** Stop / restart delivering data (backpressure). */
   pause(): void;
@@ -22,36 +33,53 @@ export interface NbdTransport {
   destroy(): void;
 }
 
-/** Replies up to this size are copied into a shared batch buffer; larger ones are written as they are. */
+/** Replies up to this size are copied into a batch buffer; larger ones are written as they are. */
 const SMALL_WRITE = 16 * 1024;
 const BATCH_SIZE = 256 * 1024;
+/** A batch this small is copied out, so that a few bytes do not hold a whole batch buffer. */
+const COPY_OUT = 4 * 1024;
+
+export interface StreamTransportOptions {
+  /** Where batch buffers come from and go back to (shared by a server's connections). */
+  pool?: BufferPool;
+}
 
 /**
  * A transport over any Node duplex stream (net.Socket, a PassThrough pair,
  * process.stdin/stdout joined by duplexPair...). Small replies written within
  * one turn of the event loop are copied into one buffer and sent with one
  * write (a 4 KiB read reply costs a copy of 4 KiB, far less than a stream
- * write of its own); large ones go out as they are, without a copy.
+ * write of its own); large ones go out as they are, without a copy. Batches
+ * waiting for the OS are reported through `buffered`.
  */
-export function streamTransport(stream: Duplex): NbdTransport {
+export function streamTransport(stream: Duplex, options: StreamTransportOptions = {}): NbdTransport {
+  const pool = options.pool;
+  let handlers: TransportHandlers | undefined;
   let ended = false;
   let batch: Buffer | null = null;
   let batchLen = 0;
-  let batchDone: Array<(error?: Error | null) => void> = [];
   let scheduled = false;
-  const spare: Buffer[] = [];
 
+  const takeBatch = (): Buffer => (pool ? pool.take(BATCH_SIZE) : Buffer.allocUnsafe(BATCH_SIZE));
   const flush = (): void => {
     if (batchLen === 0 || !batch) return;
     const buf = batch;
-    const dones = batchDone;
-    const data = buf.subarray(0, batchLen);
+    const len = batchLen;
     batch = null;
     batchLen = 0;
-    batchDone = [];
-    stream.write(data, (err) => {
-      if (spare.length < 4) spare.push(buf);
-      for (const d of dones) d(err);
+    if (len <= COPY_OUT) {
+      // Copied out: the batch buffer goes back at once.
+      const data = Buffer.allocUnsafe(len);
+      buf.copy(data, 0, 0, len);
+      pool?.give(buf);
+      handlers?.buffered(len);
+      stream.write(data, () => handlers?.buffered(-len));
+      return;
+    }
+    handlers?.buffered(buf.length);
+    stream.write(buf.subarray(0, len), () => {
+      handlers?.buffered(-buf.length);
+      pool?.give(buf);
     });
   };
   const onImmediate = (): void => {
@@ -59,14 +87,15 @@ export function streamTransport(stream: Duplex): NbdTransport {
     flush();
   };
   return {
-    start(handlers) {
+    start(h) {
+      handlers = h;
       let finished = false;
       const finish = (error?: Error): void => {
         if (finished) return;
         finished = true;
-        handlers.end(error);
+        h.end(error);
       };
-      stream.on('data', (chunk: Buffer) => handlers.data(chunk));
+      stream.on('data', (chunk: Buffer) => h.data(chunk));
       stream.on('end', () => finish());
       stream.on('close', () => finish());
       stream.on('error', (err) => finish(err));
@@ -82,10 +111,10 @@ export function streamTransport(stream: Duplex): NbdTransport {
         return;
       }
       if (batch && batchLen + chunk.length > batch.length) flush();
-      if (!batch) batch = spare.pop() ?? Buffer.allocUnsafe(BATCH_SIZE);
+      if (!batch) batch = takeBatch();
       chunk.copy(batch, batchLen);
       batchLen += chunk.length;
-      if (done) batchDone.push(done);
+      done?.(null);
       if (!scheduled) {
         scheduled = true;
         setImmediate(onImmediate);
@@ -105,6 +134,11 @@ export function streamTransport(stream: Duplex): NbdTransport {
     },
     destroy() {
       ended = true;
+      if (batch) {
+        pool?.give(batch);
+        batch = null;
+        batchLen = 0;
+      }
       stream.destroy();
     },
   };

@@ -53,10 +53,28 @@ export class NbdTestClient {
   structured = false;
   closed = false;
   closeWaiters: Array<() => void> = [];
-  readonly send: (b: Buffer) => void;
+  readonly #send: (b: Buffer) => void;
+  #batch: Buffer[] | undefined;
 
   constructor(send: (b: Buffer) => void) {
-    this.send = send;
+    this.#send = send;
+  }
+
+  send(b: Buffer): void {
+    if (this.#batch) this.#batch.push(b);
+    else this.#send(b);
+  }
+
+  /** Everything `f` sends goes out as one chunk (as in one TCP packet). */
+  batch<T>(f: () => T): T {
+    this.#batch = [];
+    try {
+      return f();
+    } finally {
+      const parts = this.#batch;
+      this.#batch = undefined;
+      this.#send(Buffer.concat(parts));
+    }
   }
 
   // --- transport side ---
@@ -333,6 +351,13 @@ export class MemoryTransport implements NbdTransport {
   /** Everything the server wrote. */
   written: Buffer[] = [];
   writtenBytes = 0;
+  /**
+   * A client that reads nothing: output stays with the transport (small
+   * replies counted as buffered, large ones not done) until `unstall()`.
+   */
+  stalled = false;
+  #stalledOutput: Array<() => void> = [];
+  #inbox: Buffer[] = [];
   #sink: ((b: Buffer) => void) | undefined;
 
   /** Deliver server output to `sink` (e.g. a NbdTestClient's feed). */
@@ -352,10 +377,33 @@ export class MemoryTransport implements NbdTransport {
     const copy = Buffer.from(chunk);
     this.written.push(copy);
     this.writtenBytes += copy.length;
+    if (this.stalled) {
+      // As the stream transport does: small replies are copied (and reported
+      // as held), large ones are held by the caller until sent.
+      const small = copy.length <= 16 * 1024;
+      if (small) {
+        this.handlers?.buffered?.(copy.length);
+        done?.(null);
+      }
+      this.#stalledOutput.push(() => {
+        this.#sink?.(copy);
+        if (small) this.handlers?.buffered?.(-copy.length);
+        else done?.(null);
+      });
+      return;
+    }
     queueMicrotask(() => {
       this.#sink?.(copy);
       done?.(null);
     });
+  }
+
+  /** The client starts reading again: everything held is delivered. */
+  unstall(): void {
+    this.stalled = false;
+    const held = this.#stalledOutput;
+    this.#stalledOutput = [];
+    for (const f of held) f();
   }
 
   pause(): void {
@@ -364,6 +412,8 @@ export class MemoryTransport implements NbdTransport {
 
   resume(): void {
     this.paused = false;
+    // As a socket does: what arrived while paused is delivered now.
+    while (!this.paused && this.#inbox.length > 0 && !this.ended && !this.destroyed) this.handlers?.data(this.#inbox.shift()!);
   }
 
   end(): void {
@@ -378,9 +428,16 @@ export class MemoryTransport implements NbdTransport {
     setImmediate(() => this.handlers?.end());
   }
 
-  /** Bytes from the "client". */
+  /** Bytes from the "client"; while the server has paused reading they wait, as in a socket buffer. */
   push(chunk: Buffer): void {
-    if (!this.ended && !this.destroyed) this.handlers?.data(chunk);
+    if (this.ended || this.destroyed) return;
+    if (this.paused || this.#inbox.length > 0) this.#inbox.push(chunk);
+    else this.handlers?.data(chunk);
+  }
+
+  /** Bytes pushed that the server has not taken yet. */
+  get unreadBytes(): number {
+    return this.#inbox.reduce((n, c) => n + c.length, 0);
   }
 
   /** The "client" hangs up. */

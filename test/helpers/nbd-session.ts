@@ -45,8 +45,13 @@ export function startSession(
     },
     { log: silentLogger },
   );
-  // Client bytes reach the server asynchronously, as over a socket.
-  const client = new NbdTestClient((b) => setImmediate(() => transport.push(b)));
+  // Client bytes reach the server asynchronously and in pieces of at most
+  // 64 KiB, as a socket delivers them.
+  const client = new NbdTestClient((b) =>
+    setImmediate(() => {
+      for (let off = 0; off < b.length; off += 65536) transport.push(b.subarray(off, off + 65536));
+    }),
+  );
   if (options.parseReplies ?? true) transport.connect((b) => client.feed(b));
   session.done.then(() => client.end());
   session.start();
@@ -72,7 +77,7 @@ export function delayedBackend(inner: Backend, delay: (offset: number) => number
     trim: (o, l, x) => inner.trim(o, l, x),
     writeZeroes: (o, l, x) => inner.writeZeroes(o, l, x),
     cache: (o, l) => inner.cache(o, l),
-    extents: (o, l) => inner.extents(o, l),
+    extents: (o, l, n) => inner.extents(o, l, n),
     close: () => inner.close(),
   };
 }

@@ -64,9 +64,9 @@ function guarded(inner: Backend, violations: string[], state: { closed: boolean 
       check('cache', offset, length);
       return inner.cache(offset, length);
     },
-    extents(offset, length) {
+    extents(offset, length, maxExtents) {
       check('extents', offset, length);
-      return inner.extents(offset, length);
+      return inner.extents(offset, length, maxExtents);
     },
     close: () => inner.close(),
   };
