@@ -21,6 +21,7 @@ import { silentLogger } from '../log';
 import type { Backend, BackendCapabilities, BlockExtent, WriteOptions, ZeroOptions } from './backend';
 import { BackendError } from './errno';
 import { IoModePolicy } from './io-mode';
+import { Prefetcher } from './prefetch';
 import { NBD_EIO, NBD_ENOTSUP, NBD_STATE_HOLE, NBD_STATE_ZERO } from './protocol';
 
 export interface FileBackendOptions {
@@ -148,6 +149,8 @@ export class FileBackend implements Backend {
   #modsInFlight = 0;
   #filefragWorks = true;
   readonly #ioMode = new IoModePolicy();
+  // Always on the thread pool: prefetching is what reaches the disk.
+  readonly #prefetch = new Prefetcher((buf, pos) => this.#preadAsync(buf, pos));
   #fallocateWorks = true;
 
   private constructor(path: string, fd: number, size: number, isBlockDevice: boolean, readOnly: boolean, log: Logger) {
@@ -359,14 +362,10 @@ export class FileBackend implements Backend {
     }
   }
 
-  async cache(offset: number, length: number): Promise<void> {
-    const n = Math.min(length, CACHE_MAX);
-    const buf = Buffer.allocUnsafe(Math.min(n, ZERO_CHUNK));
-    for (let pos = offset; pos < offset + n; pos += buf.length) {
-      const len = Math.min(buf.length, offset + n - pos);
-      // Always on the thread pool: prefetching is what reaches the disk.
-      await this.#preadAsync(len === buf.length ? buf : buf.subarray(0, len), pos);
-    }
+  // Answered at once; the reading happens in the background, bounded (prefetch.ts).
+  cache(offset: number, length: number): Promise<void> {
+    this.#prefetch.request(offset, Math.min(length, CACHE_MAX));
+    return RESOLVED;
   }
 
   async extents(offset: number, length: number, maxExtents: number): Promise<BlockExtent[]> {
@@ -410,6 +409,7 @@ export class FileBackend implements Backend {
   async close(): Promise<void> {
     if (this.#closed) return;
     this.#closed = true;
+    await this.#prefetch.stop();
     const fds = [this.#fd, this.#dsyncFd].filter((f): f is number => f !== undefined);
     for (const fd of fds) await new Promise<void>((resolve) => fs.close(fd, () => resolve()));
   }
