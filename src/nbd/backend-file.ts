@@ -7,7 +7,9 @@
 //   - holes (base:allocation): `filefrag -v` (FIEMAP), parsed and cached
 //     until the next change made through this backend (or for 2 s);
 //   - trim: `fallocate --punch-hole`;
-//   - large write-zeroes: `fallocate --punch-hole` / `--zero-range`.
+//   - large write-zeroes: `fallocate --punch-hole` / `--zero-range`;
+// fallocate runs go through a queue: at most two at a time, adjacent ranges
+// merged (fallocate-queue.ts).
 // A tool run costs about 3.5 ms (measured), so small zeroing is done by
 // writing zeroes instead. When a tool is missing or the file system says no,
 // the backend degrades honestly: extents report "data" (flags 0, always
@@ -20,6 +22,7 @@ import type { Logger } from '../log';
 import { silentLogger } from '../log';
 import type { Backend, BackendCapabilities, BlockExtent, WriteOptions, ZeroOptions } from './backend';
 import { BackendError } from './errno';
+import { FallocateQueue, type FallocateMode } from './fallocate-queue';
 import { IoModePolicy } from './io-mode';
 import { Prefetcher } from './prefetch';
 import { NBD_EIO, NBD_ENOTSUP, NBD_STATE_HOLE, NBD_STATE_ZERO } from './protocol';
@@ -151,6 +154,8 @@ export class FileBackend implements Backend {
   readonly #ioMode = new IoModePolicy();
   // Always on the thread pool: prefetching is what reaches the disk.
   readonly #prefetch = new Prefetcher((buf, pos) => this.#preadAsync(buf, pos));
+  // At most two fallocate processes at a time, adjacent ranges merged.
+  readonly #fallocates = new FallocateQueue((mode, offset, length) => this.#runFallocate(mode, offset, length), 2);
   #fallocateWorks = true;
 
   private constructor(path: string, fd: number, size: number, isBlockDevice: boolean, readOnly: boolean, log: Logger) {
@@ -344,7 +349,12 @@ export class FileBackend implements Backend {
   }
 
   /** Runs fallocate(1) on the open file; false when it could not (tool missing, unsupported). */
-  async #fallocate(mode: '--punch-hole' | '--zero-range', offset: number, length: number): Promise<boolean> {
+  #fallocate(mode: FallocateMode, offset: number, length: number): Promise<boolean> {
+    if (!this.#fallocateWorks) return Promise.resolve(false);
+    return this.#fallocates.submit(mode, offset, length);
+  }
+
+  async #runFallocate(mode: FallocateMode, offset: number, length: number): Promise<boolean> {
     if (!this.#fallocateWorks) return false;
     this.#beginChange();
     try {

@@ -132,6 +132,28 @@ test('file backend: holes of a sparse file, trim punches holes, writes show up i
   }
 });
 
+test('file backend: 300 trims at once punch every range (merged runs, not 300 processes)', async () => {
+  requireTool('filefrag');
+  requireTool('fallocate');
+  const dir = tmp();
+  try {
+    const path = join(dir, 'trim.img');
+    writeFileSync(path, Buffer.alloc(20 * MiB, 0x5a));
+    const b = await FileBackend.open(path);
+    await Promise.all(Array.from({ length: 300 }, (_, i) => b.trim(i * 65536, 65536, { fua: false })));
+    assert.deepEqual(await b.extents(0, 20 * MiB, 1024), [
+      { length: 300 * 65536, flags: HZ },
+      { length: 20 * MiB - 300 * 65536, flags: 0 },
+    ]);
+    const z = Buffer.alloc(16, 9);
+    await b.pread(z, 299 * 65536);
+    assert.deepEqual(z, Buffer.alloc(16));
+    await b.close();
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
 test('file backend: write zeroes, small (written) and large (fallocate), with and without NO_HOLE; fast zero', async () => {
   requireTool('fallocate');
   const dir = tmp();
