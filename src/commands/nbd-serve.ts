@@ -77,6 +77,10 @@ export const nbdServeCommand: Command = {
     const readOnly = values['read-only'] ?? false;
     const log = ctx.log;
     const nbdLog = log.child('nbd');
+    // A disk being served must outlive whoever reads our log: when that
+    // reader goes away (a closed terminal or pipe: EPIPE), lines are dropped
+    // and serving goes on. Without a listener the error would end the process.
+    process.stderr.on('error', () => undefined);
 
     const file_ = await FileBackend.open(file, { readOnly }, { log: nbdLog });
     const backend = readOnly ? readOnlyBackend(file_) : file_;
