@@ -357,6 +357,7 @@ export class MemoryTransport implements NbdTransport {
    */
   stalled = false;
   #stalledOutput: Array<() => void> = [];
+  #endWhenUnstalled = false;
   #inbox: Buffer[] = [];
   #sink: ((b: Buffer) => void) | undefined;
 
@@ -404,6 +405,7 @@ export class MemoryTransport implements NbdTransport {
     const held = this.#stalledOutput;
     this.#stalledOutput = [];
     for (const f of held) f();
+    if (this.#endWhenUnstalled) setImmediate(() => this.handlers?.end());
   }
 
   pause(): void {
@@ -419,7 +421,9 @@ export class MemoryTransport implements NbdTransport {
   end(): void {
     if (this.ended) return;
     this.ended = true;
-    setImmediate(() => this.handlers?.end());
+    // As a socket does: what is queued goes out before the end (for a stalled reader, once it reads).
+    if (this.stalled) this.#endWhenUnstalled = true;
+    else setImmediate(() => this.handlers?.end());
   }
 
   destroy(): void {

@@ -28,6 +28,8 @@ export function startSession(
     size?: number;
     /** false: nobody parses the server's output (fuzzers send raw bytes). */
     parseReplies?: boolean;
+    /** How the client's bytes reach the server (default: next turn, in pieces of at most 64 KiB). */
+    deliver?: (bytes: Buffer, push: (piece: Buffer) => void) => void;
   } = {},
 ): SessionHarness {
   let backend: Backend = options.backend ?? new MemoryBackend({ size: options.size ?? 1024 * 1024 });
@@ -47,11 +49,14 @@ export function startSession(
   );
   // Client bytes reach the server asynchronously and in pieces of at most
   // 64 KiB, as a socket delivers them.
-  const client = new NbdTestClient((b) =>
-    setImmediate(() => {
-      for (let off = 0; off < b.length; off += 65536) transport.push(b.subarray(off, off + 65536));
-    }),
-  );
+  const push = (piece: Buffer): void => transport.push(piece);
+  const deliver =
+    options.deliver ??
+    ((b: Buffer) =>
+      setImmediate(() => {
+        for (let off = 0; off < b.length; off += 65536) push(b.subarray(off, off + 65536));
+      }));
+  const client = new NbdTestClient((b) => deliver(b, push));
   if (options.parseReplies ?? true) transport.connect((b) => client.feed(b));
   session.done.then(() => client.end());
   session.start();
