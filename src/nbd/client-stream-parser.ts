@@ -93,9 +93,9 @@ export class ClientStreamParser {
 
   /** Received bytes waiting to be parsed. */
   get pendingBytes(): number {
-    let n = -this.#pendingOff;
+    let n = 0;
     for (const c of this.#pending) n += c.length;
-    return n;
+    return n - this.#pendingOff;
   }
 
   /** Switch to transmission: the next bytes are requests. */

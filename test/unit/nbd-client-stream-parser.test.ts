@@ -192,3 +192,91 @@ test('property: arbitrary bytes never throw and never yield an option or payload
   );
 });
 
+
+test('property: pausing after any message and resuming later gives the same messages as never pausing', () => {
+  fc.assert(
+    fc.property(
+      fc.array(fc.oneof(arbRequest, fc.record({ offset: fc.nat(), payload: fc.uint8Array({ minLength: 1, maxLength: 300 }) })), { maxLength: 15 }),
+      fc.array(fc.nat(), { maxLength: 20 }),
+      fc.array(fc.boolean(), { minLength: 40, maxLength: 40 }),
+      (items, cuts, pauses) => {
+        const bytes = Buffer.concat([
+          encodeClientFlags(3),
+          encodeOption(P.NBD_OPT_GO, encodeGoOptionData('', [])),
+          ...items.map((it, i) =>
+            'payload' in it
+              ? encodeRequest({ flags: 0, type: P.NBD_CMD_WRITE, handleHi: 0, handleLo: i, offset: it.offset, length: it.payload.length }, it.payload)
+              : encodeRequest(it),
+          ),
+        ]);
+        const plain = collect();
+        pushSplit(plain.parser, bytes, cuts);
+        // Paused after some messages; resumed only between pushes (as the session does, a turn later).
+        const seen: ClientMessage[] = [];
+        let n = 0;
+        const parser: ClientStreamParser = new ClientStreamParser(
+          { maxOptionData: 65536, maxPayload: 1 << 20 },
+          recorder((m) => {
+            seen.push(m);
+            if (m.kind === 'option' && m.option === P.NBD_OPT_GO) parser.startTransmission();
+            if (pauses[n++ % pauses.length]) parser.pause();
+          }),
+        );
+        const points = [...new Set(cuts.map((c) => c % (bytes.length + 1)))].sort((a, b) => a - b);
+        let prev = 0;
+        for (const p of [...points, bytes.length]) {
+          if (p > prev) parser.push(bytes.subarray(prev, p));
+          prev = p;
+          parser.resume();
+        }
+        while (parser.paused) parser.resume();
+        const norm = (ms: ClientMessage[]): unknown[] => ms.map((m) => (m.kind === 'request' && m.payload ? { ...m, payload: Buffer.concat(m.payload) } : m));
+        assert.deepEqual(norm(seen), norm(plain.messages));
+        assert.equal(parser.pendingBytes, 0);
+      },
+    ),
+    { numRuns: 300 },
+  );
+});
+
+test('paused at a write header, its data stays unread until resume', () => {
+  const { parser, messages } = collect();
+  parser.push(encodeClientFlags(0));
+  parser.push(encodeOption(P.NBD_OPT_GO, encodeGoOptionData('', [])));
+  const write = encodeRequest({ flags: 0, type: P.NBD_CMD_WRITE, handleHi: 0, handleLo: 1, offset: 0, length: 1000 }, Buffer.alloc(1000, 3));
+  const flush = encodeRequest({ flags: 0, type: P.NBD_CMD_FLUSH, handleHi: 0, handleLo: 2, offset: 0, length: 0 });
+  const handler = recorder((m) => {
+    messages.push(m);
+    if (m.kind === 'payload-start') parser2.pause();
+  });
+  const parser2: ClientStreamParser = new ClientStreamParser({ maxOptionData: 65536, maxPayload: 1 << 20 }, handler);
+  parser2.startTransmission();
+  parser2.push(Buffer.concat([write, flush]));
+  assert.deepEqual(messages.at(-1), { kind: 'payload-start', length: 1000 });
+  assert.equal(parser2.pendingBytes, 1000 + 28);
+  parser2.resume();
+  const last2 = messages.slice(-2);
+  assert.equal(last2[0]!.kind, 'request');
+  assert.deepEqual(last2[1], { kind: 'request', request: { flags: 0, type: P.NBD_CMD_FLUSH, handleHi: 0, handleLo: 2, offset: 0, length: 0 }, payload: null });
+  assert.equal(parser2.pendingBytes, 0);
+  void parser;
+});
+
+test('stopped from inside a handler (NBD_CMD_DISC), nothing after it is reported or kept', () => {
+  const messages: ClientMessage[] = [];
+  const parser: ClientStreamParser = new ClientStreamParser(
+    { maxOptionData: 65536, maxPayload: 1 << 20 },
+    recorder((m) => {
+      messages.push(m);
+      if (m.kind === 'request' && m.request.type === P.NBD_CMD_DISC) parser.stop();
+    }),
+  );
+  parser.startTransmission();
+  const disc = encodeRequest({ flags: 0, type: P.NBD_CMD_DISC, handleHi: 0, handleLo: 1, offset: 0, length: 0 });
+  const write = encodeRequest({ flags: 0, type: P.NBD_CMD_WRITE, handleHi: 0, handleLo: 2, offset: 0, length: 4 }, Buffer.from('late'));
+  parser.push(Buffer.concat([disc, write]));
+  parser.push(write);
+  assert.equal(messages.length, 1);
+  assert.equal(parser.pendingBytes, 0);
+  assert.ok(parser.dead);
+});
