@@ -20,7 +20,7 @@
 // Short by default (npm test); a long run (see README, "fuzzing"):
 //   STIEFEL_FUZZ_RUNS=1000000 npm run test:unit -- nbd-fuzz     (inputs per property)
 //   STIEFEL_FUZZ_SECONDS=3600 npm run test:unit -- nbd-fuzz     (repeat until the time is up)
-//   STIEFEL_FUZZ_SEED=N                                          (replay a reported seed)
+//   STIEFEL_FUZZ_SEED=S STIEFEL_FUZZ_PATH=P                      (replay the input a failure reported)
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { mkdtempSync, rmSync } from 'node:fs';
@@ -40,6 +40,7 @@ import { startSession } from '../helpers/nbd-session';
 const runs = Number(process.env.STIEFEL_FUZZ_RUNS ?? 150);
 const seconds = Number(process.env.STIEFEL_FUZZ_SECONDS ?? 0);
 const seed = process.env.STIEFEL_FUZZ_SEED === undefined ? undefined : Number(process.env.STIEFEL_FUZZ_SEED);
+const replayPath = process.env.STIEFEL_FUZZ_PATH;
 
 /** Runs a property `runs` times, or again and again until STIEFEL_FUZZ_SECONDS are up; returns the number of inputs. */
 async function fuzz<T>(arb: fc.Arbitrary<T>, property: (t: T) => Promise<void>): Promise<number> {
@@ -50,7 +51,8 @@ async function fuzz<T>(arb: fc.Arbitrary<T>, property: (t: T) => Promise<void>):
   do {
     for (let done = 0; done < runs; done += batch) {
       const n = Math.min(batch, runs - done);
-      await fc.assert(fc.asyncProperty(arb, property), { numRuns: n, includeErrorInReport: true, ...(seed !== undefined ? { seed: seed + total } : {}) });
+      const replay = seed !== undefined ? { seed: seed + total, ...(replayPath ? { path: replayPath } : {}) } : {};
+      await fc.assert(fc.asyncProperty(arb, property), { numRuns: n, includeErrorInReport: true, ...replay });
       total += n;
       if (deadline && Date.now() > deadline) break;
     }
@@ -474,16 +476,17 @@ type GarbageScenario = typeof arbGarbageScenario extends fc.Arbitrary<infer T> ?
 
 const streamOf = (s: GarbageScenario): Buffer => Buffer.concat([encodeClientFlags(s.clientFlags), ...s.options, s.enter, ...s.requests.map((r) => r.bytes)]);
 
-/** Error replies the server sent, by handle (each written buffer is one message). */
-function refusedHandles(written: readonly Buffer[]): Set<number> {
-  const refused = new Set<number>();
+/** Error replies the server sent, counted by handle (each written buffer is one message). */
+function errorsByHandle(written: readonly Buffer[]): Map<number, number> {
+  const errors = new Map<number, number>();
+  const count = (h: number): void => void errors.set(h, (errors.get(h) ?? 0) + 1);
   for (const b of written) {
     if (b.length < 16) continue;
     const magic = b.readUInt32BE(0);
-    if (magic === P.NBD_SIMPLE_REPLY_MAGIC && b.readUInt32BE(4) !== 0) refused.add(b.readUInt32BE(12));
-    if (magic === P.NBD_STRUCTURED_REPLY_MAGIC && b.length >= 20 && b.readUInt16BE(6) & 0x8000) refused.add(b.readUInt32BE(12));
+    if (magic === P.NBD_SIMPLE_REPLY_MAGIC && b.readUInt32BE(4) !== 0) count(b.readUInt32BE(12));
+    if (magic === P.NBD_STRUCTURED_REPLY_MAGIC && b.length >= 20 && b.readUInt16BE(6) & 0x8000) count(b.readUInt32BE(12));
   }
-  return refused;
+  return errors;
 }
 
 async function runGarbageScenario(s: GarbageScenario): Promise<void> {
@@ -517,12 +520,17 @@ async function runGarbageScenario(s: GarbageScenario): Promise<void> {
   assert.equal(h.session.stats.inFlight, 0);
   // A refused request changed nothing: every change matches a request the
   // server did not answer with an error (answered with success, or cut off).
-  const refused = refusedHandles(h.transport.written);
+  // Handles may repeat in a stream: a handle counts as refused when every
+  // request sent with it got an error reply.
+  const errors = errorsByHandle(h.transport.written);
+  const uses = new Map<number, number>();
+  for (const r of s.requests) if (r.sent) uses.set(r.sent.handleLo, (uses.get(r.sent.handleLo) ?? 0) + 1);
+  const refused = (handle: number): boolean => (errors.get(handle) ?? 0) >= (uses.get(handle) ?? 0);
   const call = { [P.NBD_CMD_WRITE]: 'pwrite', [P.NBD_CMD_TRIM]: 'trim', [P.NBD_CMD_WRITE_ZEROES]: 'writeZeroes' } as Record<number, string>;
   for (const m of mutations) {
     const senders = s.requests.flatMap((r) => (r.sent && call[r.sent.type] === m.call && r.sent.offset === m.offset && r.sent.length === m.length ? [r.sent] : []));
     assert.ok(
-      senders.some((r) => !refused.has(r.handleLo)),
+      senders.some((r) => !refused(r.handleLo)),
       `${m.call} ${m.offset}+${m.length} was made for a request the server refused (or never sent)`,
     );
   }
