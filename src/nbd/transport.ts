@@ -35,12 +35,15 @@ export interface NbdTransport {
 
 /** Replies up to this size are copied into a batch buffer; larger ones are written as they are. */
 const SMALL_WRITE = 16 * 1024;
+/** A turn's replies start in a small batch buffer of the connection's own (most turns need no more)... */
+const SMALL_BATCH = 4 * 1024;
+/** ...and move to a large one from the pool when they outgrow it. */
 const BATCH_SIZE = 256 * 1024;
-/** A batch this small is copied out, so that a few bytes do not hold a whole batch buffer. */
-const COPY_OUT = 4 * 1024;
+/** Small batch buffers per connection: one being filled while the other is with the OS. */
+const SMALL_BUFFERS = 2;
 
 export interface StreamTransportOptions {
-  /** Where batch buffers come from and go back to (shared by a server's connections). */
+  /** Where large batch buffers come from and go back to (shared by a server's connections). */
   pool?: BufferPool;
 }
 
@@ -49,8 +52,11 @@ export interface StreamTransportOptions {
  * process.stdin/stdout joined by duplexPair...). Small replies written within
  * one turn of the event loop are copied into one buffer and sent with one
  * write (a 4 KiB read reply costs a copy of 4 KiB, far less than a stream
- * write of its own); large ones go out as they are, without a copy. Batches
- * waiting for the OS are reported through `buffered`.
+ * write of its own); large ones go out as they are, without a copy. Batch
+ * buffers waiting for the OS are reported through `buffered`, whole: a few
+ * bytes in a 256 KiB buffer hold 256 KiB. So the replies of a quiet turn (a
+ * write's acknowledgement) go in one of two 4 KiB buffers the connection
+ * reuses, and only a turn with more takes a large buffer from the pool.
  */
 export function streamTransport(stream: Duplex, options: StreamTransportOptions = {}): NbdTransport {
   const pool = options.pool;
@@ -58,28 +64,44 @@ export function streamTransport(stream: Duplex, options: StreamTransportOptions 
   let ended = false;
   let batch: Buffer | null = null;
   let batchLen = 0;
+  let batchIsSmall = false;
   let scheduled = false;
+  const freeSmall: Buffer[] = [];
+  let smallMade = 0;
 
-  const takeBatch = (): Buffer => (pool ? pool.take(BATCH_SIZE) : Buffer.allocUnsafe(BATCH_SIZE));
+  const takeSmall = (): Buffer | undefined => {
+    if (freeSmall.length > 0) return freeSmall.pop();
+    if (smallMade >= SMALL_BUFFERS) return undefined;
+    smallMade++;
+    return Buffer.allocUnsafe(SMALL_BATCH);
+  };
+  const takeLarge = (): Buffer => (pool ? pool.take(BATCH_SIZE) : Buffer.allocUnsafe(BATCH_SIZE));
+  /** A batch for a turn whose first reply is `first` bytes: small when that fits. */
+  const startBatch = (first: number): void => {
+    const small = first <= SMALL_BATCH ? takeSmall() : undefined;
+    batchIsSmall = small !== undefined;
+    batch = small ?? takeLarge();
+  };
+  /** The turn's replies outgrew the small buffer: move them to a large one. */
+  const grow = (): void => {
+    const large = takeLarge();
+    batch!.copy(large, 0, 0, batchLen);
+    freeSmall.push(batch!);
+    batch = large;
+    batchIsSmall = false;
+  };
   const flush = (): void => {
     if (batchLen === 0 || !batch) return;
     const buf = batch;
+    const small = batchIsSmall;
     const len = batchLen;
     batch = null;
     batchLen = 0;
-    if (len <= COPY_OUT) {
-      // Copied out: the batch buffer goes back at once.
-      const data = Buffer.allocUnsafe(len);
-      buf.copy(data, 0, 0, len);
-      pool?.give(buf);
-      handlers?.buffered(len);
-      stream.write(data, () => handlers?.buffered(-len));
-      return;
-    }
     handlers?.buffered(buf.length);
     stream.write(buf.subarray(0, len), () => {
       handlers?.buffered(-buf.length);
-      pool?.give(buf);
+      if (small) freeSmall.push(buf);
+      else pool?.give(buf);
     });
   };
   const onImmediate = (): void => {
@@ -110,9 +132,12 @@ export function streamTransport(stream: Duplex, options: StreamTransportOptions 
         stream.write(chunk, done);
         return;
       }
-      if (batch && batchLen + chunk.length > batch.length) flush();
-      if (!batch) batch = takeBatch();
-      chunk.copy(batch, batchLen);
+      if (batch && batchLen + chunk.length > batch.length) {
+        if (batchIsSmall) grow();
+        else flush();
+      }
+      if (!batch) startBatch(chunk.length);
+      chunk.copy(batch!, batchLen);
       batchLen += chunk.length;
       done?.(null);
       if (!scheduled) {
@@ -134,11 +159,9 @@ export function streamTransport(stream: Duplex, options: StreamTransportOptions 
     },
     destroy() {
       ended = true;
-      if (batch) {
-        pool?.give(batch);
-        batch = null;
-        batchLen = 0;
-      }
+      if (batch && !batchIsSmall) pool?.give(batch);
+      batch = null;
+      batchLen = 0;
       stream.destroy();
     },
   };

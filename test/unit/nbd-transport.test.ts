@@ -9,7 +9,7 @@ import { BufferPool } from '../../src/nbd/buffer-pool';
 import { streamTransport } from '../../src/nbd/transport';
 
 /** A duplex whose writes complete only when the test says so (a client that does not read). */
-function stalledStream(): { stream: Duplex; written: Buffer[]; complete: () => void } {
+function stalledStream(): { stream: Duplex; written: Buffer[]; complete: () => Promise<void> } {
   const written: Buffer[] = [];
   let pending: Array<() => void> = [];
   const stream = new Duplex({
@@ -23,10 +23,14 @@ function stalledStream(): { stream: Duplex; written: Buffer[]; complete: () => v
   return {
     stream,
     written,
-    complete: () => {
-      const p = pending;
-      pending = [];
-      for (const cb of p) cb();
+    // The stream hands over one chunk at a time: complete until none is left.
+    complete: async () => {
+      while (pending.length > 0) {
+        const p = pending;
+        pending = [];
+        for (const cb of p) cb();
+        await new Promise((r) => setImmediate(r));
+      }
     },
   };
 }
@@ -40,7 +44,7 @@ test('small replies: copied at once, held as one batch until the OS takes it', a
   let held = 0;
   t.start({ data: () => undefined, end: () => undefined, buffered: (d) => (held += d) });
   const dones: number[] = [];
-  // 1,000 replies of 16 bytes: one batch, copied out (16,000 bytes is over 4 KiB, so the batch buffer itself goes).
+  // 1,000 replies of 16 bytes in one turn: one batch, outgrowing the small buffer into a pooled one.
   for (let i = 0; i < 1000; i++) t.write(Buffer.alloc(16, i & 0xff), () => dones.push(i));
   assert.equal(dones.length, 1000, 'the caller may reuse its buffers at once');
   assert.equal(held, 0, 'nothing handed to the stream before the turn ends');
@@ -48,14 +52,28 @@ test('small replies: copied at once, held as one batch until the OS takes it', a
   assert.equal(written.length, 1);
   assert.equal(written[0]!.length, 16_000);
   assert.equal(held, 256 * 1024, 'the whole batch buffer is held, not only its 16,000 bytes');
-  complete();
+  assert.ok(written[0]!.subarray(0, 16).equals(Buffer.alloc(16, 0)) && written[0]!.subarray(15_984).equals(Buffer.alloc(16, 999 & 0xff)));
+  await complete();
   assert.equal(held, 0);
-  // A few bytes alone are copied out: they hold only themselves.
-  t.write(Buffer.alloc(20, 1));
-  await turn();
-  assert.equal(held, 20);
-  complete();
+  // A quiet turn (one acknowledgement) holds one small buffer of the connection's own, reused.
+  const allocations = pool.allocations;
+  for (let round = 0; round < 3; round++) {
+    t.write(Buffer.alloc(16, round));
+    await turn();
+    assert.equal(held, 4096);
+    await complete();
+    assert.equal(held, 0);
+  }
+  assert.equal(pool.allocations, allocations, 'no pooled buffer for quiet turns');
+  // Both small buffers with the OS: the next turn takes a pooled one.
+  for (let round = 0; round < 3; round++) {
+    t.write(Buffer.alloc(16, round));
+    await turn();
+  }
+  assert.equal(held, 2 * 4096 + 256 * 1024);
+  await complete();
   assert.equal(held, 0);
+  assert.deepEqual(written.slice(-3).map((b) => b[0]), [0, 1, 2], 'in order');
 });
 
 test('large replies pass through without a copy and stay the caller\'s until written', async () => {
@@ -69,7 +87,7 @@ test('large replies pass through without a copy and stay the caller\'s until wri
   assert.equal(written[0], big, 'the same buffer, not a copy');
   assert.equal(done, false);
   assert.equal(held, 0, 'accounted by the caller, not the transport');
-  complete();
+  await complete();
   await turn();
   assert.equal(done, true);
 });
