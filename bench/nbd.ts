@@ -1,4 +1,10 @@
-// npm run bench:nbd -- [--rounds N] [--seconds S] [--size-mib M]
+// npm run bench:nbd -- [--rounds N] [--seconds S] [--size-mib M] [--peers nbdkit,nbd-server]
+//                      [--workloads 'seq read,seq write,rand read,rand write'] [--baseline OLD.js]
+//
+// --baseline OLD.js adds another build of stiefelctl (e.g. main's
+// dist/stiefelctl.js, copied aside) as the server "before", interleaved with
+// the others, to compare a change with what it replaces in one run;
+// --baseline NAME=A.js,NAME2=B.js adds several, named.
 //
 // The same workloads against our server (`stiefelctl nbd-serve`), nbdkit's
 // file plugin and nbd-server, all serving a copy of the same file over TCP
@@ -11,6 +17,14 @@
 //   rand write  fio ioengine=nbd, 4 KiB, QD32, 1 job   (IOPS, server CPU us per op)
 // Server CPU is utime+stime (+ reaped children: nbd-server forks per client)
 // from /proc/PID/stat.
+//
+// npm run bench:nbd -- --floods [--peers nbdkit] [--baseline OLD.js] [--flood NAME,...]
+//
+// Instead: the floods of a hostile client (test/helpers/nbd-floods.ts), each
+// against a freshly started server of each kind serving a copy of one
+// 128 MiB file with 4,096 extents; prints each server's peak RSS during the
+// flood (VmHWM after the flood settled; the peak is reset once the server
+// is up) and what else the flood costs (bytes read, child processes).
 import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
 import { copyFileSync, mkdtempSync, readFileSync, rmSync, writeFileSync, openSync, writeSync, closeSync } from 'node:fs';
 import { randomFillSync } from 'node:crypto';
@@ -18,10 +32,38 @@ import * as net from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
+import {
+  ProcessProbe,
+  blockStatusFlood,
+  cacheFlood,
+  maxChildren,
+  optionInfoFlood,
+  readFlood,
+  trimFlood,
+  zeroReadFlood,
+  type FloodTarget,
+} from '../test/helpers/nbd-floods';
+import { makeExtentImage } from '../test/helpers/nbd-images';
 
 const { values } = parseArgs({
-  options: { rounds: { type: 'string', default: '5' }, seconds: { type: 'string', default: '8' }, 'size-mib': { type: 'string', default: '1024' } },
+  options: {
+    rounds: { type: 'string', default: '5' },
+    seconds: { type: 'string', default: '8' },
+    'size-mib': { type: 'string', default: '1024' },
+    peers: { type: 'string', default: 'nbdkit,nbd-server' },
+    baseline: { type: 'string' },
+    workloads: { type: 'string', default: 'seq read,seq write,rand read,rand write' },
+    floods: { type: 'boolean', default: false },
+    flood: { type: 'string' },
+  },
 });
+const PEERS = values.peers.split(',').filter(Boolean);
+/** Other builds of stiefelctl to compare: [name, bundle]. */
+const BASELINES: Array<[string, string]> = (values.baseline ?? '')
+  .split(',')
+  .filter(Boolean)
+  .map((b) => (b.includes('=') ? [b.slice(0, b.indexOf('=')), b.slice(b.indexOf('=') + 1)] : ['before', b]));
+for (const p of PEERS) if (p !== 'nbdkit' && p !== 'nbd-server') throw new Error(`--peers: unknown server '${p}' (nbdkit, nbd-server)`);
 const ROUNDS = Number(values.rounds);
 const SECONDS = Number(values.seconds);
 const SIZE = Number(values['size-mib']) * 1024 * 1024;
@@ -69,18 +111,22 @@ function cpuSeconds(pid: number): number {
   return (Number(f[11]) + Number(f[12]) + Number(f[13]) + Number(f[14])) / CLK_TCK;
 }
 
-async function startOurs(file: string): Promise<Server> {
+async function startOurs(file: string, bundle = join(ROOT, 'dist', 'stiefelctl.js'), name = 'ours'): Promise<Server> {
   const port = await freePort();
-  const proc = spawn(process.execPath, [join(ROOT, 'dist', 'stiefelctl.js'), 'nbd-serve', file, '--listen', `127.0.0.1:${port}`, '--name', 'bench'], {
+  const proc = spawn(process.execPath, [bundle, 'nbd-serve', file, '--listen', `127.0.0.1:${port}`, '--name', 'bench'], {
     stdio: ['ignore', 'ignore', 'ignore'],
   });
   await waitPort(port);
-  return { name: 'ours', uri: `nbd://127.0.0.1:${port}/bench`, pid: () => proc.pid!, proc, stop: () => proc.kill('SIGINT') };
+  return { name, uri: `nbd://127.0.0.1:${port}/bench`, pid: () => proc.pid!, proc, stop: () => proc.kill('SIGINT') };
 }
 
-async function startNbdkit(file: string): Promise<Server> {
+/** nbdkit; `logTail` keeps the end of its stderr instead of showing it (floods make it log per request). */
+async function startNbdkit(file: string, logTail?: { text: string }): Promise<Server> {
   const port = await freePort();
-  const proc = spawn('nbdkit', ['-f', '-i', '127.0.0.1', '-p', String(port), 'file', file], { stdio: ['ignore', 'ignore', 'inherit'] });
+  const proc = spawn('nbdkit', ['-f', '-i', '127.0.0.1', '-p', String(port), 'file', file], { stdio: ['ignore', 'ignore', logTail ? 'pipe' : 'inherit'] });
+  proc.stderr?.setEncoding('utf8').on('data', (d: string) => {
+    if (logTail) logTail.text = (logTail.text + d).slice(-2000);
+  });
   await waitPort(port);
   return { name: 'nbdkit', uri: `nbd://127.0.0.1:${port}/`, pid: () => proc.pid!, proc, stop: () => proc.kill('SIGTERM') };
 }
@@ -97,7 +143,11 @@ async function startNbdServer(file: string, dir: string): Promise<Server> {
 }
 
 type Workload = 'seq read' | 'seq write' | 'rand read' | 'rand write';
-const WORKLOADS: Workload[] = ['seq read', 'seq write', 'rand read', 'rand write'];
+const ALL_WORKLOADS: Workload[] = ['seq read', 'seq write', 'rand read', 'rand write'];
+const WORKLOADS = values.workloads.split(',').map((w) => {
+  if (!ALL_WORKLOADS.includes(w as Workload)) throw new Error(`--workloads: unknown workload '${w}' (${ALL_WORKLOADS.join(', ')})`);
+  return w as Workload;
+});
 
 interface Sample {
   value: number; // GB/s or IOPS
@@ -153,7 +203,7 @@ const median = (xs: number[]): number => {
 };
 
 async function main(): Promise<void> {
-  for (const tool of ['nbdkit', 'nbd-server', 'nbdcopy', 'fio']) execFileSync('sh', ['-c', `command -v ${tool}`], { stdio: 'ignore' });
+  for (const tool of [...PEERS, 'nbdcopy', 'fio']) execFileSync('sh', ['-c', `command -v ${tool}`], { stdio: 'ignore' });
   const dir = mkdtempSync(join(tmpdir(), 'stf2-bench-'));
   const servers: Server[] = [];
   try {
@@ -164,12 +214,15 @@ async function main(): Promise<void> {
     for (let off = 0; off < SIZE; off += chunk.length) writeSync(fd, randomFillSync(chunk), 0, Math.min(chunk.length, SIZE - off));
     closeSync(fd);
     // Each server gets its own fully written copy (same bytes, no holes).
-    const files = ['ours', 'nbdkit', 'nbd-server'].map((n) => {
+    const copy = (n: string): string => {
       const f = join(dir, `${n}.img`);
       copyFileSync(src, f);
       return f;
-    });
-    servers.push(await startOurs(files[0]!), await startNbdkit(files[1]!), await startNbdServer(files[2]!, dir));
+    };
+    servers.push(await startOurs(copy('ours')));
+    for (const [name, bundle] of BASELINES) servers.push(await startOurs(copy(name), bundle, name));
+    if (PEERS.includes('nbdkit')) servers.push(await startNbdkit(copy('nbdkit')));
+    if (PEERS.includes('nbd-server')) servers.push(await startNbdServer(copy('nbd-server'), dir));
     const samples = new Map<string, Sample[]>();
     for (let round = 1; round <= ROUNDS; round++) {
       for (const w of WORKLOADS) {
@@ -183,9 +236,10 @@ async function main(): Promise<void> {
         }
       }
     }
+    const others = servers.slice(1).map((x) => x.name);
     console.log(`\n## medians of ${ROUNDS} rounds (min-max), ratios ours/peer (throughput: higher is better; CPU: lower is better)\n`);
-    console.log('| workload | ours | nbdkit | nbd-server | ours/nbdkit | ours/nbd-server |');
-    console.log('| --- | --- | --- | --- | --- | --- |');
+    console.log(`| workload | ${servers.map((x) => x.name).join(' | ')} | ${others.map((o) => `ours/${o}`).join(' | ')} |`);
+    console.log(`| --- | ${servers.map(() => '---').join(' | ')} | ${others.map(() => '---').join(' | ')} |`);
     for (const w of WORKLOADS) {
       const unit = w.startsWith('seq') ? 'GB/s' : 'IOPS';
       const cpuUnit = w.startsWith('seq') ? 'CPU s/GiB' : 'CPU us/op';
@@ -198,8 +252,10 @@ async function main(): Promise<void> {
         const f = k === 'value' ? fmt : fmtC;
         return `${f(median(xs))} (${f(Math.min(...xs))}-${f(Math.max(...xs))})`;
       };
-      console.log(`| ${w} ${unit} | ${cell('ours', 'value')} | ${cell('nbdkit', 'value')} | ${cell('nbd-server', 'value')} | ${(med('ours', 'value') / med('nbdkit', 'value')).toFixed(2)} | ${(med('ours', 'value') / med('nbd-server', 'value')).toFixed(2)} |`);
-      console.log(`| ${w} ${cpuUnit} | ${cell('ours', 'cpu')} | ${cell('nbdkit', 'cpu')} | ${cell('nbd-server', 'cpu')} | ${(med('ours', 'cpu') / med('nbdkit', 'cpu')).toFixed(2)} | ${(med('ours', 'cpu') / med('nbd-server', 'cpu')).toFixed(2)} |`);
+      for (const [k, u] of [['value', unit], ['cpu', cpuUnit]] as const) {
+        const ratios = others.map((o) => (med('ours', k) / med(o, k)).toFixed(2));
+        console.log(`| ${w} ${u} | ${servers.map((x) => cell(x.name, k)).join(' | ')} | ${ratios.join(' | ')} |`);
+      }
     }
   } finally {
     for (const s of servers) {
@@ -214,7 +270,126 @@ async function main(): Promise<void> {
   }
 }
 
-main().catch((err: unknown) => {
+// --- Floods -------------------------------------------------------------------
+
+interface Flood {
+  name: string;
+  run(target: FloodTarget, probe: ProcessProbe): Promise<string>;
+}
+
+const FLOODS: Flood[] = [
+  {
+    name: 'block status x20000, replies read',
+    run: async (t, p) => `${(await blockStatusFlood(t, { count: 20_000, read: true, hold: () => p.settle() })).replies} replies`,
+  },
+  {
+    name: 'block status x100000, replies not read',
+    run: async (t, p) => `${(await blockStatusFlood(t, { count: 100_000, read: false, hold: () => p.settle() })).sent} sent`,
+  },
+  {
+    name: '40 reads of 32 MiB in one write',
+    run: async (t, p) => `${(await readFlood(t, { count: 40, length: 32 * 2 ** 20, hold: () => p.settle() })).replies} replies`,
+  },
+  {
+    name: '3000 reads of 1 MiB in one write',
+    run: async (t, p) => `${(await readFlood(t, { count: 3000, length: 2 ** 20, hold: () => p.settle() })).replies} replies`,
+  },
+  {
+    name: '500 cache requests of 64 MiB in one write',
+    run: async (t, p) => {
+      const before = p.bytesRead();
+      // Prefetching may go on after the replies.
+      await cacheFlood(t, { count: 500, length: 64 * 2 ** 20, hold: () => new Promise((r) => setTimeout(r, 2000)) });
+      return `${((p.bytesRead() - before) / 1e9).toFixed(2)} GB read`;
+    },
+  },
+  {
+    name: '300 adjacent trims of 64 KiB in one write',
+    run: async (t, p) => {
+      const flood = trimFlood(t, { count: 300, length: 65536 });
+      const children = await maxChildren(p, flood);
+      const r = await flood;
+      return `at most ${children} child processes${r.note ? `, ${r.note}` : ''}`;
+    },
+  },
+  {
+    name: '9M zero-length reads, replies not read',
+    run: async (t, p) => {
+      const r = await zeroReadFlood(t, { count: 9_000_000, hold: () => p.settle() });
+      return `${(r.sent / 1e6).toFixed(2)}M sent${r.note ? `, ${r.note}` : ''}`;
+    },
+  },
+  {
+    name: '1M NBD_OPT_INFO, replies not read',
+    run: async (t, p) => {
+      const r = await optionInfoFlood(t, { count: 1_000_000, hold: () => p.settle() });
+      return `${(r.sent / 1e6).toFixed(2)}M sent${r.note ? `, ${r.note}` : ''}`;
+    },
+  },
+];
+
+const signed = (x: number): string => `${x < 0 ? '-' : '+'}${Math.abs(x).toFixed(1)}`;
+
+async function floodsMain(): Promise<void> {
+  const wanted = values.flood ? values.flood.split(',').map((f) => f.trim()) : undefined;
+  const floods = wanted ? FLOODS.filter((f) => wanted.some((w) => f.name.includes(w))) : FLOODS;
+  if (floods.length === 0) throw new Error(`--flood: no flood matches ${values.flood}`);
+  const dir = mkdtempSync(join(tmpdir(), 'stf2-floods-'));
+  const kinds: Array<{ name: string; start: (file: string) => Promise<Server> }> = [{ name: 'ours', start: (f) => startOurs(f) }];
+  for (const [name, bundle] of BASELINES) kinds.push({ name, start: (f) => startOurs(f, bundle, name) });
+  const nbdkitLog = { text: '' };
+  if (PEERS.includes('nbdkit')) kinds.push({ name: 'nbdkit', start: (f) => startNbdkit(f, nbdkitLog) });
+  const rows: string[] = [];
+  try {
+    const src = join(dir, 'src.img');
+    makeExtentImage(src, 128, 4096);
+    for (const flood of floods) {
+      const cells: string[] = [];
+      for (const kind of kinds) {
+        const file = join(dir, `${kind.name}.img`);
+        execFileSync('cp', ['--sparse=always', src, file]);
+        const server = await kind.start(file);
+        const probe = new ProcessProbe(server.pid());
+        try {
+          const port = Number(/:(\d+)\//.exec(server.uri)![1]);
+          const exportName = kind.name === 'nbdkit' ? '' : 'bench';
+          // A first connection so that lazily loaded code is in before the peak is reset.
+          await blockStatusFlood({ port, exportName }, { count: 1, read: true });
+          await new Promise((r) => setTimeout(r, 200));
+          const rss0 = probe.rss();
+          probe.resetPeak();
+          const t0 = Date.now();
+          let what: string;
+          try {
+            what = await flood.run({ port, exportName }, probe);
+          } catch (err) {
+            what = `failed: ${err instanceof Error ? err.message : String(err)}`;
+          }
+          const died = server.proc && (server.proc.exitCode !== null || server.proc.signalCode !== null);
+          const secs = ((Date.now() - t0) / 1000).toFixed(1);
+          const line = died
+            ? `died (${server.proc!.signalCode ?? `exit ${server.proc!.exitCode}`}); ${what}; ${secs} s`
+            : `${(probe.peakRss() / 1e6).toFixed(1)} MB (${signed((probe.peakRss() - rss0) / 1e6)}); ${what}; ${secs} s`;
+          console.log(`${flood.name.padEnd(44)} ${kind.name.padEnd(7)} peak RSS ${line}`);
+          if (died && kind.name === 'nbdkit') console.log(`  nbdkit's last words: ${nbdkitLog.text.trim().split('\n').slice(-2).join(' / ')}`);
+          cells.push(line);
+        } finally {
+          server.stop();
+          await new Promise((r) => setTimeout(r, 300));
+        }
+      }
+      rows.push(`| ${flood.name} | ${cells.join(' | ')} |`);
+    }
+    console.log(`\n## peak RSS during each flood, MB = 10^6 bytes (growth over the RSS before it); what the client saw; duration\n`);
+    console.log(`| flood | ${kinds.map((k) => k.name).join(' | ')} |`);
+    console.log(`| --- | ${kinds.map(() => '---').join(' | ')} |`);
+    for (const r of rows) console.log(r);
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+}
+
+(values.floods ? floodsMain() : main()).catch((err: unknown) => {
   console.error(err instanceof Error ? err.message : String(err));
   process.exitCode = 1;
 });

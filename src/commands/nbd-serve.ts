@@ -4,6 +4,7 @@ import { UsageError } from '../errors';
 import {
   FileBackend,
   ListenAddressError,
+  NBD_DEFAULT_PORT,
   formatListenAddress,
   nbdUri,
   parseListenAddress,
@@ -11,7 +12,6 @@ import {
   startNbdServer,
   type NbdConnectionInfo,
 } from '../nbd';
-import { NBD_DEFAULT_PORT } from '../nbd/protocol';
 
 const help = `Usage: stiefelctl nbd-serve FILE [--name NAME] [--listen HOST:PORT | --listen unix:PATH] [--read-only]
 
@@ -77,6 +77,10 @@ export const nbdServeCommand: Command = {
     const readOnly = values['read-only'] ?? false;
     const log = ctx.log;
     const nbdLog = log.child('nbd');
+    // A disk being served must outlive whoever reads our log: when that
+    // reader goes away (a closed terminal or pipe: EPIPE), lines are dropped
+    // and serving goes on. Without a listener the error would end the process.
+    process.stderr.on('error', () => undefined);
 
     const fileBackend = await FileBackend.open(file, { readOnly }, { log: nbdLog });
     const backend = readOnly ? readOnlyBackend(fileBackend) : fileBackend;

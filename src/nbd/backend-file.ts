@@ -7,7 +7,9 @@
 //   - holes (base:allocation): `filefrag -v` (FIEMAP), parsed and cached
 //     until the next change made through this backend (or for 2 s);
 //   - trim: `fallocate --punch-hole`;
-//   - large write-zeroes: `fallocate --punch-hole` / `--zero-range`.
+//   - large write-zeroes: `fallocate --punch-hole` / `--zero-range`;
+// fallocate runs go through a queue: at most two at a time, adjacent ranges
+// merged (fallocate-queue.ts).
 // A tool run costs about 3.5 ms (measured), so small zeroing is done by
 // writing zeroes instead. When a tool is missing or the file system says no,
 // the backend degrades honestly: extents report "data" (flags 0, always
@@ -20,7 +22,9 @@ import type { Logger } from '../log';
 import { silentLogger } from '../log';
 import type { Backend, BackendCapabilities, BlockExtent, WriteOptions, ZeroOptions } from './backend';
 import { BackendError } from './errno';
+import { FallocateQueue, type FallocateMode } from './fallocate-queue';
 import { IoModePolicy } from './io-mode';
+import { Prefetcher } from './prefetch';
 import { NBD_EIO, NBD_ENOTSUP, NBD_STATE_HOLE, NBD_STATE_ZERO } from './protocol';
 
 export interface FileBackendOptions {
@@ -78,15 +82,27 @@ export function parseFilefrag(output: string, size: number): Array<[number, numb
   return ranges;
 }
 
-/** Extents of [offset, offset+length) given sorted data ranges; holes read as zeroes. */
-export function extentsFromRanges(ranges: ReadonlyArray<readonly [number, number]>, offset: number, length: number): BlockExtent[] {
+/**
+ * Extents of [offset, offset+length) given sorted data ranges, holes read as
+ * zeroes; at most `maxExtents` of them (the first ones), so a request costs
+ * the same however fragmented the file is.
+ */
+export function extentsFromRanges(
+  ranges: ReadonlyArray<readonly [number, number]>,
+  offset: number,
+  length: number,
+  maxExtents = Infinity,
+): BlockExtent[] {
   const end = offset + length;
   const out: BlockExtent[] = [];
-  const push = (len: number, flags: number): void => {
-    if (len <= 0) return;
+  /** False once full. */
+  const push = (len: number, flags: number): boolean => {
+    if (len <= 0) return true;
     const last = out[out.length - 1];
     if (last && last.flags === flags) last.length += len;
-    else out.push({ length: len, flags });
+    else if (out.length < maxExtents) out.push({ length: len, flags });
+    else return false;
+    return true;
   };
   // First range that ends after offset.
   let lo = 0;
@@ -100,12 +116,12 @@ export function extentsFromRanges(ranges: ReadonlyArray<readonly [number, number
   for (let i = lo; i < ranges.length && pos < end; i++) {
     const [s, e] = ranges[i]!;
     if (s > pos) {
-      push(Math.min(s, end) - pos, NBD_STATE_HOLE | NBD_STATE_ZERO);
+      if (!push(Math.min(s, end) - pos, NBD_STATE_HOLE | NBD_STATE_ZERO)) return out;
       pos = Math.min(s, end);
     }
     if (pos < end) {
       const stop = Math.min(e, end);
-      push(stop - pos, 0);
+      if (!push(stop - pos, 0)) return out;
       pos = stop;
     }
   }
@@ -136,6 +152,10 @@ export class FileBackend implements Backend {
   #modsInFlight = 0;
   #filefragWorks = true;
   readonly #ioMode = new IoModePolicy();
+  // Always on the thread pool: prefetching is what reaches the disk.
+  readonly #prefetch = new Prefetcher((buf, pos) => this.#preadAsync(buf, pos));
+  // At most two fallocate processes at a time, adjacent ranges merged.
+  readonly #fallocates = new FallocateQueue((mode, offset, length) => this.#runFallocate(mode, offset, length), 2);
   #fallocateWorks = true;
 
   private constructor(path: string, fd: number, size: number, isBlockDevice: boolean, readOnly: boolean, log: Logger) {
@@ -329,7 +349,12 @@ export class FileBackend implements Backend {
   }
 
   /** Runs fallocate(1) on the open file; false when it could not (tool missing, unsupported). */
-  async #fallocate(mode: '--punch-hole' | '--zero-range', offset: number, length: number): Promise<boolean> {
+  #fallocate(mode: FallocateMode, offset: number, length: number): Promise<boolean> {
+    if (!this.#fallocateWorks) return Promise.resolve(false);
+    return this.#fallocates.submit(mode, offset, length);
+  }
+
+  async #runFallocate(mode: FallocateMode, offset: number, length: number): Promise<boolean> {
     if (!this.#fallocateWorks) return false;
     this.#beginChange();
     try {
@@ -347,17 +372,13 @@ export class FileBackend implements Backend {
     }
   }
 
-  async cache(offset: number, length: number): Promise<void> {
-    const n = Math.min(length, CACHE_MAX);
-    const buf = Buffer.allocUnsafe(Math.min(n, ZERO_CHUNK));
-    for (let pos = offset; pos < offset + n; pos += buf.length) {
-      const len = Math.min(buf.length, offset + n - pos);
-      // Always on the thread pool: prefetching is what reaches the disk.
-      await this.#preadAsync(len === buf.length ? buf : buf.subarray(0, len), pos);
-    }
+  // Answered at once; the reading happens in the background, bounded (prefetch.ts).
+  cache(offset: number, length: number): Promise<void> {
+    this.#prefetch.request(offset, Math.min(length, CACHE_MAX));
+    return RESOLVED;
   }
 
-  async extents(offset: number, length: number): Promise<BlockExtent[]> {
+  async extents(offset: number, length: number, maxExtents: number): Promise<BlockExtent[]> {
     if (this.isBlockDevice || !this.#filefragWorks) return [{ length, flags: 0 }];
     let map = this.#map;
     if (!map || Date.now() - map.takenAt > EXTENT_MAP_TTL_MS) {
@@ -365,7 +386,7 @@ export class FileBackend implements Backend {
       map = await (this.#probe ??= this.#probeMap().finally(() => (this.#probe = undefined)));
       if (!map) return [{ length, flags: 0 }];
     }
-    return extentsFromRanges(map.ranges, offset, length);
+    return extentsFromRanges(map.ranges, offset, length, maxExtents);
   }
 
   async #probeMap(): Promise<ExtentMap | undefined> {
@@ -398,6 +419,7 @@ export class FileBackend implements Backend {
   async close(): Promise<void> {
     if (this.#closed) return;
     this.#closed = true;
+    await this.#prefetch.stop();
     const fds = [this.#fd, this.#dsyncFd].filter((f): f is number => f !== undefined);
     for (const fd of fds) await new Promise<void>((resolve) => fs.close(fd, () => resolve()));
   }

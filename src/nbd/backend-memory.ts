@@ -125,7 +125,7 @@ export class MemoryBackend implements Backend {
     this.#check(offset, length);
   }
 
-  async extents(offset: number, length: number): Promise<BlockExtent[]> {
+  async extents(offset: number, length: number, maxExtents: number): Promise<BlockExtent[]> {
     this.calls.extents++;
     this.#check(offset, length);
     const out: BlockExtent[] = [];
@@ -138,7 +138,8 @@ export class MemoryBackend implements Backend {
       const n = pageEnd - pos;
       const last = out[out.length - 1];
       if (last && last.flags === flags) last.length += n;
-      else out.push({ length: n, flags });
+      else if (out.length < maxExtents) out.push({ length: n, flags });
+      else break;
       pos = pageEnd;
     }
     return out;

@@ -27,7 +27,7 @@ export function readOnlyBackend(inner: Backend): Backend {
     trim: refuse,
     writeZeroes: refuse,
     cache: (offset: number, length: number) => inner.cache(offset, length),
-    extents: (offset: number, length: number): Promise<BlockExtent[]> => inner.extents(offset, length),
+    extents: (offset: number, length: number, maxExtents: number): Promise<BlockExtent[]> => inner.extents(offset, length, maxExtents),
     close: () => inner.close(),
   };
 }

@@ -59,11 +59,12 @@ export interface Backend {
   /** Prefetch the range (NBD_CMD_CACHE); purely a performance hint. */
   cache(offset: number, length: number): Promise<void>;
   /**
-   * base:allocation status from `offset`: at least one extent, consecutive,
-   * each of nonzero length; the total may be shorter or longer than
-   * `length`. Flags 0 ("data or unknown") are always a safe answer.
+   * base:allocation status from `offset`: at least one extent and at most
+   * `maxExtents`, consecutive, each of nonzero length; the total may be
+   * shorter or longer than `length`. Flags 0 ("data or unknown") are always
+   * a safe answer.
    */
-  extents(offset: number, length: number): Promise<BlockExtent[]>;
+  extents(offset: number, length: number, maxExtents: number): Promise<BlockExtent[]>;
   /** Release the backend (after flushing); no calls follow. */
   close(): Promise<void>;
 }

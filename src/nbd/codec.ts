@@ -1,7 +1,6 @@
-// Pure encoders and decoders of NBD messages (server side), and an
-// incremental parser of the client's byte stream. No sockets, files, clocks
-// or randomness: messages arrive split across chunks in any way and the
-// parser copes; the session (session.ts) decides what each message means.
+// Pure encoders and decoders of the NBD messages a server sends and reads
+// (the incremental parser of the client's byte stream is
+// client-stream-parser.ts). No sockets, files, clocks or randomness.
 import {
   IHAVEOPT,
   NBDMAGIC,
@@ -12,22 +11,20 @@ import {
   NBD_INFO_EXPORT,
   NBD_INFO_NAME,
   NBD_MAX_STRING,
-  NBD_OPTION_HEADER_SIZE,
   NBD_REPLY_FLAG_DONE,
   NBD_REPLY_TYPE_BLOCK_STATUS,
   NBD_REPLY_TYPE_ERROR,
   NBD_REPLY_TYPE_NONE,
+  NBD_REPLY_TYPE_OFFSET_DATA,
   NBD_REP_INFO,
   NBD_REP_MAGIC,
   NBD_REP_META_CONTEXT,
   NBD_REP_SERVER,
   NBD_REQUEST_MAGIC,
-  NBD_REQUEST_SIZE,
   NBD_SIMPLE_REPLY_MAGIC,
   NBD_SIMPLE_REPLY_SIZE,
   NBD_STRUCTURED_REPLY_MAGIC,
   NBD_STRUCTURED_REPLY_SIZE,
-  NBD_CMD_WRITE,
 } from './protocol';
 
 const TWO32 = 0x1_0000_0000;
@@ -171,7 +168,7 @@ export function writeStructuredHeader(
 export const OFFSET_DATA_PREFIX = NBD_STRUCTURED_REPLY_SIZE + 8;
 
 export function writeOffsetDataPrefix(b: Buffer, off: number, flags: number, handleHi: number, handleLo: number, offset: number, dataLength: number): void {
-  writeStructuredHeader(b, off, flags, 1 /* NBD_REPLY_TYPE_OFFSET_DATA */, handleHi, handleLo, 8 + dataLength);
+  writeStructuredHeader(b, off, flags, NBD_REPLY_TYPE_OFFSET_DATA, handleHi, handleLo, 8 + dataLength);
   writeU64(b, off + NBD_STRUCTURED_REPLY_SIZE, offset);
 }
 
@@ -301,267 +298,8 @@ export function decodeRequestHeader(b: Buffer, off = 0): NbdRequest | null {
   };
 }
 
-// Client-side encoders: the exact inverse of what the parser reads. Used by
-// tests and fuzzers to speak to the server; pure like the rest.
-
-export function encodeClientFlags(flags: number): Buffer {
-  const b = Buffer.alloc(4);
-  b.writeUInt32BE(flags >>> 0, 0);
-  return b;
-}
-
-export function encodeOption(option: number, data: Uint8Array = EMPTY): Buffer {
-  const b = Buffer.alloc(NBD_OPTION_HEADER_SIZE + data.length);
-  b.writeBigUInt64BE(IHAVEOPT, 0);
-  b.writeUInt32BE(option >>> 0, 8);
-  b.writeUInt32BE(data.length, 12);
-  b.set(data, 16);
-  return b;
-}
-
-export function encodeGoOptionData(name: string, infoRequests: readonly number[] = []): Buffer {
-  const n = Buffer.from(name, 'utf8');
-  const b = Buffer.alloc(6 + n.length + 2 * infoRequests.length);
-  b.writeUInt32BE(n.length, 0);
-  b.set(n, 4);
-  b.writeUInt16BE(infoRequests.length, 4 + n.length);
-  infoRequests.forEach((r, i) => b.writeUInt16BE(r, 6 + n.length + 2 * i));
-  return b;
-}
-
-export function encodeMetaContextOptionData(exportName: string, queries: readonly string[]): Buffer {
-  const parts: Buffer[] = [];
-  const n = Buffer.from(exportName, 'utf8');
-  const head = Buffer.alloc(4);
-  head.writeUInt32BE(n.length, 0);
-  parts.push(head, n);
-  const count = Buffer.alloc(4);
-  count.writeUInt32BE(queries.length, 0);
-  parts.push(count);
-  for (const q of queries) {
-    const qb = Buffer.from(q, 'utf8');
-    const l = Buffer.alloc(4);
-    l.writeUInt32BE(qb.length, 0);
-    parts.push(l, qb);
-  }
-  return Buffer.concat(parts);
-}
-
-export function encodeRequest(req: NbdRequest, payload?: Uint8Array): Buffer {
-  const b = Buffer.alloc(NBD_REQUEST_SIZE + (payload?.length ?? 0));
-  b.writeUInt32BE(NBD_REQUEST_MAGIC, 0);
-  b.writeUInt16BE(req.flags, 4);
-  b.writeUInt16BE(req.type, 6);
-  b.writeUInt32BE(req.handleHi >>> 0, 8);
-  b.writeUInt32BE(req.handleLo >>> 0, 12);
-  writeU64(b, 16, req.offset);
-  b.writeUInt32BE(req.length >>> 0, 24);
-  if (payload) b.set(payload, NBD_REQUEST_SIZE);
-  return b;
-}
-
 function writeU64(b: Buffer, off: number, value: number): void {
   b.writeUInt32BE(Math.floor(value / TWO32) >>> 0, off);
   b.writeUInt32BE(value >>> 0, off + 4);
 }
 
-// ---------------------------------------------------------------------------
-// Incremental parser of the client's byte stream
-
-export type ClientMessage =
-  /** The 32 client flags that follow the greeting. */
-  | { kind: 'client-flags'; flags: number }
-  /** One option with its data (at most `maxOptionData` bytes). */
-  | { kind: 'option'; option: number; data: Buffer }
-  /** An option whose data was longer than `maxOptionData`: the data was skipped. */
-  | { kind: 'option-too-big'; option: number; length: number }
-  /**
-   * A request. For NBD_CMD_WRITE `payload` holds the data as slices of the
-   * received chunks (zero-copy), or is null when the length exceeded
-   * `maxPayload`: then the data is skipped without being stored.
-   */
-  | { kind: 'request'; request: NbdRequest; payload: Buffer[] | null }
-  /** The stream cannot be understood any more (wrong magic): the session must end. */
-  | { kind: 'protocol-error'; message: string };
-
-export interface ClientParserOptions {
-  maxOptionData: number;
-  maxPayload: number;
-}
-
-const enum Phase {
-  ClientFlags,
-  OptionHeader,
-  OptionData,
-  RequestHeader,
-  Payload,
-  Dead,
-}
-
-/**
- * Splits the client's byte stream into messages. The phase changes from
- * options to requests only when the session says so (`startTransmission`),
- * from inside its handler for the option that ended the handshake: the
- * client may send its first requests in the same chunk.
- */
-export class ClientStreamParser {
-  #phase = Phase.ClientFlags;
-  #header = Buffer.alloc(NBD_REQUEST_SIZE);
-  #headerHave = 0;
-  #need = 4;
-  // Option data / write payload being collected.
-  #option = 0;
-  #request: NbdRequest | null = null;
-  #parts: Buffer[] | null = null;
-  #collected: Buffer | null = null;
-  #remaining = 0;
-  #tooBigLength = 0;
-  readonly #onMessage: (m: ClientMessage) => void;
-  readonly #options: ClientParserOptions;
-
-  constructor(options: ClientParserOptions, onMessage: (m: ClientMessage) => void) {
-    this.#options = options;
-    this.#onMessage = onMessage;
-  }
-
-  get dead(): boolean {
-    return this.#phase === Phase.Dead;
-  }
-
-  /** Switch to transmission: the next bytes are requests. */
-  startTransmission(): void {
-    if (this.#phase === Phase.Dead) return;
-    this.#phase = Phase.RequestHeader;
-    this.#need = NBD_REQUEST_SIZE;
-    this.#headerHave = 0;
-  }
-
-  /** Stop parsing: everything after this is ignored. */
-  stop(): void {
-    this.#phase = Phase.Dead;
-  }
-
-  push(chunk: Buffer): void {
-    let off = 0;
-    const len = chunk.length;
-    while (off < len) {
-      const phase = this.#phase;
-      if (phase === Phase.Dead) return;
-      if (phase === Phase.OptionData || phase === Phase.Payload) {
-        const n = Math.min(this.#remaining, len - off);
-        if (this.#collected) chunk.copy(this.#collected, this.#collected.length - this.#remaining, off, off + n);
-        else if (this.#parts) this.#parts.push(chunk.subarray(off, off + n));
-        off += n;
-        this.#remaining -= n;
-        if (this.#remaining === 0) this.#finishData();
-        continue;
-      }
-      // A fixed-size header: parse in place when the chunk holds it whole.
-      const need = this.#need;
-      let hb: Buffer;
-      let ho: number;
-      if (this.#headerHave === 0 && len - off >= need) {
-        hb = chunk;
-        ho = off;
-        off += need;
-      } else {
-        const n = Math.min(need - this.#headerHave, len - off);
-        chunk.copy(this.#header, this.#headerHave, off, off + n);
-        this.#headerHave += n;
-        off += n;
-        if (this.#headerHave < need) return;
-        this.#headerHave = 0;
-        hb = this.#header;
-        ho = 0;
-      }
-      this.#onHeader(hb, ho);
-    }
-  }
-
-  #onHeader(b: Buffer, o: number): void {
-    switch (this.#phase) {
-      case Phase.ClientFlags:
-        this.#phase = Phase.OptionHeader;
-        this.#need = NBD_OPTION_HEADER_SIZE;
-        this.#onMessage({ kind: 'client-flags', flags: b.readUInt32BE(o) });
-        return;
-      case Phase.OptionHeader: {
-        if (b.readBigUInt64BE(o) !== IHAVEOPT) {
-          this.#fail('option does not start with IHAVEOPT');
-          return;
-        }
-        const option = b.readUInt32BE(o + 8);
-        const length = b.readUInt32BE(o + 12);
-        this.#option = option;
-        if (length === 0) {
-          this.#onMessage({ kind: 'option', option, data: EMPTY });
-          return;
-        }
-        this.#phase = Phase.OptionData;
-        this.#remaining = length;
-        if (length > this.#options.maxOptionData) {
-          // Skipped as it streams in, reported once skipped.
-          this.#collected = null;
-          this.#parts = null;
-          this.#tooBigLength = length;
-        } else {
-          this.#collected = Buffer.allocUnsafe(length);
-          this.#tooBigLength = 0;
-        }
-        return;
-      }
-      case Phase.RequestHeader: {
-        const request = decodeRequestHeader(b, o);
-        if (!request) {
-          this.#fail('request does not start with NBD_REQUEST_MAGIC');
-          return;
-        }
-        if (request.type === NBD_CMD_WRITE && request.length > 0) {
-          this.#phase = Phase.Payload;
-          this.#remaining = request.length;
-          this.#collected = null;
-          if (request.length <= this.#options.maxPayload) {
-            this.#request = request;
-            this.#parts = [];
-          } else {
-            // Too large to hold: report it now (the session replies at
-            // once) and skip the data as it streams in, storing none of it.
-            this.#request = null;
-            this.#parts = null;
-            this.#onMessage({ kind: 'request', request, payload: null });
-          }
-          return;
-        }
-        this.#onMessage({ kind: 'request', request, payload: request.type === NBD_CMD_WRITE ? [] : null });
-        return;
-      }
-      default:
-        return;
-    }
-  }
-
-  #finishData(): void {
-    if (this.#phase === Phase.OptionData) {
-      this.#phase = Phase.OptionHeader;
-      this.#need = NBD_OPTION_HEADER_SIZE;
-      const data = this.#collected;
-      this.#collected = null;
-      if (data) this.#onMessage({ kind: 'option', option: this.#option, data });
-      else this.#onMessage({ kind: 'option-too-big', option: this.#option, length: this.#tooBigLength });
-      return;
-    }
-    // Payload
-    this.#phase = Phase.RequestHeader;
-    this.#need = NBD_REQUEST_SIZE;
-    const request = this.#request;
-    const payload = this.#parts;
-    this.#request = null;
-    this.#parts = null;
-    if (request) this.#onMessage({ kind: 'request', request, payload });
-  }
-
-  #fail(message: string): void {
-    this.#phase = Phase.Dead;
-    this.#onMessage({ kind: 'protocol-error', message });
-  }
-}

@@ -1,10 +1,13 @@
-// The NBD server's public interface, for commands and other subsystems.
+// The NBD server's public interface: what commands and other subsystems
+// (the `server` command's disk service) use. Everything else in src/nbd is
+// internal to the server; tests reach into it directly.
 export type { Backend, BackendCapabilities, BlockExtent, WriteOptions, ZeroOptions } from './backend';
 export { FileBackend, type FileBackendOptions } from './backend-file';
-export { MemoryBackend } from './backend-memory';
+export { MemoryBackend, type MemoryBackendOptions } from './backend-memory';
 export { readOnlyBackend } from './backend-read-only';
-export { BackendError, nbdErrorOf } from './errno';
+export { BackendError } from './errno';
 export { parseListenAddress, formatListenAddress, nbdUri, ListenAddressError, type ListenAddress } from './listen';
+export { NBD_DEFAULT_PORT } from './protocol';
 export {
   startNbdServer,
   DEFAULT_BLOCK_SIZE,
@@ -16,5 +19,3 @@ export {
   type NbdExport,
   type SessionStats,
 } from './server';
-export { NbdSession, type SessionOptions, type ExportTable } from './session';
-export { streamTransport, type NbdTransport, type TransportHandlers } from './transport';

@@ -5,6 +5,7 @@ import * as net from 'node:net';
 import { dirname } from 'node:path';
 import { StiefelError, errnoCode } from '../errors';
 import type { Logger } from '../log';
+import { MemoryBudget } from './budget';
 import { BufferPool } from './buffer-pool';
 import type { BlockSizeConstraints } from './codec';
 import { formatListenAddress, nbdUri, type ListenAddress } from './listen';
@@ -51,6 +52,11 @@ export interface NbdServerOptions {
   blockSize?: Partial<BlockSizeConstraints>;
   /** Request and reply bytes held per connection before reading from it pauses. Default 64 MiB. */
   maxInflightBytes?: number;
+  /**
+   * Request and reply bytes held for all connections together; above it, a
+   * connection holding more than its fair share is not read from. Default 256 MiB.
+   */
+  maxServerInflightBytes?: number;
   /** A connection still negotiating after this long is closed. Default 30 s. */
   handshakeTimeoutMs?: number;
   /** How long close() waits for in-flight requests before cutting connections. Default 10 s. */
@@ -81,8 +87,9 @@ export async function startNbdServer(options: NbdServerOptions, ctx: { log: Logg
   if (options.exports.length === 0) throw new StiefelError('E_NBD_NO_EXPORT', 'no export to serve');
   const blockSize = { ...DEFAULT_BLOCK_SIZE, ...options.blockSize };
   const exports = exportTable(options.exports);
-  const pool = new BufferPool({ maxPooledBytes: 128 * 1024 * 1024 });
+  const pool = new BufferPool({ maxPooledBytes: 64 * 1024 * 1024 });
   const maxInflightBytes = options.maxInflightBytes ?? 64 * 1024 * 1024;
+  const serverBudget = new MemoryBudget(options.maxServerInflightBytes ?? 256 * 1024 * 1024);
   const handshakeTimeoutMs = options.handshakeTimeoutMs ?? 30_000;
   const closeTimeoutMs = options.closeTimeoutMs ?? 10_000;
   const sessions = new Map<NbdSession, NbdConnectionInfo>();
@@ -93,8 +100,8 @@ export async function startNbdServer(options: NbdServerOptions, ctx: { log: Logg
     const admission = options.admit ? options.admit(peer) : true;
     const refused = admission === true ? undefined : admission.refuse;
     const session = new NbdSession(
-      streamTransport(socket),
-      { exports, blockSize, maxInflightBytes, pool, refusal: refused },
+      streamTransport(socket, { pool }),
+      { exports, blockSize, maxInflightBytes, serverBudget, pool, refusal: refused },
       { log: log.child('conn') },
     );
     const info: NbdConnectionInfo = { id: nextId++, peer, connectedAt: Date.now(), stats: session.stats };

@@ -2,16 +2,10 @@
 // also send what real clients never would (bad magic, huge lengths, unknown
 // options). Works over a TCP/unix socket or an in-memory transport.
 import * as net from 'node:net';
-import {
-  encodeClientFlags,
-  encodeGoOptionData,
-  encodeMetaContextOptionData,
-  encodeOption,
-  encodeRequest,
-  type NbdRequest,
-} from '../../src/nbd/codec';
+import type { NbdRequest } from '../../src/nbd/codec';
 import * as P from '../../src/nbd/protocol';
 import type { NbdTransport, TransportHandlers } from '../../src/nbd/transport';
+import { encodeClientFlags, encodeGoOptionData, encodeMetaContextOptionData, encodeOption, encodeRequest } from './nbd-encode';
 
 export interface OptionReply {
   option: number;
@@ -59,10 +53,28 @@ export class NbdTestClient {
   structured = false;
   closed = false;
   closeWaiters: Array<() => void> = [];
-  readonly send: (b: Buffer) => void;
+  readonly #send: (b: Buffer) => void;
+  #batch: Buffer[] | undefined;
 
   constructor(send: (b: Buffer) => void) {
-    this.send = send;
+    this.#send = send;
+  }
+
+  send(b: Buffer): void {
+    if (this.#batch) this.#batch.push(b);
+    else this.#send(b);
+  }
+
+  /** Everything `f` sends goes out as one chunk (as in one TCP packet). */
+  batch<T>(f: () => T): T {
+    this.#batch = [];
+    try {
+      return f();
+    } finally {
+      const parts = this.#batch;
+      this.#batch = undefined;
+      this.#send(Buffer.concat(parts));
+    }
   }
 
   // --- transport side ---
@@ -339,6 +351,14 @@ export class MemoryTransport implements NbdTransport {
   /** Everything the server wrote. */
   written: Buffer[] = [];
   writtenBytes = 0;
+  /**
+   * A client that reads nothing: output stays with the transport (small
+   * replies counted as buffered, large ones not done) until `unstall()`.
+   */
+  stalled = false;
+  #stalledOutput: Array<() => void> = [];
+  #endWhenUnstalled = false;
+  #inbox: Buffer[] = [];
   #sink: ((b: Buffer) => void) | undefined;
 
   /** Deliver server output to `sink` (e.g. a NbdTestClient's feed). */
@@ -358,10 +378,34 @@ export class MemoryTransport implements NbdTransport {
     const copy = Buffer.from(chunk);
     this.written.push(copy);
     this.writtenBytes += copy.length;
+    if (this.stalled) {
+      // As the stream transport does: small replies are copied (and reported
+      // as held), large ones are held by the caller until sent.
+      const small = copy.length <= 16 * 1024;
+      if (small) {
+        this.handlers?.buffered?.(copy.length);
+        done?.(null);
+      }
+      this.#stalledOutput.push(() => {
+        this.#sink?.(copy);
+        if (small) this.handlers?.buffered?.(-copy.length);
+        else done?.(null);
+      });
+      return;
+    }
     queueMicrotask(() => {
       this.#sink?.(copy);
       done?.(null);
     });
+  }
+
+  /** The client starts reading again: everything held is delivered. */
+  unstall(): void {
+    this.stalled = false;
+    const held = this.#stalledOutput;
+    this.#stalledOutput = [];
+    for (const f of held) f();
+    if (this.#endWhenUnstalled) setImmediate(() => this.handlers?.end());
   }
 
   pause(): void {
@@ -370,12 +414,16 @@ export class MemoryTransport implements NbdTransport {
 
   resume(): void {
     this.paused = false;
+    // As a socket does: what arrived while paused is delivered now.
+    while (!this.paused && this.#inbox.length > 0 && !this.ended && !this.destroyed) this.handlers?.data(this.#inbox.shift()!);
   }
 
   end(): void {
     if (this.ended) return;
     this.ended = true;
-    setImmediate(() => this.handlers?.end());
+    // As a socket does: what is queued goes out before the end (for a stalled reader, once it reads).
+    if (this.stalled) this.#endWhenUnstalled = true;
+    else setImmediate(() => this.handlers?.end());
   }
 
   destroy(): void {
@@ -384,9 +432,16 @@ export class MemoryTransport implements NbdTransport {
     setImmediate(() => this.handlers?.end());
   }
 
-  /** Bytes from the "client". */
+  /** Bytes from the "client"; while the server has paused reading they wait, as in a socket buffer. */
   push(chunk: Buffer): void {
-    if (!this.ended && !this.destroyed) this.handlers?.data(chunk);
+    if (this.ended || this.destroyed) return;
+    if (this.paused || this.#inbox.length > 0) this.#inbox.push(chunk);
+    else this.handlers?.data(chunk);
+  }
+
+  /** Bytes pushed that the server has not taken yet. */
+  get unreadBytes(): number {
+    return this.#inbox.reduce((n, c) => n + c.length, 0);
   }
 
   /** The "client" hangs up. */

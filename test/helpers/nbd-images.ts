@@ -31,3 +31,20 @@ export function makeSparseImage(path: string, sizeMiB: number, seed = 1): void {
 export function sha256(path: string): string {
   return createHash('sha256').update(readFileSync(path)).digest('hex');
 }
+
+/**
+ * A file of `extents` extents, alternately data (pseudo-random bytes) and
+ * holes of equal size, `sizeMiB` MiB in all: the kind of file block status
+ * has most to say about.
+ */
+export function makeExtentImage(path: string, sizeMiB: number, extents: number): void {
+  const size = sizeMiB * MiB;
+  const step = Math.floor(size / extents);
+  writeFileSync(path, '');
+  truncateSync(path, size);
+  const fd = openSync(path, 'r+');
+  const data = Buffer.alloc(step, 0xa5);
+  for (let i = 0; i < data.length; i += 4) data.writeUInt32LE((i * 2654435761) >>> 0, i);
+  for (let off = 0; off + 2 * step <= size; off += 2 * step) writeSync(fd, data, 0, step, off);
+  closeSync(fd);
+}

@@ -28,6 +28,8 @@ export function startSession(
     size?: number;
     /** false: nobody parses the server's output (fuzzers send raw bytes). */
     parseReplies?: boolean;
+    /** How the client's bytes reach the server (default: next turn, in pieces of at most 64 KiB). */
+    deliver?: (bytes: Buffer, push: (piece: Buffer) => void) => void;
   } = {},
 ): SessionHarness {
   let backend: Backend = options.backend ?? new MemoryBackend({ size: options.size ?? 1024 * 1024 });
@@ -45,8 +47,16 @@ export function startSession(
     },
     { log: silentLogger },
   );
-  // Client bytes reach the server asynchronously, as over a socket.
-  const client = new NbdTestClient((b) => setImmediate(() => transport.push(b)));
+  // Client bytes reach the server asynchronously and in pieces of at most
+  // 64 KiB, as a socket delivers them.
+  const push = (piece: Buffer): void => transport.push(piece);
+  const deliver =
+    options.deliver ??
+    ((b: Buffer) =>
+      setImmediate(() => {
+        for (let off = 0; off < b.length; off += 65536) push(b.subarray(off, off + 65536));
+      }));
+  const client = new NbdTestClient((b) => deliver(b, push));
   if (options.parseReplies ?? true) transport.connect((b) => client.feed(b));
   session.done.then(() => client.end());
   session.start();
@@ -72,7 +82,7 @@ export function delayedBackend(inner: Backend, delay: (offset: number) => number
     trim: (o, l, x) => inner.trim(o, l, x),
     writeZeroes: (o, l, x) => inner.writeZeroes(o, l, x),
     cache: (o, l) => inner.cache(o, l),
-    extents: (o, l) => inner.extents(o, l),
+    extents: (o, l, n) => inner.extents(o, l, n),
     close: () => inner.close(),
   };
 }

@@ -101,6 +101,31 @@ for (const signal of ['SIGINT', 'SIGTERM'] as const) {
   });
 }
 
+test('nbd-serve keeps serving when the reader of its stderr goes away (EPIPE on the next log line)', async () => {
+  const { dir, cleanup } = tempDir('cli');
+  const img = join(dir, 'd.img');
+  writeFileSync(img, Buffer.alloc(MiB));
+  const s = await serve(img);
+  try {
+    // Whoever read the log is gone: the next line ("client 1 ... connected") meets a broken pipe.
+    s.proc.stderr!.destroy();
+    for (let round = 0; round < 2; round++) {
+      const { client, socket } = await connectClient({ port: s.port });
+      await client.handshake();
+      assert.equal((await client.write(4096, Buffer.from('still here'))).error, 0);
+      assert.equal((await client.read(4096, 10)).data!.toString(), 'still here');
+      client.disconnect();
+      await client.waitClosed();
+      socket.destroy();
+    }
+    assert.equal(s.proc.exitCode, null, 'the server is still running');
+    assert.equal((await s.stop('SIGINT')).code, 0);
+  } finally {
+    await s.stop('SIGKILL');
+    cleanup();
+  }
+});
+
 test('admit hook: one client host at a time; others are refused with the reason (as nbdinfo shows it)', async () => {
   const nbdinfo = requireTool('nbdinfo');
   const { dir, cleanup } = tempDir('cli');

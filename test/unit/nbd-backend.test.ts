@@ -51,6 +51,25 @@ x: 2 extents found
   assert.deepEqual(extentsFromRanges([], 0, 10), [{ length: 10, flags: HZ }]);
 });
 
+test('extents stop at the number asked for, however fragmented the file or memory is', async () => {
+  // 10,000 data ranges with holes between them.
+  const ranges = Array.from({ length: 10_000 }, (_, i): [number, number] => [i * 8192, i * 8192 + 4096]);
+  assert.deepEqual(extentsFromRanges(ranges, 0, 10_000 * 8192, 3), [
+    { length: 4096, flags: 0 },
+    { length: 4096, flags: HZ },
+    { length: 4096, flags: 0 },
+  ]);
+  assert.equal(extentsFromRanges(ranges, 0, 10_000 * 8192, 1024).length, 1024);
+  assert.equal(extentsFromRanges(ranges, 0, 10_000 * 8192).length, 20_000);
+  const m = new MemoryBackend({ size: 64 * 65536 });
+  for (let p = 0; p < 64; p += 2) await m.pwrite([Buffer.alloc(1, 1)], p * 65536, { fua: false });
+  assert.deepEqual(await m.extents(0, 64 * 65536, 2), [
+    { length: 65536, flags: 0 },
+    { length: 65536, flags: HZ },
+  ]);
+  assert.equal((await m.extents(0, 64 * 65536, 1024)).length, 64);
+});
+
 test('file backend: read, write, FUA write, flush on a real file', async () => {
   const dir = tmp();
   try {
@@ -86,14 +105,14 @@ test('file backend: holes of a sparse file, trim punches holes, writes show up i
     writeSync(fd, Buffer.alloc(MiB, 0xab), 0, MiB, 4 * MiB);
     closeSync(fd);
     const b = await FileBackend.open(path);
-    assert.deepEqual(await b.extents(0, 16 * MiB), [
+    assert.deepEqual(await b.extents(0, 16 * MiB, 1024), [
       { length: 4 * MiB, flags: HZ },
       { length: MiB, flags: 0 },
       { length: 11 * MiB, flags: HZ },
     ]);
     // A write through the backend is visible in the next map.
     await b.pwrite([Buffer.alloc(4096, 1)], 8 * MiB, { fua: false });
-    const after = await b.extents(8 * MiB - 4096, 12288);
+    const after = await b.extents(8 * MiB - 4096, 12288, 1024);
     assert.deepEqual(after, [
       { length: 4096, flags: HZ },
       { length: 4096, flags: 0 },
@@ -103,9 +122,31 @@ test('file backend: holes of a sparse file, trim punches holes, writes show up i
     const blocksBefore = statSync(path).blocks;
     await b.trim(4 * MiB, MiB, { fua: true });
     assert.ok(statSync(path).blocks < blocksBefore);
-    assert.deepEqual(await b.extents(4 * MiB, MiB), [{ length: MiB, flags: HZ }]);
+    assert.deepEqual(await b.extents(4 * MiB, MiB, 1024), [{ length: MiB, flags: HZ }]);
     const z = Buffer.alloc(16, 9);
     await b.pread(z, 4 * MiB);
+    assert.deepEqual(z, Buffer.alloc(16));
+    await b.close();
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+test('file backend: 300 trims at once punch every range (merged runs, not 300 processes)', async () => {
+  requireTool('filefrag');
+  requireTool('fallocate');
+  const dir = tmp();
+  try {
+    const path = join(dir, 'trim.img');
+    writeFileSync(path, Buffer.alloc(20 * MiB, 0x5a));
+    const b = await FileBackend.open(path);
+    await Promise.all(Array.from({ length: 300 }, (_, i) => b.trim(i * 65536, 65536, { fua: false })));
+    assert.deepEqual(await b.extents(0, 20 * MiB, 1024), [
+      { length: 300 * 65536, flags: HZ },
+      { length: 20 * MiB - 300 * 65536, flags: 0 },
+    ]);
+    const z = Buffer.alloc(16, 9);
+    await b.pread(z, 299 * 65536);
     assert.deepEqual(z, Buffer.alloc(16));
     await b.close();
   } finally {
@@ -181,7 +222,7 @@ test('memory backend: pages appear on write and vanish on trim', async () => {
   const m = new MemoryBackend({ size: 4 * 65536 });
   await m.pwrite([Buffer.alloc(10, 1)], 65536 + 5, { fua: false });
   assert.equal(m.allocatedPages, 1);
-  assert.deepEqual(await m.extents(0, 4 * 65536), [
+  assert.deepEqual(await m.extents(0, 4 * 65536, 1024), [
     { length: 65536, flags: HZ },
     { length: 65536, flags: 0 },
     { length: 2 * 65536, flags: HZ },

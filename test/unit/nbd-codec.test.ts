@@ -1,31 +1,23 @@
 // Pure NBD codecs: exact bytes of the encoders, and property tests of the
-// decoders and the incremental parser (any split of the stream gives the
-// same messages; arbitrary bytes never throw or hold unbounded data).
+// decoders (the incremental parser has its own test file).
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import fc from 'fast-check';
 import {
-  ClientStreamParser,
   NbdDecodeError,
   decodeGoOption,
   decodeMetaContextOption,
   decodeRequestHeader,
   encodeBlockStatus,
-  encodeClientFlags,
   encodeExportNameReply,
-  encodeGoOptionData,
   encodeGreeting,
   encodeInfoBlockSize,
-  encodeMetaContextOptionData,
-  encodeOption,
   encodeOptionReply,
-  encodeRequest,
   encodeString,
   encodeStructuredError,
-  type ClientMessage,
-  type NbdRequest,
 } from '../../src/nbd/codec';
 import * as P from '../../src/nbd/protocol';
+import { encodeGoOptionData, encodeMetaContextOptionData, encodeRequest } from '../helpers/nbd-encode';
 
 const hex = (b: Buffer): string => b.toString('hex');
 
@@ -99,165 +91,6 @@ test('decodeMetaContextOption reads queries and rejects lengths beyond the data'
   assert.throws(() => decodeMetaContextOption(count), NbdDecodeError);
 });
 
-const arbRequest = fc.record({
-  flags: fc.integer({ min: 0, max: 0xffff }),
-  type: fc.integer({ min: 0, max: 0xffff }).filter((t) => t !== P.NBD_CMD_WRITE),
-  handleHi: fc.integer({ min: 0, max: 0xffffffff }),
-  handleLo: fc.integer({ min: 0, max: 0xffffffff }),
-  offset: fc.integer({ min: 0, max: Number.MAX_SAFE_INTEGER }),
-  length: fc.integer({ min: 0, max: 0xffffffff }),
-});
-
-/** Splits `bytes` at the given cut points and pushes the pieces. */
-function pushSplit(parser: ClientStreamParser, bytes: Buffer, cuts: number[]): void {
-  const points = [...new Set(cuts.map((c) => c % (bytes.length + 1)))].sort((a, b) => a - b);
-  let prev = 0;
-  for (const p of [...points, bytes.length]) {
-    if (p > prev) parser.push(bytes.subarray(prev, p));
-    prev = p;
-  }
-}
-
-function collect(maxPayload = 1 << 20): { parser: ClientStreamParser; messages: ClientMessage[] } {
-  const messages: ClientMessage[] = [];
-  const parser = new ClientStreamParser({ maxOptionData: 65536, maxPayload }, (m) => {
-    messages.push(m);
-    // Like the session: GO ends the handshake.
-    if (m.kind === 'option' && m.option === P.NBD_OPT_GO) parser.startTransmission();
-  });
-  return { parser, messages };
-}
-
-test('property: requests survive any split of the byte stream', () => {
-  fc.assert(
-    fc.property(
-      fc.array(fc.oneof(arbRequest, fc.record({ offset: fc.nat(), payload: fc.uint8Array({ maxLength: 300 }) })), { maxLength: 20 }),
-      fc.array(fc.nat(), { maxLength: 30 }),
-      (items, cuts) => {
-        const { parser, messages } = collect();
-        parser.push(encodeClientFlags(3));
-        parser.push(encodeOption(P.NBD_OPT_GO, encodeGoOptionData('', [])));
-        const expected: Array<{ request: NbdRequest; payload: Buffer | null }> = [];
-        const bytes: Buffer[] = [];
-        items.forEach((it, i) => {
-          if ('payload' in it) {
-            const request = { flags: 0, type: P.NBD_CMD_WRITE, handleHi: 0, handleLo: i, offset: it.offset, length: it.payload.length };
-            bytes.push(encodeRequest(request, it.payload));
-            expected.push({ request, payload: Buffer.from(it.payload) });
-          } else {
-            bytes.push(encodeRequest(it));
-            expected.push({ request: { ...it }, payload: null });
-          }
-        });
-        pushSplit(parser, Buffer.concat(bytes), cuts);
-        const requests = messages.filter((m) => m.kind === 'request');
-        assert.equal(requests.length, expected.length);
-        requests.forEach((m, i) => {
-          assert.ok(m.kind === 'request');
-          assert.deepEqual(m.request, expected[i]!.request);
-          if (expected[i]!.payload) assert.deepEqual(Buffer.concat(m.payload!), expected[i]!.payload);
-        });
-      },
-    ),
-    { numRuns: 300 },
-  );
-});
-
-test('property: options survive any split and the first requests may share a chunk with NBD_OPT_GO', () => {
-  fc.assert(
-    fc.property(
-      fc.array(fc.record({ option: fc.integer({ min: 0, max: 0xffffffff }).filter((o) => o !== P.NBD_OPT_GO), data: fc.uint8Array({ maxLength: 200 }) }), {
-        maxLength: 10,
-      }),
-      fc.array(fc.nat(), { maxLength: 20 }),
-      (options, cuts) => {
-        const { parser, messages } = collect();
-        const req: NbdRequest = { flags: 0, type: P.NBD_CMD_READ, handleHi: 1, handleLo: 2, offset: 512, length: 512 };
-        const stream = Buffer.concat([
-          encodeClientFlags(1),
-          ...options.map((o) => encodeOption(o.option, o.data)),
-          encodeOption(P.NBD_OPT_GO, encodeGoOptionData('x', [])),
-          encodeRequest(req),
-        ]);
-        pushSplit(parser, stream, cuts);
-        assert.deepEqual(messages[0], { kind: 'client-flags', flags: 1 });
-        const opts = messages.filter((m) => m.kind === 'option');
-        assert.deepEqual(
-          opts.map((m) => (m.kind === 'option' ? [m.option, Buffer.from(m.data)] : null)),
-          [...options.map((o) => [o.option, Buffer.from(o.data)]), [P.NBD_OPT_GO, encodeGoOptionData('x', [])]],
-        );
-        assert.deepEqual(messages.at(-1), { kind: 'request', request: req, payload: null });
-      },
-    ),
-    { numRuns: 300 },
-  );
-});
-
-test('a write longer than the payload limit is reported at once and its data skipped, not stored', () => {
-  const { parser, messages } = collect(1024);
-  parser.push(encodeClientFlags(0));
-  parser.push(encodeOption(P.NBD_OPT_GO, encodeGoOptionData('', [])));
-  // Claims 4 GiB - 1: must not allocate it.
-  const huge: NbdRequest = { flags: 0, type: P.NBD_CMD_WRITE, handleHi: 0, handleLo: 7, offset: 0, length: 0xffffffff };
-  parser.push(encodeRequest(huge));
-  const m = messages.at(-1)!;
-  assert.ok(m.kind === 'request' && m.payload === null && m.request.length === 0xffffffff);
-  // Stream a little of the claimed data: nothing more is reported.
-  const before = messages.length;
-  for (let i = 0; i < 64; i++) parser.push(Buffer.alloc(65536, 0xee));
-  assert.equal(messages.length, before);
-  const usedMb = process.memoryUsage().arrayBuffers / 2 ** 20;
-  assert.ok(usedMb < 512, `array buffers ${usedMb} MiB`);
-});
-
-test('the skipped data of an oversized write ends exactly where the next request starts', () => {
-  const { parser, messages } = collect(16);
-  parser.push(encodeClientFlags(0));
-  parser.push(encodeOption(P.NBD_OPT_GO, encodeGoOptionData('', [])));
-  const big = encodeRequest({ flags: 0, type: P.NBD_CMD_WRITE, handleHi: 0, handleLo: 1, offset: 0, length: 100 }, Buffer.alloc(100, 1));
-  const next: NbdRequest = { flags: 0, type: P.NBD_CMD_FLUSH, handleHi: 0, handleLo: 2, offset: 0, length: 0 };
-  parser.push(Buffer.concat([big, encodeRequest(next)]));
-  assert.deepEqual(messages.at(-1), { kind: 'request', request: next, payload: null });
-});
-
-test('an option with more data than the limit is skipped and reported as too big', () => {
-  const { parser, messages } = collect();
-  parser.push(encodeClientFlags(0));
-  parser.push(encodeOption(P.NBD_OPT_INFO, Buffer.alloc(70000)));
-  parser.push(encodeOption(P.NBD_OPT_LIST));
-  assert.deepEqual(messages.slice(1), [
-    { kind: 'option-too-big', option: P.NBD_OPT_INFO, length: 70000 },
-    { kind: 'option', option: P.NBD_OPT_LIST, data: Buffer.alloc(0) },
-  ]);
-});
-
-test('wrong magic ends parsing with a protocol error, once', () => {
-  const { parser, messages } = collect();
-  parser.push(encodeClientFlags(0));
-  parser.push(Buffer.from('GET / HTTP/1.1\r\n\r\n'));
-  parser.push(encodeOption(P.NBD_OPT_LIST));
-  assert.equal(messages.filter((m) => m.kind === 'protocol-error').length, 1);
-  assert.equal(messages.at(-1)!.kind, 'protocol-error');
-  assert.ok(parser.dead);
-});
-
-test('property: arbitrary bytes never throw and never yield an option or payload above the limits', () => {
-  fc.assert(
-    fc.property(fc.boolean(), fc.array(fc.uint8Array({ maxLength: 200 }), { maxLength: 20 }), (transmission, chunks) => {
-      const messages: ClientMessage[] = [];
-      const parser = new ClientStreamParser({ maxOptionData: 64, maxPayload: 128 }, (m) => messages.push(m));
-      if (transmission) parser.startTransmission();
-      for (const c of chunks) parser.push(Buffer.from(c));
-      for (const m of messages) {
-        if (m.kind === 'option') assert.ok(m.data.length <= 64);
-        if (m.kind === 'request' && m.payload) assert.ok(Buffer.concat(m.payload).length <= 128);
-      }
-      assert.ok(messages.filter((m) => m.kind === 'protocol-error').length <= 1);
-    }),
-    { numRuns: 500 },
-  );
-});
-
 test('property: option data decoders either decode or throw NbdDecodeError', () => {
   fc.assert(
     fc.property(fc.uint8Array({ maxLength: 120 }), (bytes) => {
@@ -281,6 +114,15 @@ test('property: option data decoders either decode or throw NbdDecodeError', () 
       assert.deepEqual(decodeMetaContextOption(encodeMetaContextOptionData(name, queries)), { exportName: name, queries });
     }),
   );
+});
+
+const arbRequest = fc.record({
+  flags: fc.integer({ min: 0, max: 0xffff }),
+  type: fc.integer({ min: 0, max: 0xffff }).filter((t) => t !== P.NBD_CMD_WRITE),
+  handleHi: fc.integer({ min: 0, max: 0xffffffff }),
+  handleLo: fc.integer({ min: 0, max: 0xffffffff }),
+  offset: fc.integer({ min: 0, max: Number.MAX_SAFE_INTEGER }),
+  length: fc.integer({ min: 0, max: 0xffffffff }),
 });
 
 test('property: decodeRequestHeader inverts encodeRequest below 2^53', () => {

@@ -3,7 +3,7 @@
 // disconnects where the stream cannot be trusted any more).
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { encodeClientFlags, encodeGoOptionData, encodeMetaContextOptionData, encodeOption, encodeRequest } from '../../src/nbd/codec';
+import { encodeClientFlags, encodeGoOptionData, encodeMetaContextOptionData, encodeOption, encodeRequest } from '../helpers/nbd-encode';
 import { MemoryBackend } from '../../src/nbd/backend-memory';
 import { BackendError } from '../../src/nbd/errno';
 import * as P from '../../src/nbd/protocol';
@@ -392,4 +392,157 @@ test('when the client hangs up with requests still queued, none of them reaches 
   await new Promise((r) => setTimeout(r, 10));
   assert.notEqual(atDone, -1);
   assert.equal(backend.calls.pread, atDone, `${backend.calls.pread - atDone} reads after done (${atDone - before} before)`);
+});
+
+// --- Bounds: what a hostile but fair client can make the server hold ---------
+
+const tick = (ms = 0): Promise<void> => new Promise((r) => setTimeout(r, ms));
+
+/** `count` requests back to back, as one chunk. */
+function requestBytes(count: number, f: { type: number; length: number; offset?: (i: number) => number; flags?: number }): Buffer {
+  return Buffer.concat(
+    Array.from({ length: count }, (_, i) => encodeRequest({ type: f.type, flags: f.flags ?? 0, handleHi: 7, handleLo: i, offset: f.offset?.(i) ?? 0, length: f.length })),
+  );
+}
+
+test('nothing after NBD_CMD_DISC is acted on, even a write in the same packet', async () => {
+  const backend = new MemoryBackend({ size: MiB });
+  const { client, session } = startSession({ backend });
+  await client.handshake();
+  const disc = encodeRequest({ flags: 0, type: P.NBD_CMD_DISC, handleHi: 0, handleLo: 0, offset: 0, length: 0 });
+  const write = encodeRequest({ flags: P.NBD_CMD_FLAG_FUA, type: P.NBD_CMD_WRITE, handleHi: 0, handleLo: 1, offset: 0, length: 5 }, Buffer.from('after'));
+  const flush = encodeRequest({ flags: 0, type: P.NBD_CMD_FLUSH, handleHi: 0, handleLo: 2, offset: 0, length: 0 });
+  // A read first, in the same packet: it is answered; the write and flush after DISC are not acted on.
+  const read = client.batch(() => {
+    const r = client.read(0, 512);
+    client.send(Buffer.concat([disc, write, flush]));
+    return r;
+  });
+  assert.equal((await read).error, 0);
+  assert.equal(await session.done, 'client disconnected');
+  await tick(10);
+  assert.deepEqual({ pread: backend.calls.pread, pwrite: backend.calls.pwrite, flush: backend.calls.flush }, { pread: 1, pwrite: 0, flush: 0 });
+  const check = Buffer.alloc(5, 1);
+  await backend.pread(check, 0);
+  assert.deepEqual(check, Buffer.alloc(5));
+});
+
+test('the budget is checked per request: 40 reads of 8 MiB in one packet do not all start at once', async () => {
+  const inner = new MemoryBackend({ size: 16 * MiB });
+  let started = 0;
+  let running = 0;
+  let maxRunning = 0;
+  let release!: () => void;
+  const gate = new Promise<void>((r) => (release = r));
+  const backend = { ...delayedBackend(inner, () => 0) };
+  backend.pread = async (buf: Buffer, offset: number) => {
+    started++;
+    maxRunning = Math.max(maxRunning, ++running);
+    await gate;
+    await inner.pread(buf, offset);
+    running--;
+  };
+  const { client, transport, session } = startSession({ backend, maxInflightBytes: 16 * MiB });
+  await client.handshake();
+  const reads = client.batch(() => Array.from({ length: 40 }, (_, i) => client.read((i % 2) * 8 * MiB, 8 * MiB)));
+  await tick(50);
+  assert.ok(started <= 3, `${started} reads of 8 MiB started before any finished`);
+  assert.equal(transport.paused, true);
+  release();
+  const replies = await Promise.all(reads);
+  assert.ok(replies.every((r) => r.error === 0 && r.data!.length === 8 * MiB));
+  assert.ok(maxRunning <= 3, `${maxRunning} reads at once`);
+  // Held at most: the budget and one request over it.
+  assert.ok(session.budget.peak <= 24 * MiB + MiB, `peak ${session.budget.peak}`);
+});
+
+test('a write is counted from its header: over budget, its data is left unread', async () => {
+  const inner = new MemoryBackend({ size: 8 * MiB });
+  let release!: () => void;
+  const gate = new Promise<void>((r) => (release = r));
+  const backend = { ...delayedBackend(inner, () => 0) };
+  backend.pwrite = async (data: readonly Buffer[], offset: number, o) => {
+    await gate;
+    return inner.pwrite(data, offset, o);
+  };
+  const { client, transport } = startSession({ backend, maxInflightBytes: MiB });
+  await client.handshake();
+  const writes = client.batch(() => Array.from({ length: 6 }, (_, i) => client.write(i * MiB, Buffer.alloc(MiB, i + 1))));
+  await tick(50);
+  assert.equal(transport.paused, true);
+  // The payloads past the budget wait, unread, where the socket would keep them.
+  assert.ok(transport.unreadBytes >= 4 * MiB, `${transport.unreadBytes} bytes left unread`);
+  release();
+  assert.ok((await Promise.all(writes)).every((r) => r.error === 0));
+  const back = Buffer.alloc(MiB);
+  await inner.pread(back, 5 * MiB);
+  assert.deepEqual(back, Buffer.alloc(MiB, 6));
+});
+
+test('replies a client does not read count: zero-length reads stop being read once the budget is full', async () => {
+  const { transport, session } = startSession({ maxInflightBytes: MiB, parseReplies: false });
+  transport.push(Buffer.concat([encodeClientFlags(3), encodeOption(P.NBD_OPT_GO, encodeGoOptionData('', []))]));
+  await tick();
+  assert.equal(session.phase, 'transmission');
+  transport.stalled = true;
+  const total = 400_000;
+  const chunk = requestBytes(2000, { type: P.NBD_CMD_READ, length: 0 });
+  for (let sent = 0; sent < total; sent += 2000) transport.push(chunk);
+  await tick(100);
+  const answered = session.stats.requests.NBD_CMD_READ ?? 0;
+  assert.equal(transport.paused, true);
+  // 16-byte replies: a 1 MiB budget holds some tens of thousands, not 400,000.
+  assert.ok(answered < total / 2, `${answered} of ${total} requests answered while nothing was read`);
+  assert.ok(session.budget.used <= 2 * MiB, `${session.budget.used} bytes held`);
+  // Once the client reads again, everything is answered.
+  transport.unstall();
+  for (let i = 0; i < 200 && (session.stats.requests.NBD_CMD_READ ?? 0) < total; i++) await tick(5);
+  assert.equal(session.stats.requests.NBD_CMD_READ, total);
+});
+
+test('option replies count too: a client that sends options without reading stops being read', async () => {
+  const { transport, session } = startSession({ parseReplies: false });
+  transport.stalled = true;
+  transport.push(encodeClientFlags(3));
+  const info = encodeOption(P.NBD_OPT_INFO, encodeGoOptionData('', [P.NBD_INFO_NAME, P.NBD_INFO_DESCRIPTION]));
+  const chunk = Buffer.concat(Array.from({ length: 1000 }, () => info));
+  for (let i = 0; i < 200; i++) transport.push(chunk);
+  await tick(50);
+  assert.equal(transport.paused, true);
+  assert.ok(transport.writtenBytes < 4 * MiB, `${transport.writtenBytes} bytes of option replies for 200,000 options`);
+  assert.equal(session.phase, 'handshake');
+});
+
+test('block status replies count: unread, they stop further requests from being read', async () => {
+  const backend = new MemoryBackend({ size: 64 * MiB });
+  // Every other 64 KiB page written: 1024 extents.
+  for (let p = 0; p < 1024; p += 2) await backend.pwrite([Buffer.alloc(1, 1)], p * 65536, { fua: false });
+  const { client, transport, session } = startSession({ backend, maxInflightBytes: 4 * MiB });
+  await client.handshake();
+  transport.stalled = true;
+  const count = 20_000;
+  client.send(requestBytes(count, { type: P.NBD_CMD_BLOCK_STATUS, length: 64 * MiB }));
+  await tick(100);
+  assert.equal(transport.paused, true);
+  assert.ok(backend.calls.extents < count / 4, `${backend.calls.extents} of ${count} block status requests run while nothing was read`);
+  assert.ok(session.budget.used <= 5 * MiB, `${session.budget.used} bytes held`);
+});
+
+test('a block status reply has at most 1,024 descriptors, and the backend is asked for no more', async () => {
+  const inner = new MemoryBackend({ size: 64 * MiB });
+  const asked: number[] = [];
+  const backend = { ...delayedBackend(inner, () => 0) };
+  // A backend that ignores the limit: 5,000 extents of 4 KiB, alternating.
+  backend.extents = async (_offset: number, _length: number, maxExtents: number) => {
+    asked.push(maxExtents);
+    return Array.from({ length: 5000 }, (_, i) => ({ length: 4096, flags: i % 2 ? P.NBD_STATE_HOLE : 0 }));
+  };
+  const { client } = startSession({ backend });
+  await client.handshake();
+  const all = blockStatusExtents(await client.request({ type: P.NBD_CMD_BLOCK_STATUS, offset: 0, length: 64 * MiB }));
+  assert.equal(all.length, 1024);
+  assert.ok(all.every(([len]) => len === 4096));
+  const one = blockStatusExtents(await client.request({ type: P.NBD_CMD_BLOCK_STATUS, offset: 0, length: 64 * MiB, flags: P.NBD_CMD_FLAG_REQ_ONE }));
+  assert.equal(one.length, 1);
+  assert.deepEqual(asked, [1024, 1]);
 });
