@@ -5,6 +5,7 @@ import * as net from 'node:net';
 import { dirname } from 'node:path';
 import { StiefelError, errnoCode } from '../errors';
 import type { Logger } from '../log';
+import { unmapIPv4 } from '../netif/address';
 import { MemoryBudget } from './budget';
 import { BufferPool } from './buffer-pool';
 import type { BlockSizeConstraints } from './codec';
@@ -180,12 +181,9 @@ function exportTable(list: readonly NbdExport[]): ExportTable {
 function peerOf(socket: net.Socket, listen: ListenAddress): NbdPeer {
   if (listen.kind === 'unix') return { family: 'unix', address: '', port: 0 };
   const family = socket.remoteFamily === 'IPv6' ? 'IPv6' : 'IPv4';
-  let address = socket.remoteAddress ?? '';
-  // An IPv4 client of a dual-stack listener appears as ::ffff:a.b.c.d.
-  if (family === 'IPv6' && address.startsWith('::ffff:') && net.isIPv4(address.slice(7))) {
-    return { family: 'IPv4', address: address.slice(7), port: socket.remotePort ?? 0 };
-  }
-  return { family, address, port: socket.remotePort ?? 0 };
+  const raw = socket.remoteAddress ?? '';
+  const address = unmapIPv4(raw);
+  return { family: address !== raw ? 'IPv4' : family, address, port: socket.remotePort ?? 0 };
 }
 
 async function listen(server: net.Server, where: ListenAddress): Promise<ListenAddress> {
@@ -234,6 +232,15 @@ async function clearStaleSocket(path: string): Promise<void> {
   fs.rmSync(path, { force: true });
 }
 
+/** Why the kernel refused an address (EINVAL): a missing zone, or a zone naming no interface. */
+function invalidAddressReason(where: ListenAddress): string {
+  const host = where.kind === 'tcp' ? where.host : '';
+  const zone = host.includes('%') ? host.slice(host.indexOf('%') + 1) : undefined;
+  if (zone === undefined) return 'invalid address (a link-local address needs its %interface, e.g. fe80::1%eth0)';
+  if (/^\d+$/.test(zone) || fs.existsSync(`/sys/class/net/${zone}`)) return `invalid address on interface ${zone}`;
+  return `there is no network interface '${zone}'; see 'ip link' for the names`;
+}
+
 function listenError(where: ListenAddress, err: Error): StiefelError {
   const at = formatListenAddress(where);
   const code = errnoCode(err);
@@ -244,7 +251,7 @@ function listenError(where: ListenAddress, err: Error): StiefelError {
     ENOTFOUND: `cannot listen on ${at}: the host name does not resolve; give an IP address`,
     EAI_AGAIN: `cannot listen on ${at}: the host name does not resolve; give an IP address`,
     ENOENT: `cannot listen on ${at}: the directory does not exist; create it first`,
-    EINVAL: `cannot listen on ${at}: invalid address (a link-local address needs its %interface, e.g. fe80::1%eth0)`,
+    EINVAL: `cannot listen on ${at}: ${invalidAddressReason(where)}`,
     ENODEV: `cannot listen on ${at}: no such network interface`,
   };
   return new StiefelError('E_NBD_LISTEN', why[code ?? ''] ?? `cannot listen on ${at}: ${err.message}`, { cause: err });

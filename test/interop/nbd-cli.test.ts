@@ -47,6 +47,7 @@ test('user errors: one line naming the fix, non-zero exit, nothing created', asy
       [['nbd-serve', img, '--listen', '127.0.0.1:99999'], 2, /bad --listen: '99999' is not a TCP port/],
       [['nbd-serve', img, '--listen', '[::1'], 2, /bad --listen: .*closing/],
       [['nbd-serve', img, '--listen', '203.0.113.7:0'], 1, /cannot listen on 203\.0\.113\.7:0: no network interface has that address/],
+      [['nbd-serve', img, '--listen', '[fe80::1%nosuchif0]:0'], 1, /cannot listen on \[fe80::1%nosuchif0\]:0: there is no network interface 'nosuchif0'; see 'ip link'/],
       [['nbd-serve', img, '--listen', `unix:${join(dir, 'no', 'such', 'dir.sock')}`], 1, /cannot listen on unix:.*: the directory .* does not exist; create it first/],
       [['nbd-serve', img, '--listen', `unix:${img}`], 1, /exists and is not a socket/],
     ];
