@@ -15,6 +15,9 @@ import { streamTransport } from './transport';
 
 export type { NbdExport, SessionStats };
 
+/** See NbdServerOptions.keepAliveIdleMs. */
+export const DEFAULT_KEEPALIVE_IDLE_MS = 11 * 60_000;
+
 export interface NbdPeer {
   family: 'IPv4' | 'IPv6' | 'unix';
   /** IP address (IPv6 link-local with its %zone), or '' for a unix socket. */
@@ -58,6 +61,15 @@ export interface NbdServerOptions {
    * connection holding more than its fair share is not read from. Default 256 MiB.
    */
   maxServerInflightBytes?: number;
+  /**
+   * TCP keepalive: how long a connection may be silent before the kernel
+   * starts probing the peer, which then has about 10 s (Node 20's libuv: 10
+   * probes 1 s apart; Node 18's: the kernel's 9 x 75 s) to answer before the
+   * connection is given up. A pulled cable is exactly such a silence, and
+   * the client cannot reconnect a running OS's disk by itself, so the
+   * default, 11 min, outlasts the 10 min a pulled cable is to be survived.
+   */
+  keepAliveIdleMs?: number;
   /** A connection still negotiating after this long is closed. Default 30 s. */
   handshakeTimeoutMs?: number;
   /** How long close() waits for in-flight requests before cutting connections. Default 10 s. */
@@ -92,6 +104,7 @@ export async function startNbdServer(options: NbdServerOptions, ctx: { log: Logg
   const maxInflightBytes = options.maxInflightBytes ?? 64 * 1024 * 1024;
   const serverBudget = new MemoryBudget(options.maxServerInflightBytes ?? 256 * 1024 * 1024);
   const handshakeTimeoutMs = options.handshakeTimeoutMs ?? 30_000;
+  const keepAliveIdleMs = options.keepAliveIdleMs ?? DEFAULT_KEEPALIVE_IDLE_MS;
   const closeTimeoutMs = options.closeTimeoutMs ?? 10_000;
   const sessions = new Map<NbdSession, NbdConnectionInfo>();
   let nextId = 1;
@@ -109,7 +122,7 @@ export async function startNbdServer(options: NbdServerOptions, ctx: { log: Logg
     if (refused !== undefined) info.refused = refused;
     sessions.set(session, info);
     socket.setNoDelay(true);
-    if (peer.family !== 'unix') socket.setKeepAlive(true, 30_000);
+    if (peer.family !== 'unix') socket.setKeepAlive(true, keepAliveIdleMs);
     const who = peer.family === 'unix' ? 'unix socket' : formatListenAddress({ kind: 'tcp', host: peer.address, port: peer.port });
     log.debug(`connection ${info.id} from ${who}${refused !== undefined ? ` refused: ${refused}` : ''}`);
     const timer = setTimeout(() => {

@@ -54,6 +54,24 @@ export interface EndToEndOptions {
    * firmware (OVMF) or by the BIOS (SeaBIOS).
    */
   desktopBoot?: 'kernel' | 'uefi-stick' | 'bios-stick';
+  /**
+   * Pull the cable while the laptop OS on the desktop writes: it writes
+   * `records` fsynced records, one a second; after record `atRecord` both
+   * ends of the cable lose carrier (QMP set_link off on each VM's NIC) for
+   * `offSeconds`, then get it back.
+   */
+  cable?: { records: number; atRecord: number; offSeconds: number };
+}
+
+export interface CableResult {
+  offSeconds: number;
+  /** From carrier back to the next record written. */
+  resumedAfterSeconds: number;
+  /** Records the laptop OS reported as fsynced, and the records found on the laptop's disk afterwards. */
+  reported: number;
+  onDisk: number[];
+  rootOptions: string;
+  diskErrors: number;
 }
 
 export interface Stage {
@@ -71,6 +89,7 @@ export interface EndToEndResult {
   bench?: { read: string; write: string };
   /** The address the disk was served to, as the server saw it. */
   diskPeer: string;
+  cable?: CableResult;
 }
 
 export const E2E_CACHE_DIR = TEST_CACHE_DIR;
@@ -134,8 +153,10 @@ export async function makeCable(netns: string): Promise<void> {
 }
 
 /** The server VM's own config, put over the image's in a cpio appended to its initrd. */
-function serverConfigOverlay(token: string, options: { wireguard: boolean; bench: boolean }): Buffer {
-  const append = [`stiefel_e2e.token=${token}`, options.bench ? 'stiefel_e2e.bench=1' : ''].filter(Boolean).join(' ');
+function serverConfigOverlay(token: string, options: { wireguard: boolean; bench: boolean; cableRecords?: number }): Buffer {
+  const append = [`stiefel_e2e.token=${token}`, options.bench ? 'stiefel_e2e.bench=1' : '', options.cableRecords ? `stiefel_e2e.cable=${options.cableRecords}` : '']
+    .filter(Boolean)
+    .join(' ');
   const yaml = [
     'secret: secret',
     'server:',
@@ -154,6 +175,44 @@ function serverConfigOverlay(token: string, options: { wireguard: boolean; bench
 export async function initrdWithOverlay(initrd: string, overlay: Buffer, out: string): Promise<void> {
   await copyFile(initrd, out);
   await appendFile(out, Buffer.concat([initrdPadding(statSync(out).size), overlay]));
+}
+
+/**
+ * The cable scenario's middle: once the laptop OS reported record
+ * `atRecord`, both NICs lose carrier for `offSeconds`; then the records go
+ * on, and the laptop OS reports its root's mount options and disk errors.
+ */
+async function pullTheCable(
+  cable: NonNullable<EndToEndOptions['cable']>,
+  server: QemuVm,
+  client: QemuVm,
+  scale: number,
+  from: number,
+  log: (l: string) => void,
+): Promise<CableResult> {
+  await client.waitFor(new RegExp(`STIEFEL-E2E-WRITE ${cable.atRecord}\\r?\\n`), 120_000 * scale, from);
+  // Half-way to the next record: the laptop has sent every reply and had it
+  // acknowledged, so its end of the connection is idle (no retransmission
+  // pending), which is when a keepalive timer would give the desktop up.
+  await new Promise((r) => setTimeout(r, 500));
+  for (const vm of [client, server]) await vm.qmp('set_link', { name: 'net0', up: false });
+  const pulledAt = client.console.length;
+  log(`cable pulled after record ${cable.atRecord} (both NICs without carrier) for ${cable.offSeconds} s`);
+  await new Promise((r) => setTimeout(r, cable.offSeconds * 1000));
+  for (const vm of [client, server]) await vm.qmp('set_link', { name: 'net0', up: true });
+  const backAt = Date.now();
+  const duringPull = [...client.console.slice(pulledAt).matchAll(/STIEFEL-E2E-WRITE (\d+)\r?\n/g)].map((m) => Number(m[1]));
+  const last = duringPull.at(-1) ?? cable.atRecord;
+  log(`cable back; records reported while it was out: ${duringPull.length === 0 ? 'none' : duringPull.join(', ')}`);
+  // TCP retransmits with exponential back-off (at most 120 s apart): the
+  // next record may take that long.
+  const next = await client.waitFor(new RegExp(`STIEFEL-E2E-WRITE(-FAILED)? ${last + 1}\\r?\\n`), 300_000 * scale, pulledAt);
+  const resumedAfterSeconds = (Date.now() - backAt) / 1000;
+  log(`record ${last + 1} ${next[1] ? 'FAILED' : 'written'} ${resumedAfterSeconds.toFixed(1)} s after the cable came back`);
+  const options = await client.waitFor(/STIEFEL-E2E-ROOT-OPTIONS (\S+)/, (cable.records + 120) * 1000 * scale, from);
+  const errors = await client.waitFor(/STIEFEL-E2E-DISK-ERRORS (\d+)/, 60_000 * scale, from);
+  const reported = [...client.console.slice(from).matchAll(/STIEFEL-E2E-WRITE (\d+)\r?\n/g)].length;
+  return { offSeconds: cable.offSeconds, resumedAfterSeconds, reported, onDisk: [], rootOptions: options[1]!, diskErrors: Number(errors[1]) };
 }
 
 /** Reads a file from the ext4 root partition of the laptop image (mounted read-only by offset). */
@@ -188,7 +247,7 @@ export async function runEndToEnd(options: EndToEndOptions): Promise<EndToEndRes
     await run('cp', ['--sparse=always', laptop.path, disk]);
     const token = randomBytes(12).toString('hex');
     const serverInitrd = join(work, 'server-initrd.img');
-    await initrdWithOverlay(os.initrd, serverConfigOverlay(token, { wireguard, bench: options.bench ?? false }), serverInitrd);
+    await initrdWithOverlay(os.initrd, serverConfigOverlay(token, { wireguard, bench: options.bench ?? false, cableRecords: options.cable?.records }), serverInitrd);
     log(`prepared in ${((Date.now() - t0) / 1000).toFixed(1)} s; token ${token}`);
 
     // The cable: a bridge with one tap per VM, in a network namespace of
@@ -205,6 +264,7 @@ export async function runEndToEnd(options: EndToEndOptions): Promise<EndToEndRes
       nics: [{ netdev: { type: 'tap', ifname: 'stf6srv' }, mac: SERVER_MAC }],
       disks: [{ path: disk, format: 'raw' }],
       netns,
+      qmp: options.cable !== undefined,
       onLine: options.onConsole && ((line) => options.onConsole!('laptop', line)),
     });
     vms.push(server);
@@ -231,6 +291,7 @@ export async function runEndToEnd(options: EndToEndOptions): Promise<EndToEndRes
       memoryMiB: 2048,
       nics: [{ netdev: { type: 'tap', ifname: 'stf6cli' }, mac: CLIENT_MAC }],
       netns,
+      qmp: options.cable !== undefined,
       onLine: options.onConsole && ((line) => options.onConsole!('desktop', line)),
     });
     vms.push(client);
@@ -263,6 +324,7 @@ export async function runEndToEnd(options: EndToEndOptions): Promise<EndToEndRes
       const write = /STIEFEL-E2E-BENCH write (.*)/.exec(client.console)?.[1] ?? '';
       bench = { read, write };
     }
+    const cable = options.cable && (await pullTheCable(options.cable, server, client, scale, kexecAt, log));
     const root = /STIEFEL-E2E-ROOT (\S+)/.exec(client.console)?.[1];
     if (root !== '/dev/nbd0p2') throw new Error(`the laptop OS's root was ${root ?? 'not reported'}, not /dev/nbd0p2`);
     const peer = /the desktop at (\S+) connected to the disk/.exec(server.console)?.[1] ?? '';
@@ -285,7 +347,11 @@ export async function runEndToEnd(options: EndToEndOptions): Promise<EndToEndRes
       throw new Error(`the laptop's disk image does not hold this run's token (found ${JSON.stringify(found)}, wanted ${token})`);
     }
     log(`the laptop's disk holds the token ${token}: what the desktop wrote landed on the laptop's disk`);
-    return { token, stages, totalSeconds, bench, diskPeer: peer };
+    if (cable) {
+      const records = (await readFromLaptopImage(disk, laptop.root, 'var/lib/stiefel-e2e/writes')) ?? '';
+      cable.onDisk = records.split('\n').filter(Boolean).map(Number);
+    }
+    return { token, stages, totalSeconds, bench, diskPeer: peer, cable };
   } catch (err) {
     for (const vm of vms) {
       log(`--- last lines of the ${vm.name} console ---\n${vm.tail(40)}`);

@@ -145,14 +145,19 @@ export async function kernelVersionOf(root: string): Promise<string> {
 const MARKER_SCRIPT = `#!/bin/sh
 # stiefelsystem end-to-end test marker: writes the token from the command
 # line onto the root file system (which lives on the laptop's disk, served
-# over NBD), syncs, reports on the console and powers off.
+# over NBD), syncs, reports on the console and powers off. With
+# stiefel_e2e.cable=N it first writes N records, one a second, each fsynced
+# before it is reported (the cable scenario pulls the cable meanwhile), and
+# reports the root's mount options and the kernel's disk errors.
 set -u
 token=
 bench=
+cable=
 for w in $(cat /proc/cmdline); do
   case "$w" in
     stiefel_e2e.token=*) token=\${w#stiefel_e2e.token=} ;;
     stiefel_e2e.bench=*) bench=\${w#stiefel_e2e.bench=} ;;
+    stiefel_e2e.cable=*) cable=\${w#stiefel_e2e.cable=} ;;
   esac
 done
 [ -n "$token" ] || exit 0
@@ -172,6 +177,18 @@ mkdir -p /var/lib/stiefel-e2e
 echo "$token" > /var/lib/stiefel-e2e/marker
 sync
 say "STIEFEL-E2E-MARKER $token"
+if [ -n "$cable" ]; then
+  n=0
+  while [ "$n" -lt "$cable" ]; do
+    n=$((n + 1))
+    echo "$n" >> /var/lib/stiefel-e2e/writes
+    # coreutils' sync FILE: fsync, returns once the record is on the laptop's disk.
+    if sync /var/lib/stiefel-e2e/writes; then say "STIEFEL-E2E-WRITE $n"; else say "STIEFEL-E2E-WRITE-FAILED $n"; fi
+    sleep 1
+  done
+  say "STIEFEL-E2E-ROOT-OPTIONS $(findmnt -n -o OPTIONS /)"
+  say "STIEFEL-E2E-DISK-ERRORS $(dmesg | grep -c -E 'I/O error|EXT4-fs (error|warning)|Remounting filesystem read-only|nbd[0-9]+: (Dead connection|Connection timed out|Receive control failed)')"
+fi
 systemctl --no-block poweroff
 `;
 

@@ -4,7 +4,8 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import * as net from 'node:net';
 import { MemoryBackend } from '../../src/nbd/backend-memory';
-import { startNbdServer, type NbdConnectionInfo } from '../../src/nbd/server';
+import { execFileSync } from 'node:child_process';
+import { DEFAULT_KEEPALIVE_IDLE_MS, startNbdServer, type NbdConnectionInfo } from '../../src/nbd/server';
 import { silentLogger } from '../../src/log';
 import { connectClient } from '../helpers/nbd-client';
 
@@ -28,6 +29,38 @@ test('listening on :: takes IPv4 and IPv6 clients and reports each peer as it is
       socket.destroy();
     }
     assert.deepEqual(peers, ['IPv4 127.0.0.1', 'IPv6 ::1']);
+  } finally {
+    await server.close();
+  }
+});
+
+test('a silent client is kept for the whole keepalive idle time: a pulled cable of up to 10 min does not end the connection', async () => {
+  const server = await startNbdServer(
+    { exports: [{ name: 'd', backend: new MemoryBackend({ size: MiB }) }], listen: { kind: 'tcp', host: '127.0.0.1', port: 0 } },
+    { log: silentLogger },
+  );
+  try {
+    const port = server.address.kind === 'tcp' ? server.address.port : 0;
+    const { client, socket } = await connectClient({ port, host: '127.0.0.1' });
+    await client.handshake();
+    // The kernel's own view of the server's end: ss shows the keepalive timer
+    // (e.g. timer:(keepalive,10min59sec,0)), set when the socket went idle.
+    // Until the client's delayed ACK of the handshake, the retransmit timer shows instead.
+    let line = '';
+    let m: RegExpExecArray | null = null;
+    for (let i = 0; i < 50 && !m; i++) {
+      if (i > 0) await new Promise((r) => setTimeout(r, 50));
+      line = execFileSync('ss', ['-tnoH', 'state', 'established', `( sport = :${port} )`], { encoding: 'utf8' });
+      m = /timer:\(keepalive,(?:(\d+)min)?(?:(\d+)(?:\.\d+)?sec)?(?:(\d+)ms)?/.exec(line);
+    }
+    assert.ok(m, `no keepalive timer on the server's socket: ${line}`);
+    const seconds = Number(m[1] ?? 0) * 60 + Number(m[2] ?? 0) + Number(m[3] ?? 0) / 1000;
+    assert.ok(DEFAULT_KEEPALIVE_IDLE_MS >= 10 * 60_000);
+    // ss shows whole minutes above one minute.
+    assert.ok(seconds >= DEFAULT_KEEPALIVE_IDLE_MS / 1000 - 60, `keepalive fires after ${seconds} s of silence, not ${DEFAULT_KEEPALIVE_IDLE_MS / 1000} s`);
+    client.disconnect();
+    await client.waitClosed();
+    socket.destroy();
   } finally {
     await server.close();
   }

@@ -102,3 +102,43 @@ test('the disk is served over NBD to the desktop that fetched the payload, and t
   assert.equal(free.code, 0, free.stderr);
   assert.match(free.stdout, new RegExp(`export-size: ${DISK_SIZE}`));
 });
+
+test("a pulled cable (45 s without carrier) does not end the desktop's disk connection: its next write goes through", { timeout: 180_000 }, async (t) => {
+  const server = w.lab.spawn(w.server, process.execPath, [w.cli, 'server', '--config', join(w.dir, 'server.yaml')], { label: 'stiefelctl server' });
+  t.after(() => server.stop());
+  await server.waitFor(/serving 'stf3-laptop': .*, disk .*laptop-disk\.img on NBD 10809/);
+  const a = w.lab.spawn(w.client, process.execPath, [w.cli, 'client', '--config', join(w.dir, 'client.yaml'), '--no-kexec', '--out', join(w.dir, 'out-cable')], { label: 'client A' });
+  t.after(() => a.stop());
+  assert.equal((await a.wait(30_000)).code, 0, a.output);
+  const ll = await w.lab.linkLocal(w.server, 'stf3s1');
+  const qemu: LabProcess = w.lab.spawn(
+    w.client,
+    'qemu-io',
+    ['--image-opts', `driver=nbd,server.type=inet,server.host=${ll}%stf3c1,server.port=10809,export=disk`],
+    { label: 'qemu-io' },
+  );
+  t.after(() => qemu.stop());
+  qemu.child.stdin!.write('write -P 0x5a 2097152 4096\n');
+  await qemu.waitFor(/wrote 4096\/4096 bytes at offset 2097152/);
+  await server.waitFor(/the desktop at fe80::[0-9a-f:]+%stf3s1 connected to the disk/);
+
+  // Once the write's reply is acknowledged (delayed ACKs: well within 1 s),
+  // the laptop's end has nothing in flight: only keepalive would notice a
+  // silent peer. Then the desktop's end goes down (its addresses kept, as a
+  // pulled cable keeps them): the laptop's port loses carrier and hears
+  // nothing, for longer than a 30 s keepalive and its 10 probes (Node's
+  // setKeepAlive(true, 30_000)) would allow.
+  await new Promise((r) => setTimeout(r, 1_000));
+  const c = (args: string[]) => w.lab.exec(w.client, args[0]!, args.slice(1));
+  await c(['sysctl', '-q', '-w', 'net.ipv6.conf.stf3c1.keep_addr_on_down=1']);
+  await c(['ip', 'link', 'set', 'stf3c1', 'down']);
+  await new Promise((r) => setTimeout(r, 45_000));
+  await c(['ip', 'link', 'set', 'stf3c1', 'up']);
+  qemu.child.stdin!.write('write -P 0x6b 2101248 4096\n');
+  await qemu.waitFor(/wrote 4096\/4096 bytes at offset 2101248/, 60_000);
+  assert.doesNotMatch(server.output, /disconnected from the disk/);
+  const written = readFileSync(disk).subarray(2101248, 2101248 + 4096);
+  assert.ok(written.every((b) => b === 0x6b), 'the write after the cable came back reached the laptop disk');
+  qemu.child.stdin!.end('quit\n');
+  await qemu.wait(10_000);
+});
