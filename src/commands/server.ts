@@ -6,7 +6,8 @@ import { systemNetworkControl } from '../netif/interfaces';
 import { startBootServer } from '../laptop/server-role';
 import { startNbdDiskService } from '../laptop/nbd-disk';
 import { consolePassphraseProvider } from '../disk/passphrase-console';
-import { access } from 'node:fs/promises';
+import { access, appendFile } from 'node:fs/promises';
+import { consoleBeeper, findPcSpeaker } from '../laptop/battery';
 import { IMAGE_PATHS } from '../image/build';
 import { terminalKeys } from '../laptop/console-keys';
 
@@ -54,6 +55,11 @@ Example:
         startDisk: startNbdDiskService,
         ...(consolePassphrase ? { consolePassphrase } : {}),
         ...(inStiefelOs ? { wayBack: { console: terminalKeys({ ttyPath: '/proc/self/fd/2' }) } } : {}),
+        // The bell goes to where the log goes (the console in stiefelOS); the PC speaker only there.
+        beeper: consoleBeeper({
+          bell: (bel) => void appendFile('/proc/self/fd/2', bel).catch(() => undefined),
+          ...(inStiefelOs ? { speaker: () => findPcSpeaker() } : {}),
+        }),
       },
       { log: ctx.log, signal: ctx.signal },
     );

@@ -151,6 +151,15 @@ export const SETTINGS = section({
         default: 'return',
       }),
       return_delay_s: int({ doc: 'That countdown, in seconds.', default: 10, min: 0, max: 3600 }),
+      battery: section(
+        {
+          warn_every_s: int({ doc: 'On battery: a console warning and a beep this often, in seconds.', default: 60, min: 1, max: 3600 }),
+          low_percent: int({ doc: 'Below this charge, in percent...', default: 20, min: 0, max: 100 }),
+          low_every_s: int({ doc: '...the warning comes this often instead.', default: 10, min: 1, max: 3600 }),
+          power_supply: path({ doc: "Where the kernel shows the laptop's power supplies.", default: '/sys/class/power_supply' }),
+        },
+        { doc: "A laptop serving its disk must not run flat: stiefelOS warns on its\nconsole (and beeps) while the laptop runs on battery." },
+      ),
       goodbye_port: port("TCP port where the laptop OS on the desktop says goodbye as its last\nshutdown step (on the tunnel address; the word is a per-boot token).", DEFAULT_GOODBYE_PORT),
       name: optionalText({
         doc: 'Name shown on the desktop; defaults to the host name.',

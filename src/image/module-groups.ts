@@ -93,4 +93,10 @@ export const MODULE_GROUPS: readonly ModuleGroup[] = [
     // they are built into distribution kernels (Debian: CONFIG_FB_EFI=y).
     names: ['hid_generic', 'usbhid', 'hid_apple', 'i2c_hid_acpi', 'evdev', 'atkbd', 'i8042'],
   },
+  {
+    name: 'power',
+    // The laptop's adapter and battery in /sys/class/power_supply (ACPI; modules
+    // in Debian's kernel), and the PC speaker for the battery warnings' beep.
+    names: ['ac', 'battery', 'pcspkr'],
+  },
 ];

@@ -31,6 +31,8 @@ export async function logicalBlockSize(path: string, sysfs = '/sys'): Promise<nu
 export const startNbdDiskService: StartDiskService = async (o, ctx) => {
   const blockSize = await logicalBlockSize(o.path);
   const backend = await FileBackend.open(o.path, {}, { log: ctx.log });
+  // Bytes of the admitted connections that ended; the open ones are read live.
+  const ended = { bytesRead: 0, bytesWritten: 0 };
   try {
     const handle = await startNbdServer(
       {
@@ -41,7 +43,10 @@ export const startNbdDiskService: StartDiskService = async (o, ctx) => {
           return d.ok ? true : { refuse: d.message };
         },
         onDisconnect: (connection) => {
-          if (connection.refused === undefined) o.disconnected(peerHost(connection.peer.address));
+          if (connection.refused !== undefined) return;
+          ended.bytesRead += connection.stats.bytesRead;
+          ended.bytesWritten += connection.stats.bytesWritten;
+          o.disconnected(peerHost(connection.peer.address));
         },
       },
       { log: ctx.log, signal: ctx.signal },
@@ -50,6 +55,15 @@ export const startNbdDiskService: StartDiskService = async (o, ctx) => {
     return {
       port,
       blockSize,
+      traffic: () => {
+        const t = { ...ended };
+        for (const c of handle.connections()) {
+          if (c.refused !== undefined) continue;
+          t.bytesRead += c.stats.bytesRead;
+          t.bytesWritten += c.stats.bytesWritten;
+        }
+        return t;
+      },
       close: async () => {
         await handle.close();
         await backend.close();

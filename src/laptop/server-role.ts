@@ -13,6 +13,9 @@ import { startPayloadServer, type PayloadServer } from './payload-server';
 import { FilesPayloadSource, type BootPayloadSource } from './payload-source';
 import { BootEntriesPayloadSource } from './boot-entries-source';
 import { startWireGuardServer, WG_INTERFACE, type WireGuardServer } from '../wireguard/link';
+import { watchSilence } from './silence-watch';
+import { watchBattery, type Beeper } from './battery';
+import { watchDiskStatus, type DiskTraffic } from './disk-status';
 import { systemRunner, type CommandRunner } from '../disk/runner';
 import type { PassphraseProvider } from '../disk/passphrase';
 import { resolveDisk } from '../disk/find-disk';
@@ -23,11 +26,21 @@ import { kexecTools } from '../kexec/kexec';
 import { startGoodbyeListener, type GoodbyeListener } from './goodbye';
 import { createWayBack, type ConsoleIO, type WayBack, type WayBackActions } from './way-back';
 
+/**
+ * How often the bytes received from the desktop through the tunnel are read,
+ * and how long they may stand still before the console says so: the
+ * desktop's side sends a WireGuard keepalive every 15 s at the least.
+ */
+const SILENCE_POLL_MS = 5_000;
+const SILENT_AFTER_MS = 30_000;
+
 /** The disk server (NBD), started by the caller's factory with the lock's admission hook. */
 export interface DiskService {
   readonly port: number;
   /** The disk's logical block size (its partition table counts in it). */
   readonly blockSize: number;
+  /** Bytes moved so far by the connections of admitted desktops (open and closed). */
+  traffic(): DiskTraffic;
   close(): Promise<void>;
 }
 
@@ -67,6 +80,8 @@ export interface BootServerOptions {
    * stiefelOS server role only: elsewhere nothing is kexec'd).
    */
   wayBack?: { console: ConsoleIO; actions?: Partial<WayBackActions> };
+  /** Sounds the battery warnings (the console's bell, the PC speaker); silent when omitted. */
+  beeper?: Beeper;
 }
 
 export interface BootServer {
@@ -217,6 +232,40 @@ export async function startBootServer(o: BootServerOptions, ctx: { log: Logger; 
       link = async (peer) => ({ ...(inner ? await inner(peer) : {}), goodbye: g.issue(peer.host) });
     }
 
+    // A laptop serving on battery says so, and beeps.
+    const battery = watchBattery(
+      { ...cfg.server.battery, beeper: o.beeper ?? { beep: async () => undefined } },
+      { log: log.child('battery'), signal },
+    );
+    closers.push(async () => battery.stop());
+
+    // The desktop holding the disk, while it does: watched for silence, and
+    // what it moves shown on the console every minute.
+    let diskHolder: string | undefined;
+    let holderSince = 0;
+    if (wireguard && diskPath && o.startDisk) {
+      const wg = wireguard;
+      const silence = watchSilence(
+        {
+          received: () => (diskHolder === undefined ? Promise.resolve(undefined) : wg.received()),
+          intervalMs: SILENCE_POLL_MS,
+          silentAfterMs: SILENT_AFTER_MS,
+          onEvent: (event) => {
+            if (diskHolder === undefined) return;
+            if (event.kind === 'silent') {
+              log.warn(
+                `the desktop at ${diskHolder} has not been heard from for ${Math.round(event.forMs / 1000)} s: the cable is out or the desktop is off; its disk stays served for it to come back`,
+              );
+            } else {
+              log.info(`the desktop at ${diskHolder} is heard again, after ${Math.round(event.afterMs / 1000)} s`);
+            }
+          },
+        },
+        { signal },
+      );
+      closers.push(async () => silence.stop());
+    }
+
     let disk: DiskService | undefined;
     if (diskPath && o.startDisk) {
       disk = await o.startDisk(
@@ -229,6 +278,8 @@ export async function startBootServer(o: BootServerOptions, ctx: { log: Logger; 
             const d = lock.admitDisk(peer);
             if (d.ok) {
               log.info(`the desktop at ${peer} connected to the disk`);
+              if (diskHolder !== peer) holderSince = Date.now();
+              diskHolder = peer;
               back?.returned();
               return { ok: true };
             }
@@ -238,6 +289,7 @@ export async function startBootServer(o: BootServerOptions, ctx: { log: Logger; 
           disconnected: (peer) => {
             lock.diskClosed(peer);
             if (lock.state !== 'free') return;
+            diskHolder = undefined;
             log.info(`the desktop at ${peer} disconnected from the disk`);
             if (!saidGoodbye) back?.vanished(peer).catch((err: Error) => log.warn(`the way back failed: ${err.message}`));
           },
@@ -246,6 +298,11 @@ export async function startBootServer(o: BootServerOptions, ctx: { log: Logger; 
       );
       const d = disk;
       closers.push(() => d.close());
+      const status = watchDiskStatus(
+        { traffic: () => d.traffic(), holder: () => (diskHolder === undefined ? undefined : { peer: diskHolder, since: holderSince }), print: (line) => log.info(line) },
+        { signal },
+      );
+      closers.push(async () => status.stop());
     } else if (diskPath) {
       log.warn(`server.disk ${diskPath} is not served: no disk server given`);
     }

@@ -34,8 +34,19 @@ export interface WireGuardServer {
   readonly publicKey: string;
   /** Makes keys and an address for a new desktop session and makes it the one peer. */
   addPeer(): Promise<WireGuardLink>;
+  /** Bytes received from the current peer (`wg show IF transfer`); undefined without one. */
+  received(): Promise<number | undefined>;
   /** Removes the interface. */
   close(): Promise<void>;
+}
+
+/** From `wg show IF transfer` (PUBKEY<TAB>RX<TAB>TX per peer): what `peer` sent us. */
+export function receivedFrom(text: string, peer: string): number | undefined {
+  for (const line of text.split('\n')) {
+    const [key, rx] = line.trim().split('\t');
+    if (key === peer && rx !== undefined && /^\d+$/.test(rx)) return Number(rx);
+  }
+  return undefined;
 }
 
 /**
@@ -103,6 +114,11 @@ export async function startWireGuardServer(
         serverAddress: address,
         serverPort: options.port,
       };
+    },
+    async received() {
+      if (!peerKey) return undefined;
+      const r = await runner.run('wg', ['show', ifname, 'transfer']);
+      return r.code === 0 ? receivedFrom(r.stdout, peerKey) : undefined;
     },
     async close() {
       const r = await runner.run('ip', ['link', 'del', ifname]);

@@ -61,6 +61,24 @@ export interface EndToEndOptions {
    * `offSeconds`, then get it back.
    */
   cable?: { records: number; atRecord: number; offSeconds: number };
+  /**
+   * Cut the desktop's power while the laptop OS writes: it writes `records`
+   * fsynced records, one a second; after record `atRecord` the desktop VM is
+   * killed (SIGKILL). The laptop's console must say it no longer hears the
+   * desktop; its disk must be consistent once the journal is replayed.
+   */
+  powerCut?: { records: number; atRecord: number };
+}
+
+export interface PowerCutResult {
+  /** Records the laptop OS reported as fsynced before the cut. */
+  reported: number;
+  /** Records found on the laptop's disk afterwards. */
+  onDisk: number[];
+  /** From the cut to the laptop's console saying the desktop is silent. */
+  noticedAfterSeconds: number;
+  /** What e2fsck said: the replay, then a forced check that must find nothing. */
+  fsck: string;
 }
 
 export interface CableResult {
@@ -72,6 +90,8 @@ export interface CableResult {
   onDisk: number[];
   rootOptions: string;
   diskErrors: number;
+  /** What the laptop's console said meanwhile: the silence, the return, the status lines. */
+  laptopSaid: string[];
 }
 
 export interface Stage {
@@ -90,6 +110,7 @@ export interface EndToEndResult {
   /** The address the disk was served to, as the server saw it. */
   diskPeer: string;
   cable?: CableResult;
+  powerCut?: PowerCutResult;
 }
 
 export const E2E_CACHE_DIR = TEST_CACHE_DIR;
@@ -195,6 +216,7 @@ async function pullTheCable(
   // acknowledged, so its end of the connection is idle (no retransmission
   // pending), which is when a keepalive timer would give the desktop up.
   await new Promise((r) => setTimeout(r, 500));
+  const serverFrom = server.console.length;
   for (const vm of [client, server]) await vm.qmp('set_link', { name: 'net0', up: false });
   const pulledAt = client.console.length;
   log(`cable pulled after record ${cable.atRecord} (both NICs without carrier) for ${cable.offSeconds} s`);
@@ -212,7 +234,72 @@ async function pullTheCable(
   const options = await client.waitFor(/STIEFEL-E2E-ROOT-OPTIONS (\S+)/, (cable.records + 120) * 1000 * scale, from);
   const errors = await client.waitFor(/STIEFEL-E2E-DISK-ERRORS (\d+)/, 60_000 * scale, from);
   const reported = [...client.console.slice(from).matchAll(/STIEFEL-E2E-WRITE (\d+)\r?\n/g)].length;
-  return { offSeconds: cable.offSeconds, resumedAfterSeconds, reported, onDisk: [], rootOptions: options[1]!, diskErrors: Number(errors[1]) };
+  // The laptop noticed the silence (30 s) and the return (polled every 5 s).
+  await server.waitFor(/the desktop at \S+ is heard again, after \d+ s/, 30_000 * scale, serverFrom);
+  const laptopSaid = server.console
+    .slice(serverFrom)
+    .split(/\r?\n/)
+    .filter((l) => /has not been heard from|is heard again|serving the disk to the desktop/.test(l));
+  return { offSeconds: cable.offSeconds, resumedAfterSeconds, reported, onDisk: [], rootOptions: options[1]!, diskErrors: Number(errors[1]), laptopSaid };
+}
+
+/**
+ * The power cut: once the laptop OS reported record `atRecord`, the desktop
+ * VM is killed; the laptop must say it no longer hears the desktop, and is
+ * then stopped the way its user would (QEMU ends on SIGTERM with every
+ * write in the image).
+ */
+async function cutThePower(
+  cut: NonNullable<EndToEndOptions['powerCut']>,
+  server: QemuVm,
+  client: QemuVm,
+  scale: number,
+  from: number,
+  log: (l: string) => void,
+): Promise<PowerCutResult> {
+  await client.waitFor(new RegExp(`STIEFEL-E2E-WRITE ${cut.atRecord}\\r?\\n`), 120_000 * scale, from);
+  // Mid-write: half-way to the next record, whose write may be on its way.
+  await new Promise((r) => setTimeout(r, 700));
+  const reported = [...client.console.slice(from).matchAll(/STIEFEL-E2E-WRITE (\d+)\r?\n/g)].length;
+  const serverFrom = server.console.length;
+  const pid = client.pid();
+  if (pid === undefined) throw new Error('the desktop VM is not running');
+  process.kill(pid, 'SIGKILL');
+  const cutAt = Date.now();
+  log(`the desktop's power cut after record ${reported} (QEMU killed)`);
+  await client.waitForExit(30_000);
+  await server.waitFor(/the desktop at \S+ has not been heard from for \d+ s: the cable is out or the desktop is off/, 120_000 * scale, serverFrom);
+  const noticedAfterSeconds = (Date.now() - cutAt) / 1000;
+  log(`the laptop says it no longer hears the desktop, ${noticedAfterSeconds.toFixed(1)} s after the cut`);
+  const spid = server.pid();
+  if (spid !== undefined) process.kill(spid, 'SIGTERM');
+  await server.waitForExit(60_000 * scale);
+  return { reported, onDisk: [], noticedAfterSeconds, fsck: '' };
+}
+
+/**
+ * e2fsck on the laptop image's root partition (a loop device at its
+ * offset): first as a mount would (replaying the journal), then forced and
+ * read-only, which must find nothing to mend. Returns what both said.
+ */
+async function checkLaptopRoot(image: string, layout: LaptopImage['root']): Promise<string> {
+  const { stdout } = await run('losetup', ['-f', '--show', '-o', String(layout.offset), '--sizelimit', String(layout.size), image]);
+  const dev = stdout.trim();
+  try {
+    const fsck = (args: string[]) =>
+      run('e2fsck', [...args, dev]).then(
+        (r) => ({ code: 0, out: r.stdout + r.stderr }),
+        (e: { code?: number; stdout?: string; stderr?: string }) => ({ code: e.code ?? -1, out: `${e.stdout ?? ''}${e.stderr ?? ''}` }),
+      );
+    // -p: what the boot-time check does (replays the journal; 0 or 1 when all is well).
+    const replay = await fsck(['-p']);
+    if (replay.code > 1) throw new Error(`e2fsck -p on the laptop's root after the power cut: exit ${replay.code}\n${replay.out}`);
+    const check = await fsck(['-fn']);
+    if (check.code !== 0) throw new Error(`e2fsck -fn on the laptop's root after the journal replay: exit ${check.code}\n${check.out}`);
+    return `${replay.out.trim()} / ${check.out.trim().split('\n').at(-1)}`;
+  } finally {
+    await run('losetup', ['-d', dev]).catch(() => undefined);
+  }
 }
 
 /** Reads a file from the ext4 root partition of the laptop image (mounted read-only by offset). */
@@ -247,7 +334,7 @@ export async function runEndToEnd(options: EndToEndOptions): Promise<EndToEndRes
     await run('cp', ['--sparse=always', laptop.path, disk]);
     const token = randomBytes(12).toString('hex');
     const serverInitrd = join(work, 'server-initrd.img');
-    await initrdWithOverlay(os.initrd, serverConfigOverlay(token, { wireguard, bench: options.bench ?? false, cableRecords: options.cable?.records }), serverInitrd);
+    await initrdWithOverlay(os.initrd, serverConfigOverlay(token, { wireguard, bench: options.bench ?? false, cableRecords: options.cable?.records ?? options.powerCut?.records }), serverInitrd);
     log(`prepared in ${((Date.now() - t0) / 1000).toFixed(1)} s; token ${token}`);
 
     // The cable: a bridge with one tap per VM, in a network namespace of
@@ -323,6 +410,17 @@ export async function runEndToEnd(options: EndToEndOptions): Promise<EndToEndRes
       const read = /STIEFEL-E2E-BENCH read (.*)/.exec(client.console)?.[1] ?? '';
       const write = /STIEFEL-E2E-BENCH write (.*)/.exec(client.console)?.[1] ?? '';
       bench = { read, write };
+    }
+    if (options.powerCut) {
+      const cut = await cutThePower(options.powerCut, server, client, scale, kexecAt, log);
+      // First the check (a read-only mount cannot replay the journal), then the files.
+      cut.fsck = await checkLaptopRoot(disk, laptop.root);
+      log(`e2fsck: ${cut.fsck}`);
+      const found = await readFromLaptopImage(disk, laptop.root, 'var/lib/stiefel-e2e/marker');
+      if (found?.trim() !== token) throw new Error(`the laptop's disk lost the marker written before the cut (found ${JSON.stringify(found)})`);
+      const records = (await readFromLaptopImage(disk, laptop.root, 'var/lib/stiefel-e2e/writes')) ?? '';
+      cut.onDisk = records.split('\n').filter(Boolean).map(Number);
+      return { token, stages, totalSeconds, diskPeer: /the desktop at (\S+) connected to the disk/.exec(server.console)?.[1] ?? '', powerCut: cut };
     }
     const cable = options.cable && (await pullTheCable(options.cable, server, client, scale, kexecAt, log));
     const root = /STIEFEL-E2E-ROOT (\S+)/.exec(client.console)?.[1];

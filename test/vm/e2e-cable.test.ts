@@ -4,7 +4,8 @@
 // lose carrier for 60 s (QMP set_link: what the kernels see when a cable is
 // pulled), then get it back. The writes must stall and carry on: no I/O
 // error, no read-only remount, the connection not given up by either end,
-// every reported record on the laptop's disk. `npm run e2e -- cable`.
+// every reported record on the laptop's disk; the laptop's console says it
+// lost the desktop and heard it again. `npm run e2e -- cable`.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { E2E_CACHE_DIR, runEndToEnd } from '../helpers/e2e';
@@ -33,4 +34,9 @@ test(`the cable pulled for ${OFF_SECONDS} s while the laptop OS writes: its I/O 
   assert.deepEqual(cable.onDisk, Array.from({ length: RECORDS }, (_, i) => i + 1), "every reported record is on the laptop's disk, in order");
   assert.match(cable.rootOptions, /^rw(,|$)/, 'the root stayed read-write');
   assert.equal(cable.diskErrors, 0, 'the kernel of the laptop OS logged no disk error');
+  // The laptop's console said what went on: the silence, then the desktop back.
+  const said = cable.laptopSaid.join('\n');
+  assert.match(said, /the desktop at \S+ has not been heard from for 3\d s: the cable is out or the desktop is off; its disk stays served/);
+  assert.match(said, /the desktop at \S+ is heard again, after \d+ s/);
+  assert.match(said, /serving the disk to the desktop at \S+ for \d+ (s|min): read [\d.]+ \S+, written [\d.]+ \S+ \(last minute: /);
 });
