@@ -15,6 +15,7 @@
 //   seq write   nbdcopy FILE URI            (GB/s, and server CPU s per GiB)
 //   rand read   fio ioengine=nbd, 4 KiB, QD32, 1 job   (IOPS, server CPU us per op)
 //   rand write  fio ioengine=nbd, 4 KiB, QD32, 1 job   (IOPS, server CPU us per op)
+//   rand read qd1  fio ioengine=nbd, 4 KiB, QD1, 1 job (IOPS, server CPU us per op, latency p50/p99 us)
 // Server CPU is utime+stime (+ reaped children: nbd-server forks per client)
 // from /proc/PID/stat.
 //
@@ -52,7 +53,7 @@ const { values } = parseArgs({
     'size-mib': { type: 'string', default: '1024' },
     peers: { type: 'string', default: 'nbdkit,nbd-server' },
     baseline: { type: 'string' },
-    workloads: { type: 'string', default: 'seq read,seq write,rand read,rand write' },
+    workloads: { type: 'string', default: 'seq read,seq write,rand read,rand write,rand read qd1' },
     floods: { type: 'boolean', default: false },
     flood: { type: 'string' },
   },
@@ -142,8 +143,8 @@ async function startNbdServer(file: string, dir: string): Promise<Server> {
   return { name: 'nbd-server', uri: `nbd://127.0.0.1:${port}/bench`, pid, stop: () => process.kill(pid(), 'SIGTERM') };
 }
 
-type Workload = 'seq read' | 'seq write' | 'rand read' | 'rand write';
-const ALL_WORKLOADS: Workload[] = ['seq read', 'seq write', 'rand read', 'rand write'];
+type Workload = 'seq read' | 'seq write' | 'rand read' | 'rand write' | 'rand read qd1';
+const ALL_WORKLOADS: Workload[] = ['seq read', 'seq write', 'rand read', 'rand write', 'rand read qd1'];
 const WORKLOADS = values.workloads.split(',').map((w) => {
   if (!ALL_WORKLOADS.includes(w as Workload)) throw new Error(`--workloads: unknown workload '${w}' (${ALL_WORKLOADS.join(', ')})`);
   return w as Workload;
@@ -152,6 +153,9 @@ const WORKLOADS = values.workloads.split(',').map((w) => {
 interface Sample {
   value: number; // GB/s or IOPS
   cpu: number; // s per GiB or us per op
+  /** Completion latency percentiles in us (fio's clat), for the random workloads. */
+  p50?: number;
+  p99?: number;
 }
 
 function run(w: Workload, s: Server, src: string): Sample {
@@ -160,6 +164,7 @@ function run(w: Workload, s: Server, src: string): Sample {
   const t0 = process.hrtime.bigint();
   let ops = 0;
   let bytes = 0;
+  let latency: { p50: number; p99: number } | undefined;
   if (w === 'seq read') {
     execFileSync('nbdcopy', [s.uri, 'null:'], { stdio: 'inherit' });
     bytes = SIZE;
@@ -173,9 +178,9 @@ function run(w: Workload, s: Server, src: string): Sample {
         '--name=b',
         '--ioengine=nbd',
         `--uri=${s.uri}`,
-        `--rw=${w === 'rand read' ? 'randread' : 'randwrite'}`,
+        `--rw=${w === 'rand write' ? 'randwrite' : 'randread'}`,
         '--bs=4k',
-        '--iodepth=32',
+        `--iodepth=${w === 'rand read qd1' ? 1 : 32}`,
         '--numjobs=1',
         `--runtime=${SECONDS}`,
         '--time_based',
@@ -184,15 +189,17 @@ function run(w: Workload, s: Server, src: string): Sample {
       { encoding: 'utf8' },
     );
     const job = JSON.parse(out.slice(out.indexOf('{'))).jobs[0];
-    const side = w === 'rand read' ? job.read : job.write;
+    const side = w === 'rand write' ? job.write : job.read;
     ops = side.total_ios;
     bytes = side.io_bytes;
+    const pct = side.clat_ns?.percentile ?? {};
+    latency = { p50: Number(pct['50.000000']) / 1000, p99: Number(pct['99.000000']) / 1000 };
   }
   const wall = Number(process.hrtime.bigint() - t0) / 1e9;
   // Let nbd-server reap its per-connection children so their CPU is counted.
   execFileSync('sleep', ['0.3']);
   const cpu = cpuSeconds(pid) - c0;
-  if (ops > 0) return { value: ops / SECONDS, cpu: (cpu / ops) * 1e6 };
+  if (ops > 0) return { value: ops / SECONDS, cpu: (cpu / ops) * 1e6, ...latency };
   return { value: bytes / wall / 1e9, cpu: cpu / (bytes / GiB) };
 }
 
@@ -232,7 +239,8 @@ async function main(): Promise<void> {
           const r = run(w, s, src);
           const key = `${w}|${s.name}`;
           samples.set(key, [...(samples.get(key) ?? []), r]);
-          console.log(`round ${round} ${w.padEnd(10)} ${s.name.padEnd(10)} ${w.startsWith('seq') ? `${r.value.toFixed(2)} GB/s  ${r.cpu.toFixed(3)} CPU s/GiB` : `${Math.round(r.value)} IOPS  ${r.cpu.toFixed(1)} CPU us/op`}`);
+          const lat = r.p50 === undefined ? '' : `  p50 ${r.p50.toFixed(1)} us  p99 ${r.p99!.toFixed(1)} us`;
+          console.log(`round ${round} ${w.padEnd(13)} ${s.name.padEnd(10)} ${w.startsWith('seq') ? `${r.value.toFixed(2)} GB/s  ${r.cpu.toFixed(3)} CPU s/GiB` : `${Math.round(r.value)} IOPS  ${r.cpu.toFixed(1)} CPU us/op${lat}`}`);
         }
       }
     }
@@ -246,13 +254,16 @@ async function main(): Promise<void> {
       const fmt = (x: number): string => (unit === 'GB/s' ? x.toFixed(2) : String(Math.round(x)));
       const fmtC = (x: number): string => (unit === 'GB/s' ? x.toFixed(3) : x.toFixed(1));
       const get = (n: string): Sample[] => samples.get(`${w}|${n}`)!;
-      const med = (n: string, k: 'value' | 'cpu'): number => median(get(n).map((s) => s[k]));
-      const cell = (n: string, k: 'value' | 'cpu'): string => {
-        const xs = get(n).map((s) => s[k]);
+      type Key = 'value' | 'cpu' | 'p50' | 'p99';
+      const med = (n: string, k: Key): number => median(get(n).map((s) => s[k] ?? NaN));
+      const cell = (n: string, k: Key): string => {
+        const xs = get(n).map((s) => s[k] ?? NaN);
         const f = k === 'value' ? fmt : fmtC;
         return `${f(median(xs))} (${f(Math.min(...xs))}-${f(Math.max(...xs))})`;
       };
-      for (const [k, u] of [['value', unit], ['cpu', cpuUnit]] as const) {
+      const rows: Array<[Key, string]> = [['value', unit], ['cpu', cpuUnit]];
+      if (w === 'rand read qd1') rows.push(['p50', 'latency p50 us'], ['p99', 'latency p99 us']);
+      for (const [k, u] of rows) {
         const ratios = others.map((o) => (med('ours', k) / med(o, k)).toFixed(2));
         console.log(`| ${w} ${u} | ${servers.map((x) => cell(x.name, k)).join(' | ')} | ${ratios.join(' | ')} |`);
       }
