@@ -15,6 +15,18 @@ export function formatBytes(n: number): string {
   return `${n} B`;
 }
 
+/** Sizes in binary units, as disk tools show them: "512 B", "195.7 MiB", "1.0 GiB". */
+export function formatBinaryBytes(n: number): string {
+  const units = ['B', 'KiB', 'MiB', 'GiB', 'TiB'];
+  let i = 0;
+  let v = n;
+  while (v >= 1024 && i < units.length - 1) {
+    v /= 1024;
+    i++;
+  }
+  return `${i === 0 ? v : v.toFixed(1)} ${units[i]}`;
+}
+
 export function formatDuration(seconds: number): string {
   if (!Number.isFinite(seconds) || seconds < 0) return '--:--';
   const s = Math.round(seconds);

@@ -1,6 +1,7 @@
 import { basename } from 'node:path';
 import { parseCommandArgs, type Command } from '../cli/command';
 import { UsageError } from '../errors';
+import { formatBinaryBytes } from '../progress';
 import {
   FileBackend,
   ListenAddressError,
@@ -35,17 +36,6 @@ Examples:
   nbdinfo nbd://127.0.0.1/disk.img        # from another terminal
   nbdinfo --map nbd://127.0.0.1/          # the empty name works too
 `;
-
-function human(n: number): string {
-  const units = ['B', 'KiB', 'MiB', 'GiB', 'TiB'];
-  let i = 0;
-  let v = n;
-  while (v >= 1024 && i < units.length - 1) {
-    v /= 1024;
-    i++;
-  }
-  return `${i === 0 ? v : v.toFixed(1)} ${units[i]}`;
-}
 
 export const nbdServeCommand: Command = {
   name: 'nbd-serve',
@@ -94,7 +84,7 @@ export const nbdServeCommand: Command = {
           listen,
           onConnect: (c) => log.info(`${describe(c)} connected`),
           onDisconnect: (c, reason) =>
-            log.info(`${describe(c)} disconnected (${reason}); read ${human(c.stats.bytesRead)}, wrote ${human(c.stats.bytesWritten)}`),
+            log.info(`${describe(c)} disconnected (${reason}); read ${formatBinaryBytes(c.stats.bytesRead)}, wrote ${formatBinaryBytes(c.stats.bytesWritten)}`),
         },
         { log: nbdLog, signal: ctx.signal },
       );
@@ -103,7 +93,7 @@ export const nbdServeCommand: Command = {
       throw err;
     }
     log.info(
-      `serving ${backend.description}, ${human(backend.size)}, as export '${name}' on ${formatListenAddress(server.address)}` +
+      `serving ${backend.description}, ${formatBinaryBytes(backend.size)}, as export '${name}' on ${formatListenAddress(server.address)}` +
         `\n  try: nbdinfo ${nbdUri(server.address, name)}\n  stop with Ctrl-C`,
     );
     await server.closed;

@@ -2,26 +2,15 @@
 // minute with who, for how long, and how much went each way (in all and in
 // the last minute), so that a person looking at the laptop knows it is
 // serving (and does not close its lid or pull its cable).
+import { formatBinaryBytes } from '../progress';
 
 export interface DiskTraffic {
   bytesRead: number;
   bytesWritten: number;
 }
 
-/** 1536 -> "1.5 KiB"; binary units, as the tools people compare with show. */
-export function formatBytes(n: number): string {
-  const units = ['B', 'KiB', 'MiB', 'GiB', 'TiB'];
-  let v = n;
-  let i = 0;
-  while (v >= 1024 && i < units.length - 1) {
-    v /= 1024;
-    i++;
-  }
-  return i === 0 ? `${v} B` : `${v < 10 ? v.toFixed(1) : Math.round(v)} ${units[i]}`;
-}
-
-/** 45 s, 12 min, 3 h 5 min. */
-export function formatDuration(ms: number): string {
+/** 45 s, 12 min, 3 h 5 min: how long a desktop has had the disk. */
+export function formatElapsed(ms: number): string {
   const s = Math.floor(ms / 1000);
   if (s < 60) return `${s} s`;
   const min = Math.floor(s / 60);
@@ -32,9 +21,9 @@ export function formatDuration(ms: number): string {
 /** Pure: the status line. */
 export function diskStatusLine(o: { peer: string; forMs: number; total: DiskTraffic; lastMinute: DiskTraffic }): string {
   return (
-    `serving the disk to the desktop at ${o.peer} for ${formatDuration(o.forMs)}: ` +
-    `read ${formatBytes(o.total.bytesRead)}, written ${formatBytes(o.total.bytesWritten)} ` +
-    `(last minute: ${formatBytes(o.lastMinute.bytesRead)} read, ${formatBytes(o.lastMinute.bytesWritten)} written)`
+    `serving the disk to the desktop at ${o.peer} for ${formatElapsed(o.forMs)}: ` +
+    `read ${formatBinaryBytes(o.total.bytesRead)}, written ${formatBinaryBytes(o.total.bytesWritten)} ` +
+    `(last minute: ${formatBinaryBytes(o.lastMinute.bytesRead)} read, ${formatBinaryBytes(o.lastMinute.bytesWritten)} written)`
   );
 }
 

@@ -1,17 +1,18 @@
 // The laptop's console line while a desktop uses its disk.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { diskStatusLine, formatBytes, formatDuration, watchDiskStatus } from '../../src/laptop/disk-status';
+import { diskStatusLine, formatElapsed, watchDiskStatus } from '../../src/laptop/disk-status';
+import { formatBinaryBytes } from '../../src/progress';
 
 test('sizes and durations as a person reads them', () => {
-  assert.equal(formatBytes(0), '0 B');
-  assert.equal(formatBytes(1023), '1023 B');
-  assert.equal(formatBytes(1536), '1.5 KiB');
-  assert.equal(formatBytes(340 * 2 ** 20), '340 MiB');
-  assert.equal(formatBytes(1.25 * 2 ** 30), '1.3 GiB');
-  assert.equal(formatDuration(45_000), '45 s');
-  assert.equal(formatDuration(12 * 60_000 + 5_000), '12 min');
-  assert.equal(formatDuration(185 * 60_000), '3 h 5 min');
+  assert.equal(formatBinaryBytes(0), '0 B');
+  assert.equal(formatBinaryBytes(1023), '1023 B');
+  assert.equal(formatBinaryBytes(1536), '1.5 KiB');
+  assert.equal(formatBinaryBytes(340 * 2 ** 20), '340.0 MiB');
+  assert.equal(formatBinaryBytes(1.25 * 2 ** 30), '1.3 GiB');
+  assert.equal(formatElapsed(45_000), '45 s');
+  assert.equal(formatElapsed(12 * 60_000 + 5_000), '12 min');
+  assert.equal(formatElapsed(185 * 60_000), '3 h 5 min');
 });
 
 test('the status line: who, how long, how much in all and in the last minute', () => {
