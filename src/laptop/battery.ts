@@ -65,18 +65,19 @@ export interface BatteryWarningOptions {
   lowEveryS: number;
 }
 
+const isLow = (state: PowerState, o: BatteryWarningOptions): boolean => state.capacity !== undefined && state.capacity < o.lowPercent;
+
 /** Pure: how long until the next warning, or undefined on mains power. */
 export function warningInterval(state: PowerState, o: BatteryWarningOptions): number | undefined {
   if (!state.onBattery) return undefined;
-  const low = state.capacity !== undefined && state.capacity < o.lowPercent;
-  return (low ? o.lowEveryS : o.warnEveryS) * 1000;
+  return (isLow(state, o) ? o.lowEveryS : o.warnEveryS) * 1000;
 }
 
 /** The console line for a warning. */
 export function warningText(state: PowerState, o: BatteryWarningOptions): string {
   const charge = state.capacity === undefined ? 'charge unknown' : `${state.capacity} % left`;
-  const low = state.capacity !== undefined && state.capacity < o.lowPercent;
-  return `the laptop runs on battery (${charge})${low ? ': plug it in now, the desktop loses its disk when the battery dies' : ': plug it in; the desktop loses its disk when the battery dies'}`;
+  const plug = isLow(state, o) ? 'plug it in now,' : 'plug it in;';
+  return `the laptop runs on battery (${charge}): ${plug} the desktop loses its disk when the battery dies`;
 }
 
 /** An input_event (struct input_event on 64-bit Linux: timeval, type, code, value): 24 bytes. */

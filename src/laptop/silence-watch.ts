@@ -56,18 +56,14 @@ export interface SilenceWatchOptions {
 /** Polls `received` until the signal aborts. */
 export function watchSilence(options: SilenceWatchOptions, deps: { signal: AbortSignal }): { stop(): void } {
   const tracker = new SilenceTracker(options.silentAfterMs);
-  let busy = false;
-  const tick = async (): Promise<void> => {
-    if (busy) return;
-    busy = true;
-    try {
-      const event = tracker.feed(await options.received().catch(() => undefined), Date.now());
-      if (event) options.onEvent(event);
-    } finally {
-      busy = false;
-    }
+  let running: Promise<void> | undefined;
+  const read = async (): Promise<void> => {
+    const event = tracker.feed(await options.received().catch(() => undefined), Date.now());
+    if (event) options.onEvent(event);
   };
-  const timer = setInterval(() => void tick(), options.intervalMs);
+  // One reading at a time: a slow `wg show` is not stacked up.
+  const tick = (): Promise<void> => (running ??= read().finally(() => (running = undefined)));
+  const timer = setInterval(() => void tick().catch(() => undefined), options.intervalMs);
   timer.unref();
   const stop = (): void => clearInterval(timer);
   deps.signal.addEventListener('abort', stop, { once: true });
