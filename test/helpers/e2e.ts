@@ -198,6 +198,23 @@ export async function initrdWithOverlay(initrd: string, overlay: Buffer, out: st
   await appendFile(out, Buffer.concat([initrdPadding(statSync(out).size), overlay]));
 }
 
+/** The record numbers the laptop OS reported as fsynced on `console` from `from` on. */
+function reportedRecords(console: string, from: number): number[] {
+  return [...console.slice(from).matchAll(/STIEFEL-E2E-WRITE (\d+)\r?\n/g)].map((m) => Number(m[1]));
+}
+
+/** The records file as it is on the laptop's disk image. */
+async function recordsOnDisk(image: string, layout: LaptopImage['root']): Promise<number[]> {
+  const text = (await readFromLaptopImage(image, layout, 'var/lib/stiefel-e2e/writes')) ?? '';
+  return text.split('\n').filter(Boolean).map(Number);
+}
+
+/** Waits for record `n`, then `ms` more: a moment between two records. */
+async function afterRecord(client: QemuVm, n: number, from: number, scale: number, ms: number): Promise<void> {
+  await client.waitFor(new RegExp(`STIEFEL-E2E-WRITE ${n}\\r?\\n`), 120_000 * scale, from);
+  await new Promise((r) => setTimeout(r, ms));
+}
+
 /**
  * The cable scenario's middle: once the laptop OS reported record
  * `atRecord`, both NICs lose carrier for `offSeconds`; then the records go
@@ -211,11 +228,10 @@ async function pullTheCable(
   from: number,
   log: (l: string) => void,
 ): Promise<CableResult> {
-  await client.waitFor(new RegExp(`STIEFEL-E2E-WRITE ${cable.atRecord}\\r?\\n`), 120_000 * scale, from);
   // Half-way to the next record: the laptop has sent every reply and had it
   // acknowledged, so its end of the connection is idle (no retransmission
   // pending), which is when a keepalive timer would give the desktop up.
-  await new Promise((r) => setTimeout(r, 500));
+  await afterRecord(client, cable.atRecord, from, scale, 500);
   const serverFrom = server.console.length;
   for (const vm of [client, server]) await vm.qmp('set_link', { name: 'net0', up: false });
   const pulledAt = client.console.length;
@@ -223,7 +239,7 @@ async function pullTheCable(
   await new Promise((r) => setTimeout(r, cable.offSeconds * 1000));
   for (const vm of [client, server]) await vm.qmp('set_link', { name: 'net0', up: true });
   const backAt = Date.now();
-  const duringPull = [...client.console.slice(pulledAt).matchAll(/STIEFEL-E2E-WRITE (\d+)\r?\n/g)].map((m) => Number(m[1]));
+  const duringPull = reportedRecords(client.console, pulledAt);
   const last = duringPull.at(-1) ?? cable.atRecord;
   log(`cable back; records reported while it was out: ${duringPull.length === 0 ? 'none' : duringPull.join(', ')}`);
   // TCP retransmits with exponential back-off (at most 120 s apart): the
@@ -233,7 +249,7 @@ async function pullTheCable(
   log(`record ${last + 1} ${next[1] ? 'FAILED' : 'written'} ${resumedAfterSeconds.toFixed(1)} s after the cable came back`);
   const options = await client.waitFor(/STIEFEL-E2E-ROOT-OPTIONS (\S+)/, (cable.records + 120) * 1000 * scale, from);
   const errors = await client.waitFor(/STIEFEL-E2E-DISK-ERRORS (\d+)/, 60_000 * scale, from);
-  const reported = [...client.console.slice(from).matchAll(/STIEFEL-E2E-WRITE (\d+)\r?\n/g)].length;
+  const reported = reportedRecords(client.console, from).length;
   // The laptop noticed the silence (30 s) and the return (polled every 5 s).
   await server.waitFor(/the desktop at \S+ is heard again, after \d+ s/, 30_000 * scale, serverFrom);
   const laptopSaid = server.console
@@ -257,10 +273,9 @@ async function cutThePower(
   from: number,
   log: (l: string) => void,
 ): Promise<PowerCutResult> {
-  await client.waitFor(new RegExp(`STIEFEL-E2E-WRITE ${cut.atRecord}\\r?\\n`), 120_000 * scale, from);
   // Mid-write: half-way to the next record, whose write may be on its way.
-  await new Promise((r) => setTimeout(r, 700));
-  const reported = [...client.console.slice(from).matchAll(/STIEFEL-E2E-WRITE (\d+)\r?\n/g)].length;
+  await afterRecord(client, cut.atRecord, from, scale, 700);
+  const reported = reportedRecords(client.console, from).length;
   const serverFrom = server.console.length;
   const pid = client.pid();
   if (pid === undefined) throw new Error('the desktop VM is not running');
@@ -418,8 +433,7 @@ export async function runEndToEnd(options: EndToEndOptions): Promise<EndToEndRes
       log(`e2fsck: ${cut.fsck}`);
       const found = await readFromLaptopImage(disk, laptop.root, 'var/lib/stiefel-e2e/marker');
       if (found?.trim() !== token) throw new Error(`the laptop's disk lost the marker written before the cut (found ${JSON.stringify(found)})`);
-      const records = (await readFromLaptopImage(disk, laptop.root, 'var/lib/stiefel-e2e/writes')) ?? '';
-      cut.onDisk = records.split('\n').filter(Boolean).map(Number);
+      cut.onDisk = await recordsOnDisk(disk, laptop.root);
       return { token, stages, totalSeconds, diskPeer: /the desktop at (\S+) connected to the disk/.exec(server.console)?.[1] ?? '', powerCut: cut };
     }
     const cable = options.cable && (await pullTheCable(options.cable, server, client, scale, kexecAt, log));
@@ -446,8 +460,7 @@ export async function runEndToEnd(options: EndToEndOptions): Promise<EndToEndRes
     }
     log(`the laptop's disk holds the token ${token}: what the desktop wrote landed on the laptop's disk`);
     if (cable) {
-      const records = (await readFromLaptopImage(disk, laptop.root, 'var/lib/stiefel-e2e/writes')) ?? '';
-      cable.onDisk = records.split('\n').filter(Boolean).map(Number);
+      cable.onDisk = await recordsOnDisk(disk, laptop.root);
     }
     return { token, stages, totalSeconds, bench, diskPeer: peer, cable };
   } catch (err) {

@@ -47,15 +47,38 @@ function nbdinfo(ns: Namespace, uri: string) {
   return w.lab.exec(ns, 'env', ['LIBNBD_DEBUG=1', 'nbdinfo', uri], { timeoutMs: 20_000 });
 }
 
-test('the disk is served over NBD to the desktop that fetched the payload, and to no other at the same time', async (t) => {
+type T = { after(fn: () => unknown): void };
+
+/** `stiefelctl server` in the laptop's namespace, serving. */
+async function startLaptop(t: T): Promise<LabProcess> {
   const server = w.lab.spawn(w.server, process.execPath, [w.cli, 'server', '--config', join(w.dir, 'server.yaml')], { label: 'stiefelctl server' });
   t.after(() => server.stop());
   await server.waitFor(/serving 'stf3-laptop': .*, disk .*laptop-disk\.img on NBD 10809/);
+  return server;
+}
 
-  // Desktop A fetches its payload: the laptop is now reserved for it.
-  const a = w.lab.spawn(w.client, process.execPath, [w.cli, 'client', '--config', join(w.dir, 'client.yaml'), '--no-kexec', '--out', join(w.dir, 'out-a')], { label: 'client A' });
+/** Desktop A fetches its payload into `out`: the laptop is then reserved for it. */
+async function fetchPayload(t: T, out: string): Promise<void> {
+  const a = w.lab.spawn(w.client, process.execPath, [w.cli, 'client', '--config', join(w.dir, 'client.yaml'), '--no-kexec', '--out', join(w.dir, out)], { label: 'client A' });
   t.after(() => a.stop());
   assert.equal((await a.wait(30_000)).code, 0, a.output);
+}
+
+/** qemu-io in desktop A's namespace, holding a connection to the disk open and waiting for commands. */
+function qemuIo(t: T, serverLl: string): LabProcess {
+  const qemu = w.lab.spawn(
+    w.client,
+    'qemu-io',
+    ['--image-opts', `driver=nbd,server.type=inet,server.host=${serverLl}%stf3c1,server.port=10809,export=disk`],
+    { label: 'qemu-io' },
+  );
+  t.after(() => qemu.stop());
+  return qemu;
+}
+
+test('the disk is served over NBD to the desktop that fetched the payload, and to no other at the same time', async (t) => {
+  const server = await startLaptop(t);
+  await fetchPayload(t, 'out-a');
   const cmdline = readFileSync(join(w.dir, 'out-a', 'cmdline'), 'utf8');
   assert.match(cmdline, / stiefel\.nbd_port=10809 stiefel\.nbd_export=disk /);
   const llA = await w.lab.linkLocal(w.server, 'stf3s1');
@@ -76,14 +99,8 @@ test('the disk is served over NBD to the desktop that fetched the payload, and t
   assert.equal(c.code, 0, c.stderr);
   assert.equal(sha256OfFile(copy), sha256OfFile(disk));
 
-  // A holds a connection open (qemu-io waits for commands) and writes through it.
-  const qemu: LabProcess = w.lab.spawn(
-    w.client,
-    'qemu-io',
-    ['--image-opts', `driver=nbd,server.type=inet,server.host=${llA}%stf3c1,server.port=10809,export=disk`],
-    { label: 'qemu-io (A)' },
-  );
-  t.after(() => qemu.stop());
+  // A holds a connection open and writes through it.
+  const qemu = qemuIo(t, llA);
   qemu.child.stdin!.write('write -P 0xa5 1048576 4096\n');
   await qemu.waitFor(/wrote 4096\/4096 bytes at offset 1048576/);
   await server.waitFor(/the desktop at fe80::[0-9a-f:]+%stf3s1 connected to the disk/);
@@ -104,20 +121,9 @@ test('the disk is served over NBD to the desktop that fetched the payload, and t
 });
 
 test("a pulled cable (45 s without carrier) does not end the desktop's disk connection: its next write goes through", { timeout: 180_000 }, async (t) => {
-  const server = w.lab.spawn(w.server, process.execPath, [w.cli, 'server', '--config', join(w.dir, 'server.yaml')], { label: 'stiefelctl server' });
-  t.after(() => server.stop());
-  await server.waitFor(/serving 'stf3-laptop': .*, disk .*laptop-disk\.img on NBD 10809/);
-  const a = w.lab.spawn(w.client, process.execPath, [w.cli, 'client', '--config', join(w.dir, 'client.yaml'), '--no-kexec', '--out', join(w.dir, 'out-cable')], { label: 'client A' });
-  t.after(() => a.stop());
-  assert.equal((await a.wait(30_000)).code, 0, a.output);
-  const ll = await w.lab.linkLocal(w.server, 'stf3s1');
-  const qemu: LabProcess = w.lab.spawn(
-    w.client,
-    'qemu-io',
-    ['--image-opts', `driver=nbd,server.type=inet,server.host=${ll}%stf3c1,server.port=10809,export=disk`],
-    { label: 'qemu-io' },
-  );
-  t.after(() => qemu.stop());
+  const server = await startLaptop(t);
+  await fetchPayload(t, 'out-cable');
+  const qemu = qemuIo(t, await w.lab.linkLocal(w.server, 'stf3s1'));
   qemu.child.stdin!.write('write -P 0x5a 2097152 4096\n');
   await qemu.waitFor(/wrote 4096\/4096 bytes at offset 2097152/);
   await server.waitFor(/the desktop at fe80::[0-9a-f:]+%stf3s1 connected to the disk/);
