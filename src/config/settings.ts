@@ -28,6 +28,7 @@ export type AttachMode = (typeof ATTACH_MODES)[number];
 export const DEFAULT_DISCOVERY_PORT = 61570;
 export const DEFAULT_PAYLOAD_PORT = 4644;
 export const DEFAULT_NBD_PORT = 10809;
+export const DEFAULT_PXE_HTTP_PORT = 4680;
 export const DEFAULT_WIREGUARD_PORT = 51820;
 export const DEFAULT_GOODBYE_PORT = 4645;
 
@@ -159,6 +160,28 @@ export const SETTINGS = section({
           power_supply: path({ doc: "Where the kernel shows the laptop's power supplies.", default: '/sys/class/power_supply' }),
         },
         { doc: "A laptop serving its disk must not run flat: stiefelOS warns on its\nconsole (and beeps) while the laptop runs on battery." },
+      ),
+      pxe: section(
+        {
+          enabled: bool({
+            doc: "Boot services on every link: DHCP for PXE clients only (ProxyDHCP when\nanother DHCP server answers there), TFTP for iPXE, HTTP for stiefelOS.",
+            default: true,
+          }),
+          image: path({
+            doc: "The stiefelOS served to PXE clients (vmlinuz, initrd.img): one that\ncarries no secret; it pairs with the code on this console instead.",
+            default: '/usr/lib/stiefelsystem/pxe',
+          }),
+          ipxe_dir: path({ doc: "Debian's iPXE boot files (undionly.kpxe for BIOS, ipxe.efi for UEFI).", default: '/usr/lib/ipxe' }),
+          http_port: port('TCP port of the HTTP server for iPXE (its script, the kernel, the initrd)\nand of the pairing exchange.', DEFAULT_PXE_HTTP_PORT),
+          subnet: text({
+            doc: "Where the laptop hands out addresses on a link with no DHCP server:\nlink N gets A.B.N.1/24 and leases A.B.N.2 to A.B.N.9.",
+            default: '10.185.0.0/16',
+            pattern: /^(25[0-5]|2[0-4][0-9]|1?[0-9]?[0-9])\.(25[0-5]|2[0-4][0-9]|1?[0-9]?[0-9])\.0\.0\/16$/,
+            allowed: 'an IPv4 /16 (A.B.0.0/16)',
+          }),
+          code_valid_s: int({ doc: 'A pairing code shown on this console is valid this long (and for 3 tries).', default: 300, min: 30, max: 3600 }),
+        },
+        { doc: 'A desktop with no stick can PXE-boot from the laptop; it proves itself\nwith the pairing code shown on this console.' },
       ),
       goodbye_port: port("TCP port where the laptop OS on the desktop says goodbye as its last\nshutdown step (on the tunnel address; the word is a per-boot token).", DEFAULT_GOODBYE_PORT),
       name: optionalText({
