@@ -10,3 +10,11 @@ export function serverCmdline(runningCmdline: string, append: string): string {
   const consoles = runningCmdline.split(/\s+/).filter((w) => /^console=/.test(w));
   return ['stiefel.role=server', ...consoles, ...(append ? [append] : [])].join(' ');
 }
+
+/**
+ * The desktop's consoles, for its stiefelOS from the stick or by PXE: the
+ * kernel prints to every console= given, and the last one is /dev/console,
+ * where /init reads input; the screen comes last so a person at the desktop
+ * types there (the serial port gets a copy of the output).
+ */
+export const DESKTOP_CONSOLES = 'console=ttyS0,115200 console=tty0';

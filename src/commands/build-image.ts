@@ -1,5 +1,6 @@
 import { release as osRelease } from 'node:os';
-import { resolve } from 'node:path';
+import { mkdir } from 'node:fs/promises';
+import { join, resolve } from 'node:path';
 import { parseCommandArgs, type Command } from '../cli/command';
 import { UsageError } from '../errors';
 import { buildImage, DEFAULT_IMAGE_DIR } from '../image/build';
@@ -7,6 +8,7 @@ import { COMPRESSIONS, type Compression } from '../image/compress';
 import { programSearchDirs } from '../image/programs';
 import { createProgressDisplay } from '../image/progress';
 import { formatSummary } from '../image/summary';
+import { writeImageWithPxeCopy } from '../image/pxe-copy';
 
 declare const STIEFEL_BUNDLED_ASSETS: Record<string, string> | undefined;
 
@@ -35,6 +37,9 @@ Options:
   --level N            compression level (default: zstd 9, gzip 6)
   --config FILE        embed FILE as /etc/stiefelsystem/config.yaml
   --secret FILE        embed FILE as /etc/stiefelsystem/secret (mode 0600)
+  --pxe                also carry a copy of this image without config and
+                       secret (written to DIR/pxe too), which the server role
+                       serves to desktops that PXE-boot (config server.pxe)
   --add-module NAME    carry this module too (repeatable); it must exist
   --exclude-module X   leave out a module (a name) or every module below a
                        directory of the modules tree (a path with '/', e.g.
@@ -80,6 +85,7 @@ export const buildImageCommand: Command = {
         'no-strip': { type: 'boolean' },
         'firmware-dir': { type: 'string' },
         json: { type: 'boolean' },
+        pxe: { type: 'boolean' },
       },
       { min: 0, max: 0, names: '' },
     );
@@ -110,9 +116,14 @@ export const buildImageCommand: Command = {
     }
     const abs = (p: string | undefined): string | undefined => (p === undefined ? undefined : resolve(ctx.cwd, p));
     const display = createProgressDisplay({ line: (t) => ctx.log.info(t), isTTY: ctx.isTTY });
+    const outDir = abs(values.out) ?? DEFAULT_IMAGE_DIR;
+    // With --pxe the image is built without config and secret into DIR/pxe,
+    // and those two join it afterwards in a cpio of their own.
+    const pxeDir = values.pxe ? join(outDir, 'pxe') : undefined;
+    if (pxeDir) await mkdir(pxeDir, { recursive: true });
     const summary = await buildImage(
       {
-        outDir: abs(values.out) ?? DEFAULT_IMAGE_DIR,
+        outDir: pxeDir ?? outDir,
         kernel: abs(values.kernel),
         runningRelease: osRelease(),
         modulesDir: abs(values['modules-dir']),
@@ -120,8 +131,8 @@ export const buildImageCommand: Command = {
         compressLevel: level,
         node: process.execPath,
         bundle: abs(bundle)!,
-        config: abs(values.config),
-        secret: abs(values.secret),
+        config: pxeDir ? undefined : abs(values.config),
+        secret: pxeDir ? undefined : abs(values.secret),
         extraModules: values['add-module'],
         excludeModules: values['exclude-module'],
         extraPrograms: values['add-program'],
@@ -132,6 +143,16 @@ export const buildImageCommand: Command = {
       },
       { log: ctx.log.child('image'), signal: ctx.signal, progress: display.update },
     );
+    if (pxeDir) {
+      const written = await writeImageWithPxeCopy({ publicDir: pxeDir, outDir, config: abs(values.config), secret: abs(values.secret) });
+      ctx.log.info(`${pxeDir}: the copy for PXE (no config, no secret); ${join(outDir, 'initrd.img')}: it, plus ${(written.privateBytes / 1e6).toFixed(1)} MB with the copy${values.config ? ', the config' : ''}${values.secret ? ' and the secret' : ''}`);
+      summary.outDir = outDir;
+      summary.initrd = { ...summary.initrd, path: join(outDir, 'initrd.img'), bytes: written.initrdBytes, sha256: written.sha256 };
+      summary.kernel = { ...summary.kernel, path: join(outDir, 'vmlinuz') };
+      summary.totalBytes = summary.kernel.bytes + written.initrdBytes;
+      summary.config = abs(values.config);
+      summary.secret = values.secret !== undefined;
+    }
     ctx.stdout(values.json ? `${JSON.stringify(summary, null, 2)}\n` : formatSummary(summary));
     if (summary.secret) ctx.log.info(`${summary.initrd.path} holds the shared secret (mode 0600): whoever has a copy can reach the laptop's disk; keep it like a key`);
   },

@@ -2,7 +2,8 @@ import { hostname, tmpdir } from 'node:os';
 import { resolve } from 'node:path';
 import { parseCommandArgs, type Command } from '../cli/command';
 import { UsageError } from '../errors';
-import { configPath, loadConfig, DEFAULT_CONFIG_PATH } from '../config';
+import { configPath, loadConfig, parseConfigText, DEFAULT_CONFIG_PATH } from '../config';
+import { parsePairTarget } from '../desktop/pairing-client';
 import { readSecretFile } from '../crypto/secret-file';
 import { detectHandOff, kexecTools } from '../kexec/kexec';
 import { access } from 'node:fs/promises';
@@ -16,7 +17,7 @@ const pathExists = (p: string): Promise<boolean> => access(p).then(() => true, (
 export const clientCommand: Command = {
   name: 'client',
   summary: 'discover the server, fetch and verify the payload, kexec it',
-  help: `Usage: stiefelctl client [--config PATH] [--no-kexec --out DIR]
+  help: `Usage: stiefelctl client [--config PATH] [--pair ADDR] [--no-kexec --out DIR]
 
 The desktop's side. Brings every network interface up, asks for the laptop on
 all of them at once, downloads the laptop OS's kernel and initrd over HTTPS
@@ -29,6 +30,10 @@ desktop running its own Linux under systemd, through a clean shutdown
 
 Options:
   --config PATH   config file (default $STIEFEL_CONFIG, else ${DEFAULT_CONFIG_PATH})
+  --pair ADDR     no shared secret here: pair with the laptop at ADDR
+                  ([fe80::…]:PORT, what its iPXE script puts on the kernel's
+                  command line as stiefel.pair=) using the code its console
+                  shows; the config may then be missing (defaults apply)
   --no-kexec      do not kexec; needs --out
   --out DIR       write vmlinuz, initrd.img and cmdline to DIR (created if
                   missing); nothing is written unless the payload verified
@@ -36,24 +41,30 @@ Options:
 Examples:
   stiefelctl client
   stiefelctl client --no-kexec --out /tmp/laptop-os
+  stiefelctl client --pair '[fe80::5054:ff:fe12:3401]:4680'
 `,
   async run(argv, ctx) {
     const { values } = parseCommandArgs(
       'client',
       argv,
-      { config: { type: 'string' }, 'no-kexec': { type: 'boolean' }, out: { type: 'string' } },
+      { config: { type: 'string' }, 'no-kexec': { type: 'boolean' }, out: { type: 'string' }, pair: { type: 'string' } },
       { min: 0, max: 0, names: '' },
     );
     if (values.out !== undefined && !values['no-kexec']) throw new UsageError('--out DIR needs --no-kexec', { command: 'client' });
     if (values['no-kexec'] && values.out === undefined) throw new UsageError('--no-kexec needs --out DIR (where to write the files)', { command: 'client' });
     if (values.out === '') throw new UsageError('--out needs a directory', { command: 'client' });
-    const config = await loadConfig(configPath(values.config, ctx.env, ctx.cwd));
-    const secret = await readSecretFile(config.secret);
+    const file = configPath(values.config, ctx.env, ctx.cwd);
+    const pair = values.pair;
+    if (pair !== undefined && parsePairTarget(pair) === undefined) throw new UsageError(`--pair ${pair} is not [fe80::…]:PORT`, { command: 'client' });
+    // A PXE-booted stiefelOS carries no config and no secret: it pairs.
+    const config = pair !== undefined && !(await pathExists(file)) ? parseConfigText('', file) : await loadConfig(file);
+    const secret = pair === undefined ? await readSecretFile(config.secret) : undefined;
     const progress = { reporter: undefined as ProgressReporter | undefined };
     await runBootClient(
       {
         config,
         secret,
+        pair,
         outDir: values.out === undefined ? undefined : resolve(ctx.cwd, values.out),
         kexec: kexecTools({ handOff: await detectHandOff(pathExists), missingFix: '; or use --no-kexec --out DIR' }),
         workDir: tmpdir(),

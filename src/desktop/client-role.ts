@@ -17,12 +17,20 @@ import { fetchPayload, type FetchedPayload } from './payload-client';
 import { initrdPadding } from '../cpio/newc';
 import { encodeSecretsCpio, type LinkConf } from './link-conf';
 import type { QuestionAnswerer } from '../payload/questions';
+import { pairWithLaptop } from './pairing-client';
 
 export const OUTPUT_NAMES = Object.freeze({ kernel: 'vmlinuz', initrd: 'initrd.img', cmdline: 'cmdline' });
 
 export interface BootClientOptions {
   config: Config;
-  secret: Buffer;
+  /** The shared secret (a stick's stiefelOS, a desktop's own Linux); not with `pair`. */
+  secret?: Buffer;
+  /**
+   * A stiefelOS that PXE-booted holds no secret: the laptop's address to
+   * pair with (`stiefel.pair=[fe80::1]:4680`), asking this desktop's
+   * terminal for the code on the laptop's console.
+   */
+  pair?: string;
   /** Write vmlinuz, initrd.img and cmdline here instead of kexec'ing. */
   outDir?: string;
   /** Used when outDir is not given. */
@@ -56,7 +64,6 @@ export async function runBootClient(options: BootClientOptions, ctx: { log: Logg
   const log = ctx.log;
   const now = options.now ?? Date.now;
   const started = now();
-  const keys = deriveSubKeys(options.secret);
   const cfg = options.config;
 
   // 1. Links up, then ask on all of them at once (new ones join as they appear).
@@ -65,22 +72,45 @@ export async function runBootClient(options: BootClientOptions, ctx: { log: Logg
     { log: log.child('netif'), signal: ctx.signal, net: options.net },
   );
   let server: FoundServer;
+  let keys: { psk: Buffer; manifestKey: Buffer };
+  let pskIdentity: string | undefined;
   try {
     await watcher.ready;
-    log.info(`looking for the laptop on ${watcher.up.size ? [...watcher.up].sort().join(', ') : '(no interface yet)'}`);
-    server = await findServer(
-      {
-        key: keys.discovery,
-        port: cfg.discovery.port,
-        retryIntervalMs: cfg.discovery.retryIntervalMs,
-        timeoutMs: cfg.discovery.timeoutS * 1000,
-        clientName: options.clientName,
-        interfaces: () => [...watcher.up].sort(),
-        ipv4Broadcast: cfg.discovery.ipv4Broadcast,
-        net: options.net,
-      },
-      { log: log.child('discovery'), signal: ctx.signal },
-    );
+    if (options.pair !== undefined) {
+      if (!options.answerer) throw new StiefelError('E_PAIR', 'pairing needs a terminal to type the code on');
+      const paired = await pairWithLaptop(
+        {
+          laptop: options.pair,
+          interfaces: () => [...watcher.up].sort(),
+          net: options.net,
+          clientName: options.clientName,
+          answerer: options.answerer,
+          timeoutMs: cfg.discovery.timeoutS * 1000,
+          retryIntervalMs: cfg.discovery.retryIntervalMs,
+        },
+        { log: log.child('pairing'), signal: ctx.signal },
+      );
+      ({ server, keys } = paired);
+      pskIdentity = paired.identity;
+    } else {
+      if (!options.secret) throw new StiefelError('E_CONFIG', 'no shared secret and no laptop to pair with');
+      const sub = deriveSubKeys(options.secret);
+      keys = { psk: sub.payloadPsk, manifestKey: sub.manifest };
+      log.info(`looking for the laptop on ${watcher.up.size ? [...watcher.up].sort().join(', ') : '(no interface yet)'}`);
+      server = await findServer(
+        {
+          key: sub.discovery,
+          port: cfg.discovery.port,
+          retryIntervalMs: cfg.discovery.retryIntervalMs,
+          timeoutMs: cfg.discovery.timeoutS * 1000,
+          clientName: options.clientName,
+          interfaces: () => [...watcher.up].sort(),
+          ipv4Broadcast: cfg.discovery.ipv4Broadcast,
+          net: options.net,
+        },
+        { log: log.child('discovery'), signal: ctx.signal },
+      );
+    }
   } finally {
     watcher.stop();
   }
@@ -116,8 +146,9 @@ export async function runBootClient(options: BootClientOptions, ctx: { log: Logg
       {
         address: server.address,
         port: server.payloadPort,
-        psk: keys.payloadPsk,
-        manifestKey: keys.manifest,
+        psk: keys.psk,
+        pskIdentity,
+        manifestKey: keys.manifestKey,
         dir,
         maxFileBytes: cfg.client.maxFileBytes,
         stallTimeoutMs: cfg.client.stallTimeoutS * 1000,

@@ -21,6 +21,8 @@ export interface FetchPayloadOptions {
   address: string;
   port: number;
   psk: Buffer;
+  /** The PSK identity: the shared secret's by default, a paired desktop's own (src/payload/pairing.ts). */
+  pskIdentity?: string;
   manifestKey: Buffer;
   /** Directory for the temporary files (same file system as where they end up). */
   dir: string;
@@ -92,7 +94,7 @@ class PayloadConnection {
     this.#options = options;
     this.#outer = outer;
     this.where = `the server at ${options.address.includes(':') ? `[${options.address}]` : options.address}:${options.port}`;
-    this.#agent = new Agent({ ...pskClientOptions(options.psk), keepAlive: true, maxSockets: 2, maxCachedSessions: 0 });
+    this.#agent = new Agent({ ...pskClientOptions(options.psk, options.pskIdentity), keepAlive: true, maxSockets: 2, maxCachedSessions: 0 });
     outer.addEventListener('abort', this.#onOuterAbort, { once: true });
   }
 

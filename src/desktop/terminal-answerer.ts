@@ -80,7 +80,7 @@ export function terminalAnswerer(options: TerminalAnswererOptions = {}): Questio
         signal.addEventListener('abort', onAbort, { once: true });
         input.setRawMode(true);
         input.on('data', onData);
-        output.write(`\nThe laptop asks: ${question.prompt}${suffix}`);
+        output.write(`\n${question.fromLaptop === false ? '' : 'The laptop asks: '}${question.prompt}${suffix}`);
       });
     },
   };

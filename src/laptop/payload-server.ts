@@ -25,7 +25,10 @@ import {
 import { passphraseProvider, QuestionChannel, QuestionError, MAX_ANSWER_LENGTH } from '../payload/questions';
 import type { BootPayload, BootPayloadSource } from './payload-source';
 import { firstAnswer, type PassphraseProvider } from '../disk/passphrase';
-import { PAYLOAD_CIPHER, pskServerOptions } from '../payload/tls';
+import { PAYLOAD_CIPHER, PSK_IDENTITY, pskServerOptions } from '../payload/tls';
+
+/** The manifest key of each paired desktop's TLS connection (others use the shared secret's). */
+const manifestKeys = new WeakMap<Socket, Buffer>();
 import { WarningLimiter } from '../warning-limiter';
 
 export interface PayloadServerOptions {
@@ -33,6 +36,11 @@ export interface PayloadServerOptions {
   psk: Buffer;
   /** Manifest signing key (HKDF "manifest"). */
   manifestKey: Buffer;
+  /**
+   * The keys of a desktop that paired with the console's code (it holds no
+   * shared secret), by the PSK identity it names; undefined for any other.
+   */
+  pairedKeys?: (identity: string, host: string) => { psk: Buffer; manifestKey: Buffer } | undefined;
   port: number;
   /** Listen address; '::' (every interface, IPv4 too). */
   host?: string;
@@ -222,7 +230,7 @@ async function serveManifest(ctx: RequestContext): Promise<void> {
     nbd: options.nbd,
     link,
   };
-  const body = encodeManifest(manifest, options.manifestKey);
+  const body = encodeManifest(manifest, manifestKeys.get(ctx.req.socket) ?? options.manifestKey);
   ctx.res.writeHead(200, { 'content-type': 'application/json', 'content-length': body.length, 'cache-control': 'no-store' });
   ctx.res.end(body);
   const mb = (n: number): string => (n / 1e6).toFixed(1);
@@ -388,8 +396,16 @@ export async function startPayloadServer(options: PayloadServerOptions, ctx: { l
     await found.route.handle({ s, url, req, res, params: found.params, options, log, now });
   };
 
+  // A paired desktop's connection: its manifest is signed with its own key.
+  const pskOf = (identity: string, socket: TLSSocket): Buffer | null => {
+    if (identity === PSK_IDENTITY) return options.psk;
+    const paired = options.pairedKeys?.(identity, peerHost(socket.remoteAddress));
+    if (!paired) return null;
+    manifestKeys.set(socket, paired.manifestKey);
+    return paired.psk;
+  };
   const server: Server = createServer(
-    { ...pskServerOptions(options.psk), keepAlive: true, requestTimeout: 0, headersTimeout: 30_000 },
+    { ...pskServerOptions(pskOf), keepAlive: true, requestTimeout: 0, headersTimeout: 30_000 },
     (req, res) => {
       handle(req, res).catch((err: unknown) => {
         if (err instanceof HttpError) return sendError(res, err);

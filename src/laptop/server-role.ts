@@ -24,6 +24,7 @@ import { deviceSize, readRange } from '../disk/read-range';
 import { runChecked } from '../disk/runner';
 import { kexecTools } from '../kexec/kexec';
 import { startGoodbyeListener, type GoodbyeListener } from './goodbye';
+import { findPxeImage, startPxeRole, type PxeRole } from './pxe';
 import { createWayBack, type ConsoleIO, type WayBack, type WayBackActions } from './way-back';
 
 /**
@@ -94,6 +95,10 @@ export interface BootServer {
   readonly wireguard: WireGuardServer | undefined;
   /** Resolves when the payload digests are computed (or rejects why not). */
   readonly payloadReady: Promise<void>;
+  /** Resolves when PXE serves, or said why not. */
+  readonly pxeReady: Promise<void>;
+  /** The PXE part, once it serves. */
+  pxe(): PxeRole | undefined;
   close(): Promise<void>;
 }
 
@@ -307,10 +312,13 @@ export async function startBootServer(o: BootServerOptions, ctx: { log: Logger; 
       log.warn(`server.disk ${diskPath} is not served: no disk server given`);
     }
 
+    // Desktops that PXE-booted hold no secret: they pair with the console's code.
+    let pxe: PxeRole | undefined;
     const payload = await startPayloadServer(
       {
         psk: keys.payloadPsk,
         manifestKey: keys.manifest,
+        pairedKeys: (identity, host) => pxe?.desk.keysFor(identity, host),
         port: cfg.payload.port,
         serverName: o.serverName,
         source,
@@ -342,11 +350,29 @@ export async function startBootServer(o: BootServerOptions, ctx: { log: Logger; 
       log.info(`discovery: ${formatCounters(discovery.counters)}`);
     });
 
+    let pxeReady: Promise<void> = Promise.resolve();
+    if (cfg.server.pxe.enabled) {
+      const pxeLog = log.child('pxe');
+      const p = cfg.server.pxe;
+      // Checking the image reads it whole: the rest of the server does not wait.
+      pxeReady = findPxeImage(p.image, pxeLog)
+        .then(async (image) => {
+          if (!image || signal.aborted) return;
+          const role = await startPxeRole(
+            { image, validMs: p.codeValidS * 1000, httpPort: p.httpPort, lock, serverName: o.serverName, payloadPort: payload.port },
+            { log: pxeLog, signal },
+          );
+          pxe = role;
+          closers.push(() => role.close());
+        })
+        .catch((err: Error) => pxeLog.warn(`PXE is off: ${err.message}`));
+    }
+
     log.info(
       `serving '${o.serverName}': discovery on UDP ${cfg.discovery.port}, payload on HTTPS ${payload.port}${disk ? `, disk ${diskPath} on NBD ${disk.port}${wireguard ? ` at ${wireguard.address} (WireGuard only)` : ''}` : ''}; interfaces: ${[...interfaces.up].sort().join(', ') || '(none yet)'}`,
     );
     signal.addEventListener('abort', () => void close(), { once: true });
-    return { goodbye, payload, discovery, disk, lock, interfaces, wireguard, payloadReady, close };
+    return { goodbye, payload, discovery, disk, lock, interfaces, wireguard, payloadReady, pxeReady, pxe: () => pxe, close };
   } catch (err) {
     await close();
     throw err;

@@ -15,6 +15,8 @@ export interface Question {
   kind: QuestionKind;
   /** One line shown to the person at the desktop. */
   prompt: string;
+  /** False for the desktop's own questions (the pairing code): not introduced as the laptop's. */
+  fromLaptop?: boolean;
 }
 
 export const MAX_PROMPT_LENGTH = 300;

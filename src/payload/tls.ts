@@ -12,7 +12,7 @@
 // 1.7 GB/s here, against about 0.35 GB/s for AES-128-CBC-HMAC-SHA256 on this
 // CPU (no SHA extensions), so it is both the safest and the fastest choice.
 import { constants } from 'node:crypto';
-import type { ConnectionOptions, TlsOptions } from 'node:tls';
+import type { ConnectionOptions, TLSSocket, TlsOptions } from 'node:tls';
 
 export const PAYLOAD_CIPHER = 'ECDHE-PSK-CHACHA20-POLY1305';
 /**
@@ -21,25 +21,33 @@ export const PAYLOAD_CIPHER = 'ECDHE-PSK-CHACHA20-POLY1305';
  */
 export const PSK_IDENTITY = 'stiefelsystem-payload-v1';
 
+/**
+ * The key for a PSK identity the client names: the shared secret's for
+ * PSK_IDENTITY, a paired desktop's for its own identity (src/payload/pairing.ts);
+ * null refuses the handshake.
+ */
+export type PskLookup = (identity: string, socket: TLSSocket) => Buffer | null;
+
 /** Options for tls/https servers: PSK only, no plaintext, no certificate. */
-export function pskServerOptions(psk: Buffer): TlsOptions {
+export function pskServerOptions(psk: Buffer | PskLookup): TlsOptions {
+  const lookup: PskLookup = typeof psk === 'function' ? psk : (identity) => (identity === PSK_IDENTITY ? psk : null);
   return {
     minVersion: 'TLSv1.2',
     maxVersion: 'TLSv1.2',
     ciphers: PAYLOAD_CIPHER,
     pskIdentityHint: PSK_IDENTITY,
-    pskCallback: (_socket, identity) => (identity === PSK_IDENTITY ? psk : null),
+    pskCallback: (socket, identity) => lookup(identity, socket),
     // Resumed sessions would skip the ECDHE exchange: no tickets.
     secureOptions: constants.SSL_OP_NO_TICKET,
   };
 }
 
-export function pskClientOptions(psk: Buffer): ConnectionOptions {
+export function pskClientOptions(psk: Buffer, identity: string = PSK_IDENTITY): ConnectionOptions {
   return {
     minVersion: 'TLSv1.2',
     maxVersion: 'TLSv1.2',
     ciphers: PAYLOAD_CIPHER,
-    pskCallback: () => ({ psk, identity: PSK_IDENTITY }),
+    pskCallback: () => ({ psk, identity }),
     // No certificate to check: the PSK handshake authenticates the server.
     checkServerIdentity: () => undefined,
   };

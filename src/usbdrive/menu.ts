@@ -9,6 +9,8 @@
 // SERIAL, on the first serial port; systemd-boot draws on what the firmware
 // calls the console (the screen, and on OVMF the serial port too).
 
+import { DESKTOP_CONSOLES } from '../cmdline/stiefelos-cmdline';
+
 /** Where things live on the ESP. */
 export const ESP_PATHS = {
   kernel: '/stiefelos/vmlinuz',
@@ -25,7 +27,7 @@ export const ESP_PATHS = {
 export const ESP_LABEL = 'STIEFEL';
 export const MENU_TIMEOUT_S = 3;
 /** The screen last: it becomes /dev/console. */
-export const STICK_CONSOLES = 'console=ttyS0,115200 console=tty0';
+export const STICK_CONSOLES = DESKTOP_CONSOLES;
 export const SERIAL_BAUD = 115200;
 
 export type MenuEntryId = 'client' | 'debug' | 'rescue';
