@@ -131,6 +131,8 @@ export async function pairWithLaptop(o: PairOptions, ctx: { log: Logger; signal:
   log.info(`the laptop answers on ${iface}`);
 
   let prompt = "Pairing code shown on the laptop's console:";
+  // Said in the log too: a serial console shows the log, not the prompt on the screen.
+  log.info("asking for the pairing code the laptop's console shows");
   for (;;) {
     const typed = await o.answerer.answer({ id: randomBytes(8).toString('hex'), kind: 'text', prompt, fromLaptop: false }, { signal });
     const code = normalizePairingCode(typed);

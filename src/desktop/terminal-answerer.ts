@@ -1,26 +1,44 @@
 // Answers the laptop's questions at the desktop's terminal (/dev/tty):
 // shows the prompt and reads one line; a passphrase is read without echo.
-// Without a terminal (a service, a pipe) questions are refused, with a
-// reason the laptop logs.
-import { closeSync, openSync } from 'node:fs';
+// In stiefelOS the role runs under /init with no controlling terminal, so
+// there it is the console (/dev/console: the screen, where the person at
+// the desktop types). Without either (a service, a pipe) questions are
+// refused, with a reason the laptop logs.
+import { closeSync, existsSync, openSync } from 'node:fs';
 import { ReadStream, WriteStream } from 'node:tty';
 import { QuestionError, MAX_ANSWER_LENGTH, type Question, type QuestionAnswerer } from '../payload/questions';
 
 export interface TerminalAnswererOptions {
-  /** The terminal device; /dev/tty. */
-  device?: string;
+  /** The terminal devices, the first that opens; /dev/tty, then /dev/console when we are stiefelOS's role. */
+  devices?: readonly string[];
+}
+
+/** stiefelOS's /init runs the role with the console as its standard input. */
+const STIEFELOS_RELEASE = '/etc/stiefelos/release';
+
+function defaultDevices(): string[] {
+  return existsSync(STIEFELOS_RELEASE) ? ['/dev/tty', '/dev/console'] : ['/dev/tty'];
 }
 
 export function terminalAnswerer(options: TerminalAnswererOptions = {}): QuestionAnswerer {
-  const device = options.device ?? '/dev/tty';
+  const devices = options.devices ?? defaultDevices();
   return {
     answer(question: Question, { signal }): Promise<string> {
-      let inFd: number;
+      let inFd: number | undefined;
       let outFd: number;
-      try {
-        inFd = openSync(device, 'r');
-      } catch (err) {
-        return Promise.reject(new QuestionError(`no terminal to ask '${question.prompt}' on (${(err as Error).message})`, { cause: err }));
+      let device = devices[0]!;
+      let lastError: unknown;
+      for (const d of devices) {
+        try {
+          inFd = openSync(d, 'r');
+          device = d;
+          break;
+        } catch (err) {
+          lastError = err;
+        }
+      }
+      if (inFd === undefined) {
+        return Promise.reject(new QuestionError(`no terminal to ask '${question.prompt}' on (${(lastError as Error).message})`, { cause: lastError }));
       }
       try {
         outFd = openSync(device, 'w');

@@ -95,7 +95,6 @@ test('a desktop with no secret boots by the iPXE script, pairs with the code aft
   client.child.stdin!.write(`${code}\r`);
   const r = await client.wait(60_000);
   assert.equal(r.code, 0, client.output);
-  if (process.env.SHOW) console.log(client.output, server.output);
   assert.match(client.output, /paired with the laptop 'stf3-laptop'/);
   assert.match(client.output, /payload verified: 8\.4 MB/);
   assert.equal(sha(join(out, 'vmlinuz')), sha(join(w.dir, 'k')));
