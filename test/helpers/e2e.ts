@@ -51,9 +51,12 @@ export interface EndToEndOptions {
   /**
    * How the desktop starts stiefelOS: QEMU's -kernel/-initrd (the default),
    * or the boot stick create-usbdrive writes, as a USB stick booted by UEFI
-   * firmware (OVMF) or by the BIOS (SeaBIOS).
+   * firmware (OVMF) or by the BIOS (SeaBIOS), or by PXE from the laptop with
+   * no disk and no stick (the firmware boots QEMU's iPXE ROM of its NIC);
+   * then the desktop pairs: the code on the laptop's console is typed on the
+   * desktop's keyboard, a wrong one first.
    */
-  desktopBoot?: 'kernel' | 'uefi-stick' | 'bios-stick';
+  desktopBoot?: 'kernel' | 'uefi-stick' | 'bios-stick' | 'uefi-pxe' | 'bios-pxe';
   /**
    * Pull the cable while the laptop OS on the desktop writes: it writes
    * `records` fsynced records, one a second; after record `atRecord` both
@@ -131,8 +134,12 @@ export function e2eSecret(cacheDir: string): string {
   return secret;
 }
 
-/** stiefelOS (kernel + initrd) with a test secret, cached by its inputs. */
-export async function stiefelOsImage(cacheDir: string, log: (l: string) => void): Promise<{ vmlinuz: string; initrd: string }> {
+/**
+ * stiefelOS (kernel + initrd) with a test secret, cached by its inputs. With
+ * `pxe`, built by `build-image --pxe`: the initrd also carries the
+ * secret-free copy the server role serves to desktops that PXE-boot.
+ */
+export async function stiefelOsImage(cacheDir: string, log: (l: string) => void, options: { pxe?: boolean } = {}): Promise<{ vmlinuz: string; initrd: string }> {
   const kernel = debianKernel();
   mkdirSync(cacheDir, { recursive: true });
   const secret = e2eSecret(cacheDir);
@@ -140,20 +147,21 @@ export async function stiefelOsImage(cacheDir: string, log: (l: string) => void)
   writeFileSync(config, 'secret: secret\nserver:\n  disk: /dev/vda\n');
   const st = statSync(kernel.path);
   const key = sha256(readFileSync(CLI), kernel.path, String(st.size), String(st.mtimeMs), readFileSync(config), readFileSync(secret), process.execPath);
-  const dir = join(cacheDir, `stiefelos-${key.slice(0, 16)}`);
+  // Two caches, neither prefix a prefix of the other: pruning one keeps the other.
+  const prefix = options.pxe ? 'stiefelpxe-' : 'stiefelos-';
+  const dir = join(cacheDir, `${prefix}${key.slice(0, 16)}`);
   if (existsSync(join(dir, 'initrd.img'))) {
     log(`stiefelOS image from the cache (${dir})`);
   } else {
-    log(`building stiefelOS: stiefelctl build-image --kernel ${kernel.path}`);
+    log(`building stiefelOS: stiefelctl build-image --kernel ${kernel.path}${options.pxe ? ' --pxe' : ''}`);
     const tmp = `${dir}.tmp`;
     rmSync(tmp, { recursive: true, force: true });
-    await run(process.execPath, [CLI, 'build-image', '--kernel', kernel.path, '--out', tmp, '--config', config, '--secret', secret, '--level', '3'], {
-      maxBuffer: 16 * 1024 * 1024,
-    });
+    const args = [CLI, 'build-image', '--kernel', kernel.path, '--out', tmp, '--config', config, '--secret', secret, '--level', '3', ...(options.pxe ? ['--pxe'] : [])];
+    await run(process.execPath, args, { maxBuffer: 16 * 1024 * 1024 });
     rmSync(dir, { recursive: true, force: true });
     await rename(tmp, dir);
   }
-  pruneCache(cacheDir, 'stiefelos-', basename(dir));
+  pruneCache(cacheDir, prefix, basename(dir));
   return { vmlinuz: join(dir, 'vmlinuz'), initrd: join(dir, 'initrd.img') };
 }
 
@@ -190,6 +198,26 @@ function serverConfigOverlay(token: string, options: { wireguard: boolean; bench
     '',
   ].join('\n');
   return encodeNewc([{ type: 'file', path: 'etc/stiefelsystem/config.yaml', data: Buffer.from(yaml), mode: 0o644 }]);
+}
+
+/**
+ * The person at the desktop types the code the laptop's console shows, on
+ * the keyboard (it lands on tty0, the desktop's /dev/console): a wrong one
+ * first, which the laptop refuses, then the right one.
+ */
+async function pairByKeyboard(client: QemuVm, code: string, scale: number, log: (l: string) => void): Promise<void> {
+  await client.waitFor(/asking for the pairing code the laptop's console shows/, 180_000 * scale);
+  // Give the prompt a moment to switch the console to raw mode.
+  await new Promise((r) => setTimeout(r, 2000));
+  const wrong = code.replace(/\d/, (d) => String((Number(d) + 1) % 10));
+  const from = client.console.length;
+  await client.typeKeys(`${wrong}\r`);
+  await client.waitFor(/wrong pairing code: 2 tries left/, 60_000 * scale, from);
+  log(`a wrong code (${wrong}) was refused`);
+  await new Promise((r) => setTimeout(r, 1000));
+  await client.typeKeys(`${code}\r`);
+  await client.waitFor(/paired with the laptop/, 60_000 * scale, from);
+  log(`paired with the code ${code}`);
 }
 
 /** A copy of `initrd` at `out` with the `overlay` cpio appended (its files win over the image's). */
@@ -343,13 +371,16 @@ export async function runEndToEnd(options: EndToEndOptions): Promise<EndToEndRes
   let netns: string | undefined;
   try {
     const t0 = Date.now();
+    const desktopBoot = options.desktopBoot ?? 'kernel';
+    const pxe = desktopBoot === 'uefi-pxe' || desktopBoot === 'bios-pxe';
     const os = await stiefelOsImage(options.cacheDir, log);
+    const serverOs = pxe ? await stiefelOsImage(options.cacheDir, log, { pxe: true }) : os;
     const laptop = await buildLaptopImage({ family: options.family, cacheDir: options.cacheDir, stiefelctl: CLI, secret: e2eSecret(options.cacheDir), log });
     const disk = join(work, 'laptop.img');
     await run('cp', ['--sparse=always', laptop.path, disk]);
     const token = randomBytes(12).toString('hex');
     const serverInitrd = join(work, 'server-initrd.img');
-    await initrdWithOverlay(os.initrd, serverConfigOverlay(token, { wireguard, bench: options.bench ?? false, cableRecords: options.cable?.records ?? options.powerCut?.records }), serverInitrd);
+    await initrdWithOverlay(serverOs.initrd, serverConfigOverlay(token, { wireguard, bench: options.bench ?? false, cableRecords: options.cable?.records ?? options.powerCut?.records }), serverInitrd);
     log(`prepared in ${((Date.now() - t0) / 1000).toFixed(1)} s; token ${token}`);
 
     // The cable: a bridge with one tap per VM, in a network namespace of
@@ -359,10 +390,11 @@ export async function runEndToEnd(options: EndToEndOptions): Promise<EndToEndRes
 
     const server = startVm({
       name: `stf6-server-${options.family}`,
-      kernel: os.vmlinuz,
+      kernel: serverOs.vmlinuz,
       initrd: serverInitrd,
       append: 'console=ttyS0 stiefel.role=server panic=-1',
-      memoryMiB: 1024,
+      // The PXE image carries the served stiefelOS too (about 60 MB more in its tmpfs).
+      memoryMiB: pxe ? 1536 : 1024,
       nics: [{ netdev: { type: 'tap', ifname: 'stf6srv' }, mac: SERVER_MAC }],
       disks: [{ path: disk, format: 'raw' }],
       netns,
@@ -379,9 +411,13 @@ export async function runEndToEnd(options: EndToEndOptions): Promise<EndToEndRes
     await server.waitFor(/^boot payload: [^\n]*\n/m, 180_000 * scale);
     log(`the laptop serves (${((Date.now() - t0) / 1000).toFixed(1)} s): ${/^boot payload: (.*?)\r?$/m.exec(server.console)?.[1] ?? ''}`);
 
-    const desktopBoot = options.desktopBoot ?? 'kernel';
     let boot: Partial<VmOptions> = { kernel: os.vmlinuz, initrd: os.initrd, append: 'console=ttyS0 stiefel.role=client panic=-1' };
-    if (desktopBoot !== 'kernel') {
+    let code = '';
+    if (pxe) {
+      code = (await server.waitFor(/pairing code for a desktop that PXE-boots: (\d{3} \d{3})/, 120_000 * scale))[1]!;
+      log(`the laptop shows the pairing code ${code}`);
+      boot = { uefi: desktopBoot === 'uefi-pxe' ? ovmfFirmware(work) : undefined };
+    } else if (desktopBoot !== 'kernel') {
       const stick = await makeBootStick({ initrd: os.initrd, secret: join(options.cacheDir, 'e2e-secret'), dir: work, cmdlineAppend: 'panic=-1' });
       log(`boot stick written by create-usbdrive in ${stick.seconds.toFixed(1)} s`);
       boot = { usbStick: { path: stick.path, snapshot: true }, uefi: desktopBoot === 'uefi-stick' ? ovmfFirmware(work) : undefined };
@@ -391,13 +427,14 @@ export async function runEndToEnd(options: EndToEndOptions): Promise<EndToEndRes
       name: `stf6-client-${options.family}`,
       ...boot,
       memoryMiB: 2048,
-      nics: [{ netdev: { type: 'tap', ifname: 'stf6cli' }, mac: CLIENT_MAC }],
+      nics: [{ netdev: { type: 'tap', ifname: 'stf6cli' }, mac: CLIENT_MAC, ...(pxe ? { bootIndex: 1 } : {}) }],
       netns,
-      qmp: options.cable !== undefined,
+      qmp: options.cable !== undefined || pxe,
       onLine: options.onConsole && ((line) => options.onConsole!('desktop', line)),
     });
     vms.push(client);
-    log(`client VM (the desktop) started: stiefelOS, role client, no disk${desktopBoot === 'kernel' ? '' : `, from the boot stick (${desktopBoot === 'uefi-stick' ? 'UEFI' : 'BIOS'})`}`);
+    const firmware = desktopBoot.startsWith('uefi') ? 'UEFI' : 'BIOS';
+    log(`client VM (the desktop) started: no disk, ${desktopBoot === 'kernel' ? 'stiefelOS by -kernel' : pxe ? `PXE (${firmware})` : `from the boot stick (${firmware})`}`);
 
     const stages: Stage[] = [];
     let last = clientStart;
@@ -410,8 +447,16 @@ export async function runEndToEnd(options: EndToEndOptions): Promise<EndToEndRes
       return m;
     };
 
-    await stage('stiefelOS boot', client, /looking for the laptop on/, 120);
-    await stage('discovery', client, /found the laptop '.*' at (\S+) on (\S+) after/, 120);
+    if (pxe) {
+      // Firmware, iPXE's DHCP (from the laptop's dnsmasq), the script, stiefelOS over HTTP.
+      await stage('PXE', client, /Linux version \d/, 240);
+      await stage('stiefelOS boot', client, /looking for the laptop at fe80::\S+ on .*\(it PXE-booted this desktop\)/, 180);
+      await pairByKeyboard(client, code, scale, log);
+      await stage('pairing', client, /found the laptop '.*' at (\S+) on (\S+) after/, 120);
+    } else {
+      await stage('stiefelOS boot', client, /looking for the laptop on/, 120);
+      await stage('discovery', client, /found the laptop '.*' at (\S+) on (\S+) after/, 120);
+    }
     await stage('payload', client, /payload verified: .*/, 180);
     const kexecAt = client.console.length;
     await stage('kexec', client, /Linux version \d/, 120, kexecAt);

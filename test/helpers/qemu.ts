@@ -37,6 +37,8 @@ export interface NicSpec {
   model?: string;
   /** The NIC's option ROM; '' for none (no PXE boot attempt before the disk's). */
   romfile?: string;
+  /** The firmware boots from this NIC (PXE through its ROM, QEMU's iPXE). */
+  bootIndex?: number;
 }
 
 export interface DiskSpec {
@@ -211,7 +213,7 @@ export function qemuArgs(options: VmOptions, pidfile: string, qmpSocket?: string
   if (options.append !== undefined) args.push('-append', options.append);
   (options.nics ?? []).forEach((nic, i) => {
     args.push('-netdev', netdevArg(`net${i}`, nic.netdev));
-    args.push('-device', `${nic.model ?? 'virtio-net-pci'},netdev=net${i}${nic.mac ? `,mac=${nic.mac}` : ''}${nic.romfile !== undefined ? `,romfile=${nic.romfile}` : ''}`);
+    args.push('-device', `${nic.model ?? 'virtio-net-pci'},netdev=net${i}${nic.mac ? `,mac=${nic.mac}` : ''}${nic.romfile !== undefined ? `,romfile=${nic.romfile}` : ''}${nic.bootIndex !== undefined ? `,bootindex=${nic.bootIndex}` : ''}`);
   });
   (options.disks ?? []).forEach((d, i) => {
     const drive = [`file=${d.path}`, `format=${d.format ?? 'raw'}`, 'if=none', `id=disk${i}`];
@@ -383,6 +385,15 @@ export class QemuVm {
   /** Types on the serial console. */
   send(text: string): void {
     this.#child.stdin!.write(text);
+  }
+
+  /** Types on the PC keyboard (QMP send-key): what lands on the screen's console, tty0. Digits, letters, space and \r. */
+  async typeKeys(text: string): Promise<void> {
+    for (const ch of text) {
+      const qcode = ch === '\r' || ch === '\n' ? 'ret' : ch === ' ' ? 'spc' : /^[0-9a-z]$/.test(ch) ? ch : undefined;
+      if (qcode === undefined) throw new Error(`typeKeys cannot type ${JSON.stringify(ch)}`);
+      await this.qmp('send-key', { keys: [{ type: 'qcode', data: qcode }] });
+    }
   }
 
   /** Waits for QEMU to exit by itself (e.g. the guest powered off). */

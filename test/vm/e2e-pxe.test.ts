@@ -1,0 +1,35 @@
+// The desktop with no disk and no stick: its firmware (SeaBIOS, then OVMF)
+// PXE-boots QEMU's iPXE ROM, which gets its address and boot file from the
+// laptop's dnsmasq and loads the laptop's secret-free stiefelOS over HTTP;
+// that stiefelOS pairs with the code shown on the laptop's console (typed on
+// the desktop's keyboard, a wrong one first), then boots the laptop's
+// installed Linux over NBD through WireGuard as in the other end-to-end
+// scenarios. See test/helpers/e2e.ts for the stages.
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { E2E_CACHE_DIR, runEndToEnd } from '../helpers/e2e';
+import { requireRoot, requireTool } from '../helpers/tools';
+
+for (const [family, desktopBoot] of [['dracut', 'bios-pxe'], ['initramfs-tools', 'uefi-pxe']] as const) {
+  const firmware = desktopBoot === 'uefi-pxe' ? 'UEFI' : 'BIOS';
+  test(`the desktop PXE-boots from the laptop (${firmware}), pairs with the code on the laptop's console, then boots the laptop OS (${family})`, { timeout: 40 * 60_000 }, async () => {
+    requireRoot();
+    for (const tool of ['qemu-system-x86_64', 'debootstrap', 'mke2fs', 'sgdisk', 'dnsmasq']) requireTool(tool);
+    const started = Date.now();
+    const result = await runEndToEnd({
+      family,
+      cacheDir: E2E_CACHE_DIR,
+      wireguard: true,
+      desktopBoot,
+      log: (line) => console.log(`[e2e pxe ${family} ${firmware} ${((Date.now() - started) / 1000).toFixed(0)}s] ${line}`),
+      timeScale: 3,
+      consoleDir: `/tmp/stf6-e2e-consoles/pxe-${family}`,
+    });
+    assert.deepEqual(
+      result.stages.map((s) => s.name),
+      ['PXE', 'stiefelOS boot', 'pairing', 'payload', 'kexec', 'laptop OS initramfs', 'laptop OS boot'],
+    );
+    assert.match(result.diskPeer, /^fd[0-9a-f]{2}:[0-9a-f:]+$/);
+    console.log(`[e2e pxe ${family} ${firmware}] ${result.stages.map((s) => `${s.name} ${s.seconds.toFixed(1)} s`).join(', ')}; total ${result.totalSeconds.toFixed(1)} s`);
+  });
+}
