@@ -325,7 +325,12 @@ export async function buildStiefelOs(root: string, kernel: string, menu: BootMen
   await writeFile(join(root, tmpName), doc.toString(), { mode: 0o600 });
   try {
     log.info(`building stiefelOS from ${kernel} into ${STIEFELOS_DIR}${root === '/' ? '' : ` (in ${root})`}`);
-    await runInRoot(runner, root, [...deps.stiefelctl, 'build-image', '--kernel', kernel, '--out', STIEFELOS_DIR, '--config', tmpName, '--secret', config.secret], log);
+    // With PXE on (the default) stiefelOS carries a copy of itself without
+    // the secret, to serve to a desktop that PXE-boots; the copy build-image
+    // leaves beside it is not needed on /boot.
+    const pxe = config.server.pxe.enabled ? ['--pxe'] : [];
+    await runInRoot(runner, root, [...deps.stiefelctl, 'build-image', '--kernel', kernel, '--out', STIEFELOS_DIR, '--config', tmpName, '--secret', config.secret, ...pxe], log);
+    if (pxe.length) await rm(join(root, STIEFELOS_DIR, 'pxe'), { recursive: true, force: true });
   } finally {
     await rm(join(root, tmpName), { force: true });
   }

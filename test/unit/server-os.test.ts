@@ -240,7 +240,7 @@ test('apply: writes files with their modes, regenerates in a chroot and unmounts
       `chroot ${root} update-initramfs -u -k all`,
       ...umounts,
       ...mounts,
-      `chroot ${root} stiefelctl build-image --kernel /boot/vmlinuz-6.1.0-0-stf --out /boot/stiefelsystem --config /var/tmp/CONFIG.yaml --secret /etc/stiefelsystem/secret`, // made-up release
+      `chroot ${root} stiefelctl build-image --kernel /boot/vmlinuz-6.1.0-0-stf --out /boot/stiefelsystem --config /var/tmp/CONFIG.yaml --secret /etc/stiefelsystem/secret --pxe`, // made-up release
       ...umounts,
     ]);
     // stiefelOS got the laptop's config (the temporary copy is gone), and autokexec is enabled as systemctl would.
