@@ -46,14 +46,18 @@ export interface PxeServicesOptions {
   /** The unprivileged user dnsmasq changes to; it owns the TFTP files. */
   user?: string;
   passwdFile?: string;
-  /** DHCPDISCOVERs of the probe, one second apart (a server that pings first answers after about 3 s). */
+  /**
+   * DHCPDISCOVERs of the probe, one second apart. A server that pings an
+   * address before offering it (dnsmasq does, as many home routers run it)
+   * answers a new client only after about 4 s.
+   */
   probeTries?: number;
   /** How often a dnsmasq that exits is started again before its link goes without PXE. */
   maxRestarts?: number;
   restartDelayMs?: number;
 }
 
-const DEFAULTS = { dnsmasq: 'dnsmasq', busybox: 'busybox', ip: 'ip', user: 'nobody', passwdFile: '/etc/passwd', probeTries: 4, maxRestarts: 3, restartDelayMs: 1000 };
+const DEFAULTS = { dnsmasq: 'dnsmasq', busybox: 'busybox', ip: 'ip', user: 'nobody', passwdFile: '/etc/passwd', probeTries: 6, maxRestarts: 3, restartDelayMs: 1000 };
 
 /** The probe's vendor class: not PXEClient, so PXE-only servers (another laptop's) stay silent. */
 const PROBE_VENDOR_CLASS = 'stiefelsystem-probe';
