@@ -12,11 +12,11 @@ cd "$(dirname "$0")/.."
 # One list, grouped by what needs it. Keep it sorted inside each group.
 PACKAGES="
   ca-certificates iproute2 util-linux e2fsprogs zstd gzip cpio binutils file kmod
-  curl openssl
+  curl isc-dhcp-client openssl tftp-hpa
   libnbd-bin qemu-utils fio
   nbdkit nbd-server
   qemu-system-x86 linux-image-amd64 ovmf
-  kexec-tools wireguard-tools busybox-static cryptsetup-bin lvm2
+  busybox-static cryptsetup-bin dnsmasq-base ipxe kexec-tools lvm2 wireguard-tools
   systemd-boot-efi dosfstools mtools fdisk gdisk syslinux syslinux-common
   debootstrap patch
   lintian

@@ -26,7 +26,7 @@ import { carryModuleDecompressed, imageModulePath, regenerateDepmod, selectModul
 import { PACKAGES, formatPackages } from './packages';
 import { forEachLimited } from './for-each-limited';
 import { externalBuiltins } from './node-builtins';
-import { BUSYBOX, IMAGE_PROGRAMS, findProgram, lookupProgram, type ProgramSpec } from './programs';
+import { BUSYBOX, IMAGE_PROGRAMS, IPXE_BOOT_FILES, findProgram, lookupProgram, type ProgramSpec } from './programs';
 import type { ProgressCallback } from './progress';
 
 const execFileAsync = promisify(execFile);
@@ -121,6 +121,7 @@ const PART = {
   programs: 'programs and libraries',
   busybox: 'busybox',
   stiefelctl: 'stiefelctl',
+  pxe: 'iPXE boot files',
   base: 'init, config, /etc',
 } as const;
 
@@ -211,6 +212,9 @@ async function checkInputs(options: BuildImageOptions): Promise<{ kernel: Kernel
   for (const spec of [...IMAGE_PROGRAMS, BUSYBOX]) programs.push({ spec, path: await findProgram(spec, options.searchDirs) });
   for (const name of options.extraPrograms ?? []) programs.push({ spec: { name: posix.basename(name) }, path: await findProgram(name, options.searchDirs) });
   const depmod = await findProgram({ name: 'depmod', packages: PACKAGES.kmod }, options.searchDirs);
+  for (const file of IPXE_BOOT_FILES.files) {
+    await fileMustExist(posix.join(IPXE_BOOT_FILES.dir, file), 'iPXE boot file', `install ${formatPackages(IPXE_BOOT_FILES.packages)}`);
+  }
   return { kernel, modulesDir, programs, depmod };
 }
 
@@ -529,6 +533,10 @@ async function layoutTree(tree: ImageTree, input: LayoutInput): Promise<string> 
 
   tree.addFile(IMAGE_PATHS.stiefelctl, { part: PART.stiefelctl, mode: 0o755, data: asset('stiefelctl') });
   tree.addFile(IMAGE_PATHS.bundle, { part: PART.stiefelctl, hostPath: await realpath(options.bundle) });
+  for (const file of IPXE_BOOT_FILES.files) {
+    const at = posix.join(IPXE_BOOT_FILES.dir, file);
+    tree.addFile(at.slice(1), { part: PART.pxe, mode: 0o644, hostPath: await realpath(at) });
+  }
   tree.mkdir('etc/stiefelsystem', 0o755);
   if (options.config !== undefined) tree.addFile(IMAGE_PATHS.config, { part: PART.base, mode: 0o644, hostPath: await realpath(options.config) });
   if (options.secret !== undefined) tree.addFile(IMAGE_PATHS.secret, { part: PART.base, mode: 0o600, hostPath: await realpath(options.secret) });

@@ -19,6 +19,8 @@ export const PACKAGES = {
   umount: { debian: 'mount', fedora: 'util-linux-core', arch: 'util-linux' },
   losetup: { debian: 'mount', fedora: 'util-linux-core', arch: 'util-linux' },
   kmod: { debian: 'kmod', fedora: 'kmod', arch: 'kmod' },
+  dnsmasq: { debian: 'dnsmasq-base', fedora: 'dnsmasq', arch: 'dnsmasq' },
+  ipxe: { debian: 'ipxe', fedora: 'ipxe-bootimgs-x86', arch: 'ipxe' },
   zstd: { debian: 'zstd', fedora: 'zstd', arch: 'zstd' },
   strip: { debian: 'binutils', fedora: 'binutils', arch: 'binutils' },
   node: { debian: 'nodejs', fedora: 'nodejs', arch: 'nodejs' },

@@ -2,6 +2,7 @@
 import { access, constants, stat } from 'node:fs/promises';
 import { posix } from 'node:path';
 import { StiefelError } from '../errors';
+import { TFTP_BOOT_FILES } from '../pxe/dnsmasq-conf';
 import { PACKAGES, formatPackages, type PackageNames } from './packages';
 
 export interface ProgramSpec {
@@ -33,7 +34,19 @@ export const IMAGE_PROGRAMS: readonly ProgramSpec[] = [
   // kmod's modprobe reads the regenerated modules.*.bin indexes and handles
   // compressed modules; busybox's does not.
   { name: 'modprobe', packages: PACKAGES.kmod },
+  // The PXE boot services: DHCP/ProxyDHCP and TFTP for desktops with no stick.
+  { name: 'dnsmasq', packages: PACKAGES.dnsmasq },
 ];
+
+/**
+ * iPXE's first stages, served by TFTP to PXE ROMs: carried at the host's
+ * path, which is also config server.pxe.ipxe_dir's default.
+ */
+export const IPXE_BOOT_FILES = {
+  dir: '/usr/lib/ipxe',
+  files: Object.values(TFTP_BOOT_FILES),
+  packages: PACKAGES.ipxe,
+} as const;
 
 export const BUSYBOX: ProgramSpec = { name: 'busybox', packages: PACKAGES.busybox };
 
