@@ -36,6 +36,8 @@ export const IMAGE_PROGRAMS: readonly ProgramSpec[] = [
   { name: 'modprobe', packages: PACKAGES.kmod },
   // The PXE boot services: DHCP/ProxyDHCP and TFTP for desktops with no stick.
   { name: 'dnsmasq', packages: PACKAGES.dnsmasq },
+  // Reads the stiefelOS it would serve by PXE, to be sure no secret is inside.
+  { name: 'zstd', packages: PACKAGES.zstd },
 ];
 
 /**

@@ -11,6 +11,9 @@ import type { Logger } from '../log';
 import type { ClientLock } from './client-lock';
 import { PairingDesk, type CodeReason } from './pairing-desk';
 import { startPxeHttp, type PxeHttpServer } from './pxe-http';
+import { startPxeServices, type PxeServices } from '../pxe/boot-services';
+import type { Config } from '../config/schema';
+import type { CommandRunner } from '../disk/runner';
 
 export interface PxeImage {
   vmlinuz: string;
@@ -51,24 +54,54 @@ export function codeLine(code: string, reason: CodeReason, validMs: number): str
 export interface PxeRole {
   readonly desk: PairingDesk;
   readonly http: PxeHttpServer;
+  readonly services: PxeServices;
   close(): Promise<void>;
 }
 
-export async function startPxeRole(
-  o: { image: PxeImage; validMs: number; httpPort: number; lock: ClientLock; serverName: string; payloadPort: number; desk?: PairingDesk },
-  ctx: { log: Logger; signal: AbortSignal },
-): Promise<PxeRole> {
-  const desk = o.desk ?? new PairingDesk({ validMs: o.validMs, show: (code, reason, ms) => ctx.log.info(codeLine(code, reason, ms)) });
+export interface PxeRoleOptions {
+  image: PxeImage;
+  pxe: Config['server']['pxe'];
+  lock: ClientLock;
+  serverName: string;
+  payloadPort: number;
+  /** The links up now, and a way to hear of each new one. */
+  links: { up: ReadonlySet<string>; onUp(listener: (name: string) => void): void };
+  /** The boot services' files (dnsmasq's configs, leases, the TFTP root). */
+  runDir: string;
+  runner?: CommandRunner;
+}
+
+export async function startPxeRole(o: PxeRoleOptions, ctx: { log: Logger; signal: AbortSignal }): Promise<PxeRole> {
+  const validMs = o.pxe.codeValidS * 1000;
+  const desk = new PairingDesk({ validMs, show: (code, reason, ms) => ctx.log.info(codeLine(code, reason, ms)) });
+  // First what the URLs name, then the code, then the services that hand the URLs out.
   const http = await startPxeHttp(
-    { port: o.httpPort, image: o.image, desk, lock: o.lock, serverName: o.serverName, payloadPort: o.payloadPort, cmdline: DESKTOP_CONSOLES },
+    { port: o.pxe.httpPort, image: o.image, desk, lock: o.lock, serverName: o.serverName, payloadPort: o.payloadPort, cmdline: DESKTOP_CONSOLES },
     ctx,
   );
   desk.open();
+  let services: PxeServices;
+  try {
+    services = await startPxeServices({ pxe: o.pxe, runDir: o.runDir, ...(o.runner ? { runner: o.runner } : {}) }, { log: ctx.log.child('boot'), signal: ctx.signal });
+  } catch (err) {
+    desk.close();
+    await http.close();
+    throw err;
+  }
+  const add = (name: string): void => {
+    void services.addLink(name).then((link) => {
+      if (link) ctx.log.info(`PXE on ${link.interface}: ${link.mode === 'dhcp' ? `DHCP for PXE clients from ${link.address}` : `ProxyDHCP beside the DHCP server there, from ${link.address}`}, boot file ${link.bootUrl}`);
+    });
+  };
+  for (const name of [...o.links.up].sort()) add(name);
+  o.links.onUp(add);
   return {
     desk,
     http,
+    services,
     close: async () => {
       desk.close();
+      await services.close();
       await http.close();
     },
   };

@@ -1,6 +1,7 @@
 // The laptop's side (stiefelOS server role): bring every interface up (and
 // new ones as they appear), answer discovery, serve the boot payload over
 // TLS-PSK, and serve the disk, all to one desktop at a time.
+import { posix } from 'node:path';
 import type { Config } from '../config/schema';
 import { deriveSubKeys } from '../crypto/keys';
 import { startDiscoveryResponder, type DiscoveryResponder } from '../discovery/responder';
@@ -188,9 +189,18 @@ export async function startBootServer(o: BootServerOptions, ctx: { log: Logger; 
     payloadReady.catch((err: Error) => log.warn(`the boot payload is not ready: ${err.message}`));
 
     // Our own tunnel interface is not a port to discover on.
+    const upListeners: Array<(name: string) => void> = [];
     const interfaces = watchInterfaces(
       { interfaces: cfg.network.interfaces, exclude: [...cfg.network.exclude, WG_INTERFACE], intervalMs: cfg.network.watchIntervalMs },
-      { log: log.child('netif'), signal, net: o.net, onUp: (name) => log.debug(`interface ${name} up`) },
+      {
+        log: log.child('netif'),
+        signal,
+        net: o.net,
+        onUp: (name) => {
+          log.debug(`interface ${name} up`);
+          for (const listener of upListeners) listener(name);
+        },
+      },
     );
     closers.push(async () => interfaces.stop());
     await interfaces.ready;
@@ -359,7 +369,16 @@ export async function startBootServer(o: BootServerOptions, ctx: { log: Logger; 
         .then(async (image) => {
           if (!image || signal.aborted) return;
           const role = await startPxeRole(
-            { image, validMs: p.codeValidS * 1000, httpPort: p.httpPort, lock, serverName: o.serverName, payloadPort: payload.port },
+            {
+              image,
+              pxe: p,
+              lock,
+              serverName: o.serverName,
+              payloadPort: payload.port,
+              links: { up: interfaces.up, onUp: (listener) => upListeners.push(listener) },
+              runDir: posix.join(o.workDir ?? '/run/stiefelsystem', 'pxe'),
+              runner,
+            },
             { log: pxeLog, signal },
           );
           pxe = role;

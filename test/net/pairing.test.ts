@@ -71,6 +71,8 @@ test('a desktop with no secret boots by the iPXE script, pairs with the code aft
   const server = startServer(t);
   const code = (await server.waitFor(/pairing code for a desktop that PXE-boots: (\d{3} \d{3}); valid 2 min, 3 tries/))[1]!;
   await server.waitFor(/serving 'stf3-laptop'/);
+  // The boot services run on both links (no other DHCP server there): they hand out the script's URL.
+  await server.waitFor(/PXE on stf3s1: DHCP for PXE clients from 10\.185\.\d+\.1, boot file http:\/\/10\.185\.\d+\.1:4680\/pxe\/boot\.ipxe/);
 
   // What iPXE would do: the script, then the kernel and initrd it names.
   const script = await curl(w.client, ['http://10.185.0.1:4680/pxe/boot.ipxe']);
