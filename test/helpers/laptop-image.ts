@@ -80,6 +80,9 @@ const BASE_PACKAGES = [
   'cryptsetup-bin',
   'lvm2',
   'binutils',
+  // The PXE boot services stiefelOS carries (DHCP/TFTP, iPXE's first stages).
+  'dnsmasq-base',
+  'ipxe',
 ];
 
 function sha256(...parts: (string | Buffer)[]): string {
