@@ -1,7 +1,7 @@
 // The laptop's side (stiefelOS server role): bring every interface up (and
 // new ones as they appear), answer discovery, serve the boot payload over
 // TLS-PSK, and serve the disk, all to one desktop at a time.
-import { posix } from 'node:path';
+import { setMaxListeners } from 'node:events';
 import type { Config } from '../config/schema';
 import { deriveSubKeys } from '../crypto/keys';
 import { startDiscoveryResponder, type DiscoveryResponder } from '../discovery/responder';
@@ -34,6 +34,8 @@ import { createWayBack, type ConsoleIO, type WayBack, type WayBackActions } from
  * desktop's side sends a WireGuard keepalive every 15 s at the least.
  */
 const SILENCE_POLL_MS = 5_000;
+/** The PXE boot services' files: dnsmasq's configurations, leases and TFTP root. */
+const PXE_RUN_DIR = '/run/stiefelsystem-pxe';
 const SILENT_AFTER_MS = 30_000;
 
 /** The disk server (NBD), started by the caller's factory with the lock's admission hook. */
@@ -142,6 +144,9 @@ export function formatCounters(c: Readonly<Record<string, number>>): string {
 
 export async function startBootServer(o: BootServerOptions, ctx: { log: Logger; signal: AbortSignal }): Promise<BootServer> {
   const { log, signal } = ctx;
+  // Every part of the server (discovery, payload, disk, PXE and its links,
+  // the watchers) ends with this signal: more than Node's default 10.
+  setMaxListeners(64, signal);
   const cfg = o.config;
   const keys = deriveSubKeys(o.secret);
   const runner = o.runner ?? systemRunner;
@@ -376,7 +381,8 @@ export async function startBootServer(o: BootServerOptions, ctx: { log: Logger; 
               serverName: o.serverName,
               payloadPort: payload.port,
               links: { up: interfaces.up, onUp: (listener) => upListeners.push(listener) },
-              runDir: posix.join(o.workDir ?? '/run/stiefelsystem', 'pxe'),
+              // Not under the work directory (root only): dnsmasq runs as nobody and must reach its TFTP root.
+              runDir: PXE_RUN_DIR,
               runner,
             },
             { log: pxeLog, signal },

@@ -30,7 +30,8 @@ const ROOT_UUID = '5713f2b0-0b00-4e00-8000-00000000f0f0';
 const ESP_VOLUME_ID = '5713D15C';
 const SECTOR = 512;
 const ESP_START = 2048;
-const ESP_SIZE = 256 * 1024 * 1024;
+// The laptop OS and stiefelOS (with its PXE copy, about 110 MB) side by side.
+const ESP_SIZE = 384 * 1024 * 1024;
 const ROOT_SIZE = 3 * 1024 * 1024 * 1024;
 const DISK_SIZE = ESP_START * SECTOR + ESP_SIZE + ROOT_SIZE + 1024 * 1024;
 const RECIPE_VERSION = 1;

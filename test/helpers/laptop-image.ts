@@ -52,7 +52,8 @@ export interface LaptopImage {
 const RECIPE_VERSION = 1;
 const SECTOR = 512;
 const BOOT_START_SECTOR = 2048;
-const BOOT_SIZE = 192 * 1024 * 1024;
+// stiefelOS built with --pxe carries its own served copy: about 110 MB of it in /boot.
+const BOOT_SIZE = 320 * 1024 * 1024;
 const ROOT_SIZE = 2048 * 1024 * 1024;
 const DISK_SIZE = BOOT_START_SECTOR * SECTOR + BOOT_SIZE + ROOT_SIZE + 1024 * 1024;
 // Fixed file-system UUIDs: the laptop OS's fstab and command line name them.
