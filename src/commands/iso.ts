@@ -95,7 +95,7 @@ export function formatInspection(r: IsoInspection): string {
     const tag = `[${e.menu}]`;
     const title = e.title.length + head.length + tag.length + 1 > WIDTH ? `${e.title.slice(0, WIDTH - head.length - tag.length - 4)}...` : e.title;
     out.push(`${head}${title}${' '.repeat(Math.max(1, WIDTH - head.length - title.length - tag.length))}${tag}`);
-    const missing = (exists: boolean) => (exists ? '' : '  (not on the ISO)');
+    const missing = (exists: boolean) => (exists ? '' : ' (not on the ISO)');
     out.push(...wrap('     kernel  ', `${e.kernel}${missing(e.kernelExists)}`));
     for (const i of e.initrds) out.push(...wrap('     initrd  ', `${i.path}${missing(i.exists)}`));
     out.push(...wrap('     cmdline ', e.cmdline || '(empty)'));

@@ -65,7 +65,7 @@ export const ISO_DISTROS: readonly IsoDistroRule[] = [
     id: 'debian-installer',
     name: 'Debian installer',
     finder: 'debian-installer (loads whole into RAM)',
-    paths: ['/install.amd', '/install.386', '/install.a64'],
+    paths: ['/install.amd', '/install.386', '/install.a64', '/install'],
     cmdline: [],
     label: null,
     parameters: [],
