@@ -17,7 +17,7 @@ PACKAGES="
   nbdkit nbd-server
   qemu-system-x86 linux-image-amd64 ovmf
   busybox-static cryptsetup-bin dnsmasq-base ipxe kexec-tools lvm2 wireguard-tools
-  systemd-boot-efi dosfstools mtools fdisk gdisk syslinux syslinux-common
+  systemd-boot-efi dosfstools mtools fdisk gdisk isolinux syslinux syslinux-common xorriso
   debootstrap patch
   lintian
 "

@@ -11,6 +11,7 @@ import { setupServerOsCommand } from './setup-server-os';
 import { selftestCommand } from './selftest';
 import { autokexecCommand } from './autokexec';
 import { createUsbdriveCommand } from './create-usbdrive';
+import { isoCommand } from './iso';
 
 export const COMMANDS: readonly Command[] = [
   nbdServeCommand,
@@ -22,5 +23,6 @@ export const COMMANDS: readonly Command[] = [
   setupServerOsCommand,
   autokexecCommand,
   createUsbdriveCommand,
+  isoCommand,
   selftestCommand,
 ];
