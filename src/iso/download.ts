@@ -265,7 +265,7 @@ class Transfer {
   /** A 200: the whole file, from its start, whatever was asked. */
   async #whole(res: IncomingMessage, ifRangeSent: boolean): Promise<void> {
     if (this.file.position > 0) {
-      const why = ifRangeSent && res.headers.etag !== this.validators?.etag ? 'the file changed on the server' : 'the server does not resume downloads';
+      const why = ifRangeSent && this.validators && !sameRepresentation(this.validators, validatorsOf(res)) ? 'the file changed on the server' : 'the server does not resume downloads';
       this.log.warn(`${why}: starting again from byte 0, not ${this.file.position}`);
       await this.#restart();
     }
