@@ -80,7 +80,8 @@ export function parseSyslinux(text: string, ctx: SyslinuxContext): ParseResult {
       if (key === 'MENU') {
         const sub = /^(\S+)\s*(.*)$/.exec(value);
         const what = sub?.[1]?.toUpperCase();
-        if (current && what === 'LABEL') current.title = sub![2]!.trim();
+        // '^' marks the menu's hotkey letter (syslinux menu.c32); it is not part of the title.
+        if (current && what === 'LABEL') current.title = sub![2]!.trim().replace('^', '');
         else if (current && what === 'DEFAULT') current.menuDefault = true;
         continue;
       }

@@ -1,7 +1,6 @@
 import { hostname, tmpdir } from 'node:os';
 import { resolve } from 'node:path';
 import { parseCommandArgs, type Command } from '../cli/command';
-import { UsageError } from '../errors';
 import { configPath, loadConfig, parseConfigText, DEFAULT_CONFIG_PATH } from '../config';
 import { parsePairTarget } from '../desktop/pairing-client';
 import { readSecretFile } from '../crypto/secret-file';
@@ -11,6 +10,13 @@ import { systemNetworkControl } from '../netif/interfaces';
 import { runBootClient } from '../desktop/client-role';
 import { ProgressReporter } from '../progress';
 import { terminalAnswerer } from '../desktop/terminal-answerer';
+import { noLaptopMenu } from '../desktop/no-laptop';
+import { runIsoBoot, runningConsoles } from '../desktop/iso-source';
+import { systemRunner } from '../disk/runner';
+import { StiefelError, UsageError } from '../errors';
+
+/** stiefelOS's /init marks the image it runs in. */
+const STIEFELOS_RELEASE = '/etc/stiefelos/release';
 
 const pathExists = (p: string): Promise<boolean> => access(p).then(() => true, () => false);
 
@@ -60,23 +66,52 @@ Examples:
     const config = pair !== undefined && !(await pathExists(file)) ? parseConfigText('', file) : await loadConfig(file);
     const secret = pair === undefined ? await readSecretFile(config.secret) : undefined;
     const progress = { reporter: undefined as ProgressReporter | undefined };
-    await runBootClient(
-      {
-        config,
-        secret,
-        pair,
-        outDir: values.out === undefined ? undefined : resolve(ctx.cwd, values.out),
-        kexec: kexecTools({ handOff: await detectHandOff(pathExists), missingFix: '; or use --no-kexec --out DIR' }),
-        workDir: tmpdir(),
-        net: systemNetworkControl(),
-        clientName: hostname(),
-        answerer: terminalAnswerer(),
-        onProgress: ({ received, total }) => {
-          progress.reporter ??= new ProgressReporter({ write: (line) => ctx.log.info(line), tty: ctx.isTTY, label: 'downloading' });
-          progress.reporter.update(received, total);
+    const answerer = terminalAnswerer();
+    // The stick's stiefelOS shows a menu when no laptop answers for a while (not a PXE-booted one: it found its laptop already).
+    const menuAfterMs = pair === undefined && (await pathExists(STIEFELOS_RELEASE)) ? config.client.menuAfterS * 1000 : 0;
+    for (;;) {
+      try {
+        await runBootClient(
+          {
+            config,
+            secret,
+            pair,
+            discoveryTimeoutMs: menuAfterMs || undefined,
+            outDir: values.out === undefined ? undefined : resolve(ctx.cwd, values.out),
+            kexec: kexecTools({ handOff: await detectHandOff(pathExists), missingFix: '; or use --no-kexec --out DIR' }),
+            workDir: tmpdir(),
+            net: systemNetworkControl(),
+            clientName: hostname(),
+            answerer,
+            onProgress: ({ received, total }) => {
+              progress.reporter ??= new ProgressReporter({ write: (line) => ctx.log.info(line), tty: ctx.isTTY, label: 'downloading' });
+              progress.reporter.update(received, total);
+            },
+          },
+          { log: ctx.log, signal: ctx.signal },
+        );
+        return;
+      } catch (err) {
+        if (!(menuAfterMs && err instanceof StiefelError && err.code === 'E_DISCOVERY_TIMEOUT')) throw err;
+      }
+      const outcome = await noLaptopMenu(
+        {
+          why: `No laptop answered within ${config.client.menuAfterS} s. What now?`,
+          isos: config.client.isos,
+          answerer,
+          print: (text) => process.stderr.write(`${text}\n`),
+          bootIso: async (r) => {
+            await runIsoBoot({ ...r, cwd: ctx.cwd, consoles: await runningConsoles(), isTTY: ctx.isTTY }, { log: ctx.log.child('iso'), signal: ctx.signal });
+          },
+          runner: systemRunner,
         },
-      },
-      { log: ctx.log, signal: ctx.signal },
-    );
+        { log: ctx.log, signal: ctx.signal },
+      );
+      if (outcome === 'shell') {
+        ctx.log.info('to the rescue shell, as asked');
+        return;
+      }
+      ctx.log.info('looking for the laptop again');
+    }
   },
 };

@@ -1,12 +1,13 @@
 import { resolve } from 'node:path';
-import { HelpRequested, parseCommandArgs, type Command } from '../cli/command';
+import { HelpRequested, parseCommandArgs, type Command, type CommandContext } from '../cli/command';
+import { runIsoBoot, runningConsoles } from '../desktop/iso-source';
 import { UsageError } from '../errors';
 import { distroRule } from '../iso/distro';
 import { openIsoFile } from '../iso/file-source';
 import { inspectIso, requireEntries, type IsoBootImage, type IsoInspection } from '../iso/inspect';
 
 const HELP = `Usage: stiefelctl iso inspect FILE [--json]
-       stiefelctl iso boot URL|FILE [--sha256 HEX] [--entry N]   (not yet)
+       stiefelctl iso boot URL|FILE [--sha256 HEX] [--entry N] [--no-kexec --out DIR]
 
 inspect: reads an ISO 9660 image (a file or a block device; nothing is
 mounted, nothing written) and prints what it boots: the volume label, the
@@ -16,12 +17,23 @@ initramfs needs to find the ISO file after kexec, the El Torito boot images
 with kernel, initrds, command line and whether those files are on the ISO.
 
 boot: downloads (or opens) an ISO, checks it and kexecs one of its entries
-from stiefelOS. Not implemented yet.
+(in stiefelOS: the desktop's stick). A URL needs a network: without a
+default route, DHCP runs on every link (busybox udhcpc). https: is checked
+against Node's bundled CA roots; http: only with --sha256. The download
+resumes after a dropped connection, stays in RAM (a tmpfs) and must fit in
+it; its SHA-256 is checked before anything boots. Works for ISOs that load
+whole into RAM (installers, Debian's netboot mini.iso); live systems that
+look for their ISO again after the kernel starts are refused (not yet).
 
 Options:
-  --json     inspect: print one JSON object on stdout (its fields are listed
-             in the README, "Distribution ISOs"); skipped entries are in it
-             too instead of on stderr
+  --json       inspect: print one JSON object on stdout (its fields are listed
+               in the README, "Distribution ISOs"); skipped entries are in it
+               too instead of on stderr
+  --sha256 HEX boot: the ISO's SHA-256 (required for http:)
+  --entry N    boot: the entry to boot, numbered as inspect lists them
+               (default: the menu's default)
+  --no-kexec   boot: do not kexec; needs --out
+  --out DIR    boot: write vmlinuz, initrd.img and cmdline to DIR
 
 Exit status: 0 when the ISO has at least one Linux boot entry; 1 when FILE is
 not an ISO, is damaged or truncated, or has no usable boot menu (one line on
@@ -30,6 +42,8 @@ stderr says which); 2 for usage.
 Examples:
   stiefelctl iso inspect debian-live-12.5.0-amd64-standard.iso
   stiefelctl iso inspect /dev/sr0 --json
+  stiefelctl iso boot https://deb.debian.org/debian/dists/bookworm/main/installer-amd64/current/images/netboot/mini.iso
+  stiefelctl iso boot /media/usb/mini.iso --entry 2
 `;
 
 const KIB = 1024;
@@ -165,18 +179,42 @@ async function inspect(argv: string[], ctx: Parameters<Command['run']>[1]): Prom
   return 0;
 }
 
+async function boot(argv: string[], ctx: CommandContext): Promise<number> {
+  const { values, positionals } = parseCommandArgs(
+    'iso',
+    argv,
+    { sha256: { type: 'string' }, entry: { type: 'string' }, 'no-kexec': { type: 'boolean' }, out: { type: 'string' } },
+    { min: 1, max: 1, names: 'URL or FILE' },
+  );
+  const target = positionals[0]!;
+  if (values.sha256 !== undefined && !/^[0-9a-fA-F]{64}$/.test(values.sha256)) throw new UsageError('--sha256 needs 64 hex digits', { command: 'iso' });
+  if (values.entry !== undefined && !/^[1-9]\d{0,3}$/.test(values.entry)) throw new UsageError(`--entry must be an entry number (1, 2, ...), not '${values.entry}'`, { command: 'iso' });
+  if (values.out !== undefined && !values['no-kexec']) throw new UsageError('--out DIR needs --no-kexec', { command: 'iso' });
+  if (values['no-kexec'] && values.out === undefined) throw new UsageError('--no-kexec needs --out DIR (where to write the files)', { command: 'iso' });
+  await runIsoBoot(
+    {
+      target,
+      sha256: values.sha256?.toLowerCase(),
+      entry: values.entry === undefined ? undefined : Number(values.entry),
+      outDir: values.out === undefined ? undefined : resolve(ctx.cwd, values.out),
+      cwd: ctx.cwd,
+      consoles: await runningConsoles(),
+      isTTY: ctx.isTTY,
+    },
+    { log: ctx.log, signal: ctx.signal },
+  );
+  return 0;
+}
+
 export const isoCommand: Command = {
   name: 'iso',
-  summary: 'distribution ISOs: what one boots (inspect); boot one (not yet)',
+  summary: 'distribution ISOs: what one boots (inspect); boot one (boot)',
   help: HELP,
   async run(argv, ctx) {
     const [sub, ...rest] = argv;
     if (sub === '--help' || sub === '-h') throw new HelpRequested();
     if (sub === 'inspect') return inspect(rest, ctx);
-    if (sub === 'boot') {
-      parseCommandArgs('iso', rest, { sha256: { type: 'string' }, entry: { type: 'string' } }, { min: 1, max: 1, names: 'URL or FILE' });
-      throw new UsageError('iso boot is not implemented yet: it will download the ISO in stiefelOS, keep it in RAM across kexec and boot its entry; for now `iso inspect FILE` shows what it would boot', { command: 'iso' });
-    }
+    if (sub === 'boot') return boot(rest, ctx);
     if (sub === undefined) throw new UsageError('missing the subcommand: inspect or boot', { command: 'iso' });
     throw new UsageError(`unknown subcommand '${sub}': use inspect or boot`, { command: 'iso' });
   },

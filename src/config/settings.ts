@@ -29,6 +29,8 @@ export const DEFAULT_DISCOVERY_PORT = 61570;
 export const DEFAULT_PAYLOAD_PORT = 4644;
 export const DEFAULT_NBD_PORT = 10809;
 export const DEFAULT_PXE_HTTP_PORT = 4680;
+/** client.isos: a URL, and its SHA-256 after a space (required for http:). */
+export const ISO_ITEM = /^(https:\/\/[^\s]+(\s+sha256:[0-9a-fA-F]{64})?|http:\/\/[^\s]+\s+sha256:[0-9a-fA-F]{64})$/;
 export const DEFAULT_WIREGUARD_PORT = 51820;
 export const DEFAULT_GOODBYE_PORT = 4645;
 
@@ -236,6 +238,17 @@ export const SETTINGS = section({
       pattern: CMDLINE_TEXT,
       allowed: 'kernel command line words, without quotes or backslashes',
       normalize: oneLine,
+    }),
+    menu_after_s: int({
+      doc: "When no laptop answers this long, the stick's stiefelOS shows a menu on\nits console: keep looking, boot an ISO (from isos, a typed URL or a USB\ndisk), or a rescue shell. 0: never, keep looking.",
+      default: 60,
+      min: 0,
+      max: 86_400,
+    }),
+    isos: list({
+      doc: "ISOs the menu offers: 'URL' (https) or 'URL sha256:HEX' (needed for http:,\nchecked before anything boots).",
+      default: [],
+      item: { pattern: ISO_ITEM, allowed: "'https://… .iso' or 'URL sha256:<64 hex digits>'" },
     }),
   }),
 });

@@ -31,6 +31,8 @@ export interface BootClientOptions {
    * terminal for the code on the laptop's console.
    */
   pair?: string;
+  /** Gives up discovery after this long (E_DISCOVERY_TIMEOUT), sooner than config discovery.timeout_s says. */
+  discoveryTimeoutMs?: number;
   /** Write vmlinuz, initrd.img and cmdline here instead of kexec'ing. */
   outDir?: string;
   /** Used when outDir is not given. */
@@ -53,6 +55,12 @@ export interface BootClientResult {
   cmdline: string;
   /** With outDir: the files written. */
   written?: { kernel: string; initrd: string; cmdline: string };
+}
+
+/** The sooner of two timeouts, where 0 or undefined means none. */
+function discoveryTimeout(configured: number, override: number | undefined): number {
+  if (!override) return configured;
+  return configured > 0 ? Math.min(configured, override) : override;
 }
 
 function stripZone(address: string): string {
@@ -102,7 +110,7 @@ export async function runBootClient(options: BootClientOptions, ctx: { log: Logg
           key: sub.discovery,
           port: cfg.discovery.port,
           retryIntervalMs: cfg.discovery.retryIntervalMs,
-          timeoutMs: cfg.discovery.timeoutS * 1000,
+          timeoutMs: discoveryTimeout(cfg.discovery.timeoutS * 1000, options.discoveryTimeoutMs),
           clientName: options.clientName,
           interfaces: () => [...watcher.up].sort(),
           ipv4Broadcast: cfg.discovery.ipv4Broadcast,

@@ -35,6 +35,9 @@ const execFileAsync = promisify(execFile);
 export const DEFAULT_IMAGE_DIR = '/var/lib/stiefelsystem/image';
 
 /** Paths inside stiefelOS that other parts of stiefelsystem rely on. */
+/** Debian's bundle of CA certificates (ca-certificates). */
+export const CA_BUNDLE = '/etc/ssl/certs/ca-certificates.crt';
+
 export const IMAGE_PATHS = {
   config: '/etc/stiefelsystem/config.yaml',
   secret: '/etc/stiefelsystem/secret',
@@ -537,6 +540,9 @@ async function layoutTree(tree: ImageTree, input: LayoutInput): Promise<string> 
     const at = posix.join(IPXE_BOOT_FILES.dir, file);
     tree.addFile(at.slice(1), { part: PART.pxe, mode: 0o644, hostPath: await realpath(at) });
   }
+  // The CA roots for an ISO over HTTPS (a Node built to use the system's
+  // store has none of its own); carried when the host has them.
+  if (await stat(CA_BUNDLE).then((st) => st.isFile(), () => false)) tree.addFile(CA_BUNDLE.slice(1), { part: PART.base, mode: 0o644, hostPath: await realpath(CA_BUNDLE) });
   tree.mkdir('etc/stiefelsystem', 0o755);
   if (options.config !== undefined) tree.addFile(IMAGE_PATHS.config, { part: PART.base, mode: 0o644, hostPath: await realpath(options.config) });
   if (options.secret !== undefined) tree.addFile(IMAGE_PATHS.secret, { part: PART.base, mode: 0o600, hostPath: await realpath(options.secret) });

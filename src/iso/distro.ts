@@ -65,7 +65,9 @@ export const ISO_DISTROS: readonly IsoDistroRule[] = [
     id: 'debian-installer',
     name: 'Debian installer',
     finder: 'debian-installer (loads whole into RAM)',
-    paths: ['/install.amd', '/install.386', '/install.a64', '/install'],
+    // Netboot mini.iso has neither: only its kernel, initrd and /.disk/info
+    // (which live and casper ISOs have too; their rules come first).
+    paths: ['/install.amd', '/install.386', '/install.a64', '/install', '/.disk/info'],
     cmdline: [],
     label: null,
     parameters: [],

@@ -418,6 +418,9 @@ export async function runEndToEnd(options: EndToEndOptions): Promise<EndToEndRes
     if (pxe) {
       code = (await server.waitFor(/pairing code for a desktop that PXE-boots: (\d{3} \d{3})/, 120_000 * scale))[1]!;
       log(`the laptop shows the pairing code ${code}`);
+      // As when the laptop has served for a while: its DHCP probe (about 6 s) is over before the desktop is switched on.
+      const services = await server.waitFor(/PXE on eth0: ([^\r\n]*)/, 60_000 * scale);
+      log(`the laptop's boot services: ${services[1]}`);
       boot = { uefi: desktopBoot === 'uefi-pxe' ? ovmfFirmware(work) : undefined };
     } else if (desktopBoot !== 'kernel') {
       const stick = await makeBootStick({ initrd: os.initrd, secret: join(options.cacheDir, 'e2e-secret'), dir: work, cmdlineAppend: 'panic=-1' });

@@ -1,0 +1,128 @@
+// Booting a distribution's ISO on the desktop (webboot's way), from a URL
+// or a file: the ISO comes into RAM (downloaded and checked, or read where
+// it is), its boot menu is read, and the chosen entry's kernel and initrd
+// are kexec'd with its command line. Nothing is booted unless the image
+// was checked (the SHA-256 when one is given, always for http:) and the
+// entry's files were all found.
+//
+// What works today: ISOs whose kernel and initrd need nothing more once
+// they run (installers and rescue systems that load whole into RAM, such
+// as Debian's netboot mini.iso). Live systems whose initramfs looks for
+// the ISO again after the kernel starts (Debian live, Ubuntu casper, Arch,
+// Fedora live) are refused with that reason: keeping the ISO across kexec
+// (webboot's pmem through memmap=) is not built yet.
+import { promises as fs } from 'node:fs';
+import { posix } from 'node:path';
+import { StiefelError } from '../errors';
+import type { Logger } from '../log';
+import type { Kexec } from '../kexec/kexec';
+import { openIsoFile } from '../iso/file-source';
+import { inspectIso, requireEntries, type IsoBootEntry, type IsoInspection } from '../iso/inspect';
+import { IsoImage } from '../iso/reader';
+import { distroRule } from '../iso/distro';
+
+export interface IsoBootOptions {
+  /** The ISO, in RAM or on a mounted disk. */
+  iso: string;
+  /** 1-based, as `iso inspect` numbers them; the menu's default when omitted. */
+  entry?: number;
+  /** Words for the booted kernel's command line: the consoles stiefelOS runs on. */
+  consoles: string;
+  /** Where the kernel and initrd are written before kexec (a tmpfs). */
+  workDir: string;
+  /** With outDir, nothing is kexec'd: vmlinuz, initrd.img and cmdline are written there. */
+  outDir?: string;
+  kexec: Kexec;
+  /** Largest kernel or initrd read from the ISO. */
+  maxFileBytes?: number;
+}
+
+export interface IsoBootResult {
+  inspection: IsoInspection;
+  entry: IsoBootEntry;
+  cmdline: string;
+  written?: { kernel: string; initrd: string; cmdline: string };
+}
+
+/** The entry to boot: the one asked for, else the first default, else the first. */
+export function chooseEntry(entries: readonly IsoBootEntry[], wanted: number | undefined, file: string): IsoBootEntry {
+  if (wanted !== undefined) {
+    const e = entries.find((x) => x.number === wanted);
+    if (!e) throw new StiefelError('E_ISO_ENTRY', `${file} has no entry ${wanted} (it has 1 to ${entries.length}; 'stiefelctl iso inspect ${file}' lists them)`);
+    return e;
+  }
+  return entries.find((e) => e.default && e.kernelExists) ?? entries.find((e) => e.kernelExists) ?? entries[0]!;
+}
+
+/** Refuses what cannot boot this way, with the reason and what to use instead. */
+export function checkBootable(entry: IsoBootEntry, file: string): void {
+  if (!entry.kernelExists) throw new StiefelError('E_ISO_ENTRY', `entry ${entry.number} of ${file} names the kernel ${entry.kernel}, which is not on the ISO`);
+  if (entry.initrds.length === 0) throw new StiefelError('E_ISO_ENTRY', `entry ${entry.number} of ${file} has no initrd; booting a kernel alone is not supported`);
+  const missing = entry.initrds.filter((i) => !i.exists).map((i) => i.path);
+  if (missing.length) throw new StiefelError('E_ISO_ENTRY', `entry ${entry.number} of ${file} names the initrd ${missing.join(', ')}, which is not on the ISO`);
+  const rule = distroRule(entry.distro);
+  if (rule && rule.parameters.length > 0) {
+    throw new StiefelError(
+      'E_ISO_LIVE',
+      `entry ${entry.number} of ${file} is ${rule.name}: its initramfs (${rule.finder}) looks for the ISO again once the kernel runs, and stiefelOS cannot keep the ISO across kexec yet; use the distribution's netboot or installer image, which loads whole into RAM`,
+    );
+  }
+}
+
+/** A command line with the ISO menu's own words, its consoles replaced by ours. */
+export function isoCmdline(entryCmdline: string, consoles: string): string {
+  const words = entryCmdline.split(/\s+/).filter((w) => w && !/^(console|initrd|BOOT_IMAGE)=/.test(w));
+  return [...words, ...consoles.split(/\s+/).filter(Boolean)].join(' ');
+}
+
+export async function bootIso(o: IsoBootOptions, ctx: { log: Logger; signal?: AbortSignal }): Promise<IsoBootResult> {
+  const { log } = ctx;
+  const source = await openIsoFile(o.iso);
+  const maxFileBytes = o.maxFileBytes ?? 2 * 1024 ** 3;
+  try {
+    const inspection = await inspectIso(source);
+    const entries = requireEntries(inspection);
+    const entry = chooseEntry(entries, o.entry, o.iso);
+    checkBootable(entry, o.iso);
+    const cmdline = isoCmdline(entry.cmdline, o.consoles);
+    log.info(`booting entry ${entry.number} of ${posix.basename(o.iso)}: ${entry.title} (${inspection.distro.name})`);
+
+    // The kernel and the initrds, concatenated (the kernel unpacks them in order).
+    const iso = await IsoImage.open(source);
+    const read = async (path: string): Promise<Buffer> => {
+      const e = await iso.lookup(path);
+      if (!e) throw new StiefelError('E_ISO_ENTRY', `${path} vanished from ${o.iso}`);
+      return iso.readFile(e, { maxBytes: maxFileBytes });
+    };
+    const dir = o.outDir ?? (await fs.mkdtemp(posix.join(o.workDir, 'stiefel-iso-')));
+    if (o.outDir) await fs.mkdir(dir, { recursive: true });
+    const paths = { kernel: posix.join(dir, 'vmlinuz'), initrd: posix.join(dir, 'initrd.img'), cmdline: posix.join(dir, 'cmdline') };
+    const partial = (p: string): string => `${p}.partial`;
+    try {
+      await fs.writeFile(partial(paths.kernel), await read(entry.kernel));
+      const fh = await fs.open(partial(paths.initrd), 'w');
+      try {
+        for (const i of entry.initrds) await fh.write(await read(i.path));
+      } finally {
+        await fh.close();
+      }
+      await fs.writeFile(partial(paths.cmdline), `${cmdline}\n`);
+      for (const p of Object.values(paths)) await fs.rename(partial(p), p);
+    } catch (err) {
+      for (const p of Object.values(paths)) await fs.rm(partial(p), { force: true });
+      if (!o.outDir) await fs.rm(dir, { recursive: true, force: true });
+      throw err;
+    }
+    if (o.outDir) {
+      log.info(`wrote ${paths.kernel}, ${paths.initrd} and ${paths.cmdline}`);
+      return { inspection, entry, cmdline, written: paths };
+    }
+    log.info('loading its kernel (kexec)');
+    await o.kexec.load({ kernel: paths.kernel, initrd: paths.initrd, cmdline }, ctx);
+    log.info(`starting ${entry.title}`);
+    await o.kexec.exec(ctx);
+    return { inspection, entry, cmdline };
+  } finally {
+    await source.close();
+  }
+}

@@ -1,0 +1,137 @@
+// `stiefelctl iso boot URL|FILE`: where the ISO comes from. A URL needs the
+// network (DHCP on every link when there is no default route, as on the
+// stick's stiefelOS) and is downloaded into RAM, checked, then booted; a
+// file (another USB disk, a path on the desktop's own Linux) is checked
+// when a SHA-256 is given and read where it is.
+import { createHash } from 'node:crypto';
+import { createReadStream, existsSync, promises as fs } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { posix, resolve } from 'node:path';
+import { StiefelError } from '../errors';
+import type { Logger } from '../log';
+import { detectHandOff, kexecTools } from '../kexec/kexec';
+import { systemRunner } from '../disk/runner';
+import { systemNetworkControl, watchInterfaces } from '../netif/interfaces';
+import { dhcpOnAnyLink } from '../netif/dhcp-client';
+import { downloadIso } from '../iso/download';
+import { ProgressReporter } from '../progress';
+import { bootIso, type IsoBootResult } from './iso-boot';
+import { CA_BUNDLE } from '../image/build';
+
+/** stiefelOS's /init marks it; there the ISO goes to a tmpfs and kexec is direct. */
+const STIEFELOS_RELEASE = '/etc/stiefelos/release';
+/** What RAM must keep free besides the ISO: the kernel and initrd copied out, kexec, the ISO's own boot. */
+const RAM_MARGIN = 384 * 1024 * 1024;
+
+export interface IsoBootRequest {
+  target: string;
+  sha256?: string;
+  entry?: number;
+  outDir?: string;
+  cwd: string;
+  consoles: string;
+  isTTY: boolean;
+}
+
+/** The consoles this system runs on (console= of its command line), for the booted kernel. */
+export async function runningConsoles(): Promise<string> {
+  const text = await fs.readFile('/proc/cmdline', 'utf8').catch(() => '');
+  return text.split(/\s+/).filter((w) => /^console=/.test(w)).join(' ');
+}
+
+async function memAvailable(): Promise<number> {
+  const text = await fs.readFile('/proc/meminfo', 'utf8');
+  const m = /^MemAvailable:\s+(\d+) kB/m.exec(text);
+  return m ? Number(m[1]) * 1024 : 0;
+}
+
+/** Room for the download: RAM in stiefelOS (a tmpfs), the file system's free space elsewhere. */
+async function roomFor(dir: string, inStiefelOs: boolean): Promise<number> {
+  const st = await fs.statfs(dir);
+  const free = st.bavail * st.bsize;
+  return inStiefelOs ? Math.max(0, Math.min(free, (await memAvailable()) - RAM_MARGIN)) : free;
+}
+
+async function hasDefaultRoute(): Promise<boolean> {
+  const r = await systemRunner.run('ip', ['-4', 'route', 'show', 'default']);
+  return r.code === 0 && r.stdout.trim() !== '';
+}
+
+/** Links up and an address from DHCP, unless this machine is on a network already. */
+async function networkUp(log: Logger, signal: AbortSignal): Promise<void> {
+  if (await hasDefaultRoute()) return;
+  const net = systemNetworkControl();
+  const watcher = watchInterfaces({ interfaces: [], exclude: [], intervalMs: 250 }, { log: log.child('netif'), signal, net });
+  try {
+    await watcher.ready;
+    // A link that just came up needs a moment for carrier; udhcpc's tries cover it.
+    await dhcpOnAnyLink({ interfaces: [...watcher.up].sort(), runner: systemRunner }, { log: log.child('dhcp') });
+  } finally {
+    watcher.stop();
+  }
+}
+
+async function sha256OfFile(path: string): Promise<string> {
+  const h = createHash('sha256');
+  for await (const chunk of createReadStream(path)) h.update(chunk as Buffer);
+  return h.digest('hex');
+}
+
+export async function runIsoBoot(r: IsoBootRequest, ctx: { log: Logger; signal: AbortSignal }): Promise<IsoBootResult> {
+  const { log, signal } = ctx;
+  const inStiefelOs = existsSync(STIEFELOS_RELEASE);
+  const workDir = inStiefelOs ? '/run/stiefel-iso' : tmpdir();
+  await fs.mkdir(workDir, { recursive: true, mode: 0o700 });
+  const kexec = kexecTools({ handOff: inStiefelOs ? 'direct' : await detectHandOff((p) => fs.access(p).then(() => true, () => false)), missingFix: '; or use --no-kexec --out DIR' });
+
+  let iso: string;
+  let downloaded = false;
+  if (/^https?:\/\//i.test(r.target)) {
+    let url: URL;
+    try {
+      url = new URL(r.target);
+    } catch {
+      throw new StiefelError('E_ISO_URL', `${r.target} is not a URL`);
+    }
+    if (url.protocol === 'http:' && r.sha256 === undefined) {
+      throw new StiefelError('E_ISO_URL', 'an ISO over plain HTTP needs --sha256 HEX (nothing else proves it is the one you meant)');
+    }
+    // stiefelOS brings its own network up; a desktop's own Linux has its network already.
+    if (inStiefelOs) await networkUp(log, signal);
+    const name = posix.basename(url.pathname).replace(/[^A-Za-z0-9._-]/g, '_') || 'download.iso';
+    iso = posix.join(workDir, name);
+    let progress: ProgressReporter | undefined;
+    const ca = await fs.readFile(CA_BUNDLE).catch(() => undefined);
+    const got = await downloadIso(
+      {
+        url: r.target,
+        ...(ca ? { ca } : {}),
+        dest: iso,
+        sha256: r.sha256,
+        maxBytes: await roomFor(workDir, inStiefelOs),
+        signal,
+        onProgress: ({ received, total }) => {
+          progress ??= new ProgressReporter({ write: (line) => log.info(line), tty: r.isTTY, label: 'downloading' });
+          progress.update(received, total ?? received);
+        },
+      },
+      { log: log.child('download') },
+    );
+    downloaded = true;
+    log.info(`downloaded ${name}: ${(got.bytes / 1e6).toFixed(1)} MB in ${got.seconds.toFixed(1)} s${got.resumed ? `, resumed ${got.resumed} times` : ''}; SHA-256 ${got.sha256}${r.sha256 ? ' (as given)' : ''}`);
+  } else {
+    iso = resolve(r.cwd, r.target);
+    if (r.sha256 !== undefined) {
+      const actual = await sha256OfFile(iso).catch((err: Error) => {
+        throw new StiefelError('E_ISO_OPEN', `cannot read ${iso}: ${err.message}`, { cause: err });
+      });
+      if (actual !== r.sha256) throw new StiefelError('E_ISO_SHA256', `${iso} has SHA-256 ${actual}, not the ${r.sha256} you gave: nothing is booted`);
+    }
+  }
+  try {
+    return await bootIso({ iso, entry: r.entry, consoles: r.consoles, workDir, outDir: r.outDir, kexec }, ctx);
+  } finally {
+    // An ISO downloaded into RAM goes when it did not boot (or was only written out).
+    if (downloaded) await fs.rm(iso, { force: true });
+  }
+}
