@@ -22,6 +22,12 @@ PACKAGES="
   lintian
 "
 
+# The ISO tests boot Debian's own netboot installer, of this Debian release.
+DEBIAN_RELEASE=$(. /etc/os-release 2>/dev/null && echo "${VERSION_ID%%.*}")
+case "$(uname -m)" in
+  x86_64) [ -n "$DEBIAN_RELEASE" ] && PACKAGES="$PACKAGES debian-installer-$DEBIAN_RELEASE-netboot-amd64" ;;
+esac
+
 # Node 22 runs the bundle in the package tests (Debian 12's nodejs 18 comes
 # from a chroot): the npm registry has it as a package that ships the binary.
 NODE22_DIR=.cache/node-22

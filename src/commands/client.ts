@@ -101,7 +101,10 @@ Examples:
           answerer,
           print: (text) => process.stderr.write(`${text}\n`),
           bootIso: async (r) => {
-            await runIsoBoot({ ...r, cwd: ctx.cwd, consoles: await runningConsoles(), isTTY: ctx.isTTY }, { log: ctx.log.child('iso'), signal: ctx.signal });
+            await runIsoBoot(
+              { ...r, cwd: ctx.cwd, consoles: await runningConsoles(), isTTY: ctx.isTTY, network: { interfaces: config.network.interfaces, exclude: config.network.exclude } },
+              { log: ctx.log.child('iso'), signal: ctx.signal },
+            );
           },
           runner: systemRunner,
         },

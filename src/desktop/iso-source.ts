@@ -11,7 +11,7 @@ import { StiefelError } from '../errors';
 import type { Logger } from '../log';
 import { detectHandOff, kexecTools } from '../kexec/kexec';
 import { systemRunner } from '../disk/runner';
-import { systemNetworkControl, watchInterfaces } from '../netif/interfaces';
+import { systemNetworkControl, watchInterfaces, type InterfaceSelection } from '../netif/interfaces';
 import { dhcpOnAnyLink } from '../netif/dhcp-client';
 import { downloadIso } from '../iso/download';
 import { ProgressReporter } from '../progress';
@@ -31,6 +31,8 @@ export interface IsoBootRequest {
   cwd: string;
   consoles: string;
   isTTY: boolean;
+  /** Which links DHCP may use (config network.interfaces, network.exclude); every one by default. */
+  network?: InterfaceSelection;
 }
 
 /** The consoles this system runs on (console= of its command line), for the booted kernel. */
@@ -58,10 +60,10 @@ async function hasDefaultRoute(): Promise<boolean> {
 }
 
 /** Links up and an address from DHCP, unless this machine is on a network already. */
-async function networkUp(log: Logger, signal: AbortSignal): Promise<void> {
+async function networkUp(selection: InterfaceSelection, log: Logger, signal: AbortSignal): Promise<void> {
   if (await hasDefaultRoute()) return;
   const net = systemNetworkControl();
-  const watcher = watchInterfaces({ interfaces: [], exclude: [], intervalMs: 250 }, { log: log.child('netif'), signal, net });
+  const watcher = watchInterfaces({ ...selection, intervalMs: 250 }, { log: log.child('netif'), signal, net });
   try {
     await watcher.ready;
     // A link that just came up needs a moment for carrier; udhcpc's tries cover it.
@@ -97,7 +99,7 @@ export async function runIsoBoot(r: IsoBootRequest, ctx: { log: Logger; signal: 
       throw new StiefelError('E_ISO_URL', 'an ISO over plain HTTP needs --sha256 HEX (nothing else proves it is the one you meant)');
     }
     // stiefelOS brings its own network up; a desktop's own Linux has its network already.
-    if (inStiefelOs) await networkUp(log, signal);
+    if (inStiefelOs) await networkUp(r.network ?? { interfaces: 'all', exclude: [] }, log, signal);
     const name = posix.basename(url.pathname).replace(/[^A-Za-z0-9._-]/g, '_') || 'download.iso';
     iso = posix.join(workDir, name);
     let progress: ProgressReporter | undefined;

@@ -51,7 +51,6 @@ export function menuItems(isos: readonly string[]): MenuItem[] {
 export function menuText(why: string, items: readonly MenuItem[]): string {
   const lines = [fit(why, WIDTH), ''];
   for (const item of items) lines.push(fit(`  ${item.key.padStart(2)}  ${item.label}`, WIDTH));
-  lines.push('');
   return lines.join('\n');
 }
 

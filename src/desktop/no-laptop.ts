@@ -92,8 +92,9 @@ export async function noLaptopMenu(o: NoLaptopOptions, ctx: { log: Logger; signa
       why = 'The ISO did not start.';
     } catch (err) {
       if (ctx.signal.aborted) throw err;
-      why = `Not booted: ${(err as Error).message}`;
-      ctx.log.warn(why);
+      // Whole in the log (a long line wraps on the console); the menu's heading points at it.
+      ctx.log.warn(`not booted: ${(err as Error).message}`);
+      why = 'That did not boot (the reason is just above). What now?';
     }
   }
 }
