@@ -11,12 +11,15 @@ import { runBootClient } from '../desktop/client-role';
 import { ProgressReporter } from '../progress';
 import { terminalAnswerer } from '../desktop/terminal-answerer';
 import { noLaptopMenu } from '../desktop/no-laptop';
+import { watchForKey } from '../desktop/key-watch';
 import { runIsoBoot, runningConsoles } from '../desktop/iso-source';
 import { systemRunner } from '../disk/runner';
 import { StiefelError, UsageError } from '../errors';
 
 /** stiefelOS's /init marks the image it runs in. */
 const STIEFELOS_RELEASE = '/etc/stiefelos/release';
+/** Where the person at the desktop types: this terminal, else stiefelOS's console. */
+const CONSOLES = ['/dev/tty', '/dev/console'];
 
 const pathExists = (p: string): Promise<boolean> => access(p).then(() => true, () => false);
 
@@ -70,6 +73,10 @@ Examples:
     // The stick's stiefelOS shows a menu when no laptop answers for a while (not a PXE-booted one: it found its laptop already).
     const menuAfterMs = pair === undefined && (await pathExists(STIEFELOS_RELEASE)) ? config.client.menuAfterS * 1000 : 0;
     for (;;) {
+      // A key pressed while it looks opens the menu at once.
+      const menuKey = new AbortController();
+      const keys = menuAfterMs ? watchForKey(CONSOLES, () => menuKey.abort(new StiefelError('E_MENU', 'a key was pressed'))) : undefined;
+      if (keys) ctx.log.info(`press a key for the menu (it comes by itself after ${config.client.menuAfterS} s without a laptop)`);
       try {
         await runBootClient(
           {
@@ -77,6 +84,8 @@ Examples:
             secret,
             pair,
             discoveryTimeoutMs: menuAfterMs || undefined,
+            discoverySignal: menuKey.signal,
+            onFound: () => keys?.stop(),
             outDir: values.out === undefined ? undefined : resolve(ctx.cwd, values.out),
             kexec: kexecTools({ handOff: await detectHandOff(pathExists), missingFix: '; or use --no-kexec --out DIR' }),
             workDir: tmpdir(),
@@ -92,11 +101,14 @@ Examples:
         );
         return;
       } catch (err) {
-        if (!(menuAfterMs && err instanceof StiefelError && err.code === 'E_DISCOVERY_TIMEOUT')) throw err;
+        const keyed = menuKey.signal.aborted && !ctx.signal.aborted;
+        if (!keyed && !(menuAfterMs && err instanceof StiefelError && err.code === 'E_DISCOVERY_TIMEOUT')) throw err;
+      } finally {
+        keys?.stop();
       }
       const outcome = await noLaptopMenu(
         {
-          why: `No laptop answered within ${config.client.menuAfterS} s. What now?`,
+          why: menuKey.signal.aborted ? 'The menu, as asked (a key was pressed). What now?' : `No laptop answered within ${config.client.menuAfterS} s. What now?`,
           isos: config.client.isos,
           answerer,
           print: (text) => process.stderr.write(`${text}\n`),

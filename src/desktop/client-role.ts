@@ -33,6 +33,10 @@ export interface BootClientOptions {
   pair?: string;
   /** Gives up discovery after this long (E_DISCOVERY_TIMEOUT), sooner than config discovery.timeout_s says. */
   discoveryTimeoutMs?: number;
+  /** Discovery alone ends with this signal too (a key pressed for the menu); the rest does not. */
+  discoverySignal?: AbortSignal;
+  /** Called once the laptop is found, before anything is fetched. */
+  onFound?: (server: FoundServer) => void;
   /** Write vmlinuz, initrd.img and cmdline here instead of kexec'ing. */
   outDir?: string;
   /** Used when outDir is not given. */
@@ -55,6 +59,16 @@ export interface BootClientResult {
   cmdline: string;
   /** With outDir: the files written. */
   written?: { kernel: string; initrd: string; cmdline: string };
+}
+
+/** Aborts when either does (AbortSignal.any is not in Node 18, which runs on Debian 12). */
+function eitherSignal(a: AbortSignal, b: AbortSignal): AbortSignal {
+  const both = new AbortController();
+  for (const s of [a, b]) {
+    if (s.aborted) both.abort(s.reason);
+    else s.addEventListener('abort', () => both.abort(s.reason), { once: true });
+  }
+  return both.signal;
 }
 
 /** The sooner of two timeouts, where 0 or undefined means none. */
@@ -116,12 +130,13 @@ export async function runBootClient(options: BootClientOptions, ctx: { log: Logg
           ipv4Broadcast: cfg.discovery.ipv4Broadcast,
           net: options.net,
         },
-        { log: log.child('discovery'), signal: ctx.signal },
+        { log: log.child('discovery'), signal: options.discoverySignal ? eitherSignal(ctx.signal, options.discoverySignal) : ctx.signal },
       );
     }
   } finally {
     watcher.stop();
   }
+  options.onFound?.(server);
   const discoveryMs = now() - started;
   log.info(
     `found the laptop '${server.serverName}' at ${server.address} on ${server.interface} after ${(discoveryMs / 1000).toFixed(2)} s${server.busy ? ' (it says it is busy)' : ''}`,

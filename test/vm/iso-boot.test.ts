@@ -1,5 +1,6 @@
 // The stick without a laptop: a desktop VM boots the stick (SeaBIOS), no
-// laptop answers, the menu comes up on its console; the first ISO in the
+// laptop answers; a key brings the menu up on its console, "keep looking"
+// brings it back by itself after the configured 15 s; the first ISO in the
 // config's list has a wrong SHA-256 and is refused after the download,
 // before anything is booted, and the menu comes back; the second is the
 // same ISO with the right one: stiefelOS got its address by DHCP (dnsmasq
@@ -9,14 +10,15 @@
 // netboot installer (test/helpers/mini-iso.ts).
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { execFile, spawn } from 'node:child_process';
+import { execFile } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
 import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { encodeNewc } from '../../src/cpio/newc';
-import { E2E_CACHE_DIR, e2eSecret, initrdWithOverlay, makeCable, stiefelOsImage } from '../helpers/e2e';
+import { E2E_CACHE_DIR, e2eSecret, initrdWithOverlay, stiefelOsImage } from '../helpers/e2e';
+import { ISO_LAB_ADDRESS, ISO_LAB_PORT, startIsoLab, type IsoLab } from '../helpers/iso-lab';
 import { makeBootStick } from '../helpers/boot-stick';
 import { makeMiniIso } from '../helpers/mini-iso';
 import { startVm, type QemuVm } from '../helpers/qemu';
@@ -32,7 +34,7 @@ test("no laptop: the stick's menu boots an ISO by URL (a wrong checksum refused 
   const work = mkdtempSync(join(tmpdir(), 'stf-iso-boot-'));
   const netns = `stf6-iso-${randomBytes(3).toString('hex')}`;
   let vm: QemuVm | undefined;
-  const children: ReturnType<typeof spawn>[] = [];
+  let lab: IsoLab | undefined;
   try {
     const os = await stiefelOsImage(E2E_CACHE_DIR, log);
     const iso = makeMiniIso(work);
@@ -41,7 +43,7 @@ test("no laptop: the stick's menu boots an ISO by URL (a wrong checksum refused 
     log(`mini.iso: ${(readFileSync(iso).length / 1e6).toFixed(1)} MB, SHA-256 ${sha}`);
 
     // The desktop's stiefelOS with a config listing the ISO twice, the first with a wrong checksum.
-    const url = 'http://10.99.0.1:8080/mini.iso';
+    const url = `http://${ISO_LAB_ADDRESS}:${ISO_LAB_PORT}/mini.iso`;
     const config = ['secret: secret', 'client:', '  menu_after_s: 15', '  isos:', `    - "${url} sha256:${wrong}"`, `    - "${url} sha256:${sha}"`, ''].join('\n');
     const image = join(work, 'image');
     mkdirSync(image);
@@ -51,16 +53,11 @@ test("no laptop: the stick's menu boots an ISO by URL (a wrong checksum refused 
     const stick = await makeBootStick({ initrd: join(image, 'initrd.img'), secret: e2eSecret(E2E_CACHE_DIR), dir: work, cmdlineAppend: 'console=ttyS0,115200 panic=-1' });
     log(`boot stick written in ${stick.seconds.toFixed(1)} s`);
 
-    // The network: the cable's bridge holds 10.99.0.1 with a DHCP server (no laptop anywhere) and the HTTP server.
-    await makeCable(netns);
-    await run('ip', ['-n', netns, 'addr', 'add', '10.99.0.1/24', 'dev', 'cable']);
-    const dnsmasq = spawn('ip', ['netns', 'exec', netns, 'dnsmasq', '--keep-in-foreground', '--no-daemon', '--conf-file=/dev/null', '--port=0', '--interface=cable', '--bind-interfaces', '--dhcp-range=10.99.0.10,10.99.0.20,255.255.255.0,1h', `--dhcp-leasefile=${join(work, 'leases')}`, '--log-dhcp'], { stdio: ['ignore', 'pipe', 'pipe'] });
-    children.push(dnsmasq);
+    // The network: DHCP and the HTTP server on the cable's bridge in a namespace; no laptop anywhere.
     const served = join(work, 'www');
     mkdirSync(served);
     await run('cp', [iso, join(served, 'mini.iso')]);
-    const http = spawn('ip', ['netns', 'exec', netns, process.execPath, '-e', `require('http').createServer((q,s)=>{const f=require('path').join(${JSON.stringify(served)},require('path').basename(q.url));require('fs').stat(f,(e,st)=>{if(e){s.writeHead(404);return s.end()}s.writeHead(200,{'content-length':st.size});require('fs').createReadStream(f).pipe(s)})}).listen(8080,'10.99.0.1')`], { stdio: 'ignore' });
-    children.push(http);
+    lab = await startIsoLab(netns, served, join(work, 'leases'));
 
     vm = startVm({
       name: 'stf6-iso-desktop',
@@ -69,13 +66,21 @@ test("no laptop: the stick's menu boots an ISO by URL (a wrong checksum refused 
       nics: [{ netdev: { type: 'tap', ifname: 'stf6cli' }, mac: '52:54:00:de:00:09' }],
       netns,
     });
-    await vm.waitFor(/looking for the laptop on/, 300_000);
-    log('stiefelOS client runs; no laptop on the link');
-    await vm.waitFor(/No laptop answered within 15 s\. What now\?/, 120_000);
+    await vm.waitFor(/press a key for the menu/, 300_000);
+    await vm.waitFor(/looking for the laptop on/, 60_000);
+    log('stiefelOS client runs; no laptop on the link; a key for the menu');
+    vm.send('\r');
+    await vm.waitFor(/The menu, as asked \(a key was pressed\)\. What now\?/, 30_000);
+    await vm.waitFor(/Choice \(1, 2, 3, u, f, s\):/, 30_000);
+    let from = vm.console.length;
+    vm.send('1\r');
+    await vm.waitFor(/looking for the laptop again/, 30_000, from);
+    log('kept looking; the menu comes back by itself after 15 s');
+    await vm.waitFor(/No laptop answered within 15 s\. What now\?/, 120_000, from);
     assert.match(vm.console, /\s2 {2}boot http:\/\/10\.99\.0\.1:8080\/mini\.iso/);
     await vm.waitFor(/Choice \(1, 2, 3, u, f, s\):/, 30_000);
     log('the menu is up: choosing the ISO with the wrong checksum');
-    let from = vm.console.length;
+    from = vm.console.length;
     vm.send('2\r');
     await vm.waitFor(/DHCP on eth0: 10\.99\.0\.\d+\/24/, 120_000, from);
     await vm.waitFor(new RegExp(`has SHA-256 ${sha}, not the ${wrong} you gave: nothing is booted`), 300_000, from);
@@ -103,8 +108,7 @@ test("no laptop: the stick's menu boots an ISO by URL (a wrong checksum refused 
       writeFileSync(join(dir, 'desktop.log'), vm.console);
       await vm.stop();
     }
-    for (const c of children) c.kill('SIGKILL');
-    await run('ip', ['netns', 'delete', netns]).catch(() => undefined);
+    await lab?.stop();
     rmSync(work, { recursive: true, force: true });
   }
 });
