@@ -12,6 +12,7 @@ import { selftestCommand } from './selftest';
 import { autokexecCommand } from './autokexec';
 import { createUsbdriveCommand } from './create-usbdrive';
 import { isoCommand } from './iso';
+import { statusCommand } from './status';
 
 export const COMMANDS: readonly Command[] = [
   nbdServeCommand,
@@ -23,6 +24,7 @@ export const COMMANDS: readonly Command[] = [
   setupServerOsCommand,
   autokexecCommand,
   createUsbdriveCommand,
+  statusCommand,
   isoCommand,
   selftestCommand,
 ];

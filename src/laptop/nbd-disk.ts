@@ -32,7 +32,7 @@ export const startNbdDiskService: StartDiskService = async (o, ctx) => {
   const blockSize = await logicalBlockSize(o.path);
   const backend = await FileBackend.open(o.path, {}, { log: ctx.log });
   // Bytes of the admitted connections that ended; the open ones are read live.
-  const ended = { bytesRead: 0, bytesWritten: 0 };
+  const ended = { bytesRead: 0, bytesWritten: 0, errors: 0 };
   try {
     const handle = await startNbdServer(
       {
@@ -46,6 +46,7 @@ export const startNbdDiskService: StartDiskService = async (o, ctx) => {
           if (connection.refused !== undefined) return;
           ended.bytesRead += connection.stats.bytesRead;
           ended.bytesWritten += connection.stats.bytesWritten;
+          ended.errors += connection.stats.errors;
           o.disconnected(peerHost(connection.peer.address));
         },
       },
@@ -56,11 +57,13 @@ export const startNbdDiskService: StartDiskService = async (o, ctx) => {
       port,
       blockSize,
       traffic: () => {
-        const t = { ...ended };
+        const t = { ...ended, inFlight: 0 };
         for (const c of handle.connections()) {
           if (c.refused !== undefined) continue;
           t.bytesRead += c.stats.bytesRead;
           t.bytesWritten += c.stats.bytesWritten;
+          t.inFlight += c.stats.inFlight;
+          t.errors += c.stats.errors;
         }
         return t;
       },

@@ -16,7 +16,8 @@ import { BootEntriesPayloadSource } from './boot-entries-source';
 import { startWireGuardServer, WG_INTERFACE, type WireGuardServer } from '../wireguard/link';
 import { watchSilence } from './silence-watch';
 import { watchBattery, type Beeper } from './battery';
-import { watchDiskStatus, type DiskTraffic } from './disk-status';
+import { watchDiskStatus } from './disk-status';
+import { STATUS_SOCKET, startStatusService, statusSampler, type DiskCounters, type StatusService } from './status';
 import { systemRunner, type CommandRunner } from '../disk/runner';
 import type { PassphraseProvider } from '../disk/passphrase';
 import { resolveDisk } from '../disk/find-disk';
@@ -43,8 +44,8 @@ export interface DiskService {
   readonly port: number;
   /** The disk's logical block size (its partition table counts in it). */
   readonly blockSize: number;
-  /** Bytes moved so far by the connections of admitted desktops (open and closed). */
-  traffic(): DiskTraffic;
+  /** Bytes moved so far by the connections of admitted desktops (open and closed), requests in flight, errors. */
+  traffic(): DiskCounters;
   close(): Promise<void>;
 }
 
@@ -86,6 +87,8 @@ export interface BootServerOptions {
   wayBack?: { console: ConsoleIO; actions?: Partial<WayBackActions> };
   /** Sounds the battery warnings (the console's bell, the PC speaker); silent when omitted. */
   beeper?: Beeper;
+  /** Where `stiefelctl status` asks; /run/stiefelsystem/status.sock. */
+  statusSocket?: string;
 }
 
 export interface BootServer {
@@ -392,6 +395,29 @@ export async function startBootServer(o: BootServerOptions, ctx: { log: Logger; 
         })
         .catch((err: Error) => pxeLog.warn(`PXE is off: ${err.message}`));
     }
+
+    // What `stiefelctl status` shows, sampled once a second.
+    const started = Date.now();
+    const diskNow = disk;
+    const status: StatusService | undefined = await startStatusService(
+      {
+        sample: statusSampler({
+          server: o.serverName,
+          startedAt: started,
+          ...(diskPath && diskNow ? { disk: { path: diskPath, export: cfg.server.nbd.export }, counters: () => diskNow.traffic() } : {}),
+          holder: () => (diskHolder === undefined ? undefined : { peer: diskHolder, since: holderSince }),
+          links: () => [...interfaces.up],
+          powerSupply: cfg.server.battery.powerSupply,
+          pairingCode: () => pxe?.desk.code || undefined,
+        }),
+        socketPath: o.statusSocket ?? STATUS_SOCKET,
+      },
+      { log: log.child('status'), signal },
+    ).catch((err: Error) => {
+      log.warn(`'stiefelctl status' will not answer: ${err.message}`);
+      return undefined;
+    });
+    if (status) closers.push(() => status.close());
 
     log.info(
       `serving '${o.serverName}': discovery on UDP ${cfg.discovery.port}, payload on HTTPS ${payload.port}${disk ? `, disk ${diskPath} on NBD ${disk.port}${wireguard ? ` at ${wireguard.address} (WireGuard only)` : ''}` : ''}; interfaces: ${[...interfaces.up].sort().join(', ') || '(none yet)'}`,

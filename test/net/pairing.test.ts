@@ -105,6 +105,14 @@ test('a desktop with no secret boots by the iPXE script, pairs with the code aft
   // Used once: the laptop shows the next desktop a new code.
   const next = (await server.waitFor(/pairing code for a desktop that PXE-boots: (\d{3} \d{3}) \(the last one was used\)/))[1]!;
   assert.notEqual(next, code);
+  // `stiefelctl status` asks the running server: its links, and the code it shows now (sampled once a second).
+  await new Promise((r) => setTimeout(r, 1500));
+  const status = await w.lab.exec(w.server, process.execPath, [w.cli, 'status', '--json']);
+  assert.equal(status.code, 0, status.stderr);
+  const st = JSON.parse(status.stdout) as { server: string; pairingCode: string; links: { name: string; carrier: boolean }[] };
+  assert.equal(st.server, 'stf3-laptop');
+  assert.equal(st.pairingCode, next);
+  assert.deepEqual(st.links.map((l) => [l.name, l.carrier]), [['stf3s1', true], ['stf3s2', true]]);
 
   // A second desktop, on another port of the laptop, while the first holds it: refused before any code is asked for.
   const ll2 = await w.lab.linkLocal(w.server, 'stf3s2');

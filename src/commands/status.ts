@@ -1,0 +1,58 @@
+import { connect } from 'node:net';
+import { parseCommandArgs, type Command } from '../cli/command';
+import { StiefelError } from '../errors';
+import { formatStatus, STATUS_SOCKET, type ServerStatus } from '../laptop/status';
+
+const help = `Usage: stiefelctl status [--json] [--socket PATH]
+
+What the running server (stiefelctl server, the laptop's stiefelOS) serves
+now: the desktop holding the disk and since when, bytes read and written and
+the rates of the last second, requests in flight and errors, the links (speed,
+MTU, carrier), the power supply (battery level, mains), and the pairing code
+for a desktop that PXE-boots. Asked through the server's local socket
+(root only); the server samples once a second.
+
+Options:
+  --json          one JSON object (its fields: README, "What the laptop serves")
+  --socket PATH   the server's socket (default ${STATUS_SOCKET})
+
+Exit status: 0, or 1 when no server answers.
+`;
+
+function ask(path: string): Promise<string> {
+  return new Promise((resolve, reject) => {
+    const chunks: Buffer[] = [];
+    const s = connect(path);
+    s.setTimeout(5000, () => s.destroy(new Error('no answer within 5 s')));
+    s.on('data', (c: Buffer) => chunks.push(c));
+    s.on('end', () => resolve(Buffer.concat(chunks).toString('utf8')));
+    s.on('error', reject);
+  });
+}
+
+export const statusCommand: Command = {
+  name: 'status',
+  summary: 'what the running server serves now: desktop, traffic, links, battery',
+  help,
+  async run(argv, ctx) {
+    const { values } = parseCommandArgs('status', argv, { json: { type: 'boolean' }, socket: { type: 'string' } }, { min: 0, max: 0, names: '' });
+    const path = values.socket ?? STATUS_SOCKET;
+    let text: string;
+    try {
+      text = await ask(path);
+    } catch (err) {
+      const code = (err as NodeJS.ErrnoException).code;
+      if (code === 'ENOENT' || code === 'ECONNREFUSED') throw new StiefelError('E_STATUS', `no stiefelsystem server runs here (nothing answers at ${path}): it runs in the laptop's stiefelOS, or start it with 'stiefelctl server'`);
+      if (code === 'EACCES') throw new StiefelError('E_STATUS', `${path} is root's: run 'sudo stiefelctl status'`);
+      throw new StiefelError('E_STATUS', `the server at ${path} did not answer: ${(err as Error).message}`);
+    }
+    let status: ServerStatus;
+    try {
+      status = JSON.parse(text) as ServerStatus;
+    } catch {
+      throw new StiefelError('E_STATUS', `the server at ${path} sent something that is not its status`);
+    }
+    ctx.stdout(values.json ? `${JSON.stringify(status, null, 2)}\n` : `${formatStatus(status, Date.now()).join('\n')}\n`);
+    return 0;
+  },
+};
