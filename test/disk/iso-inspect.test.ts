@@ -122,8 +122,8 @@ test('an isolinux ISO: BIOS El Torito image, a menu through INCLUDE with two Lin
   assert.deepEqual(
     j.entries.map((e: any) => [e.number, e.title, e.kernel, e.kernelExists, e.initrds, e.cmdline, e.default]),
     [
-      [1, '^Install', '/boot/vmlinuz', true, [{ path: '/boot/initrd.gz', exists: true }], 'vga=788 --- quiet', false],
-      [2, '^Rescue mode', '/boot/vmlinuz', true, [{ path: '/boot/initrd.gz', exists: true }], 'rescue/enable=true --- quiet', true],
+      [1, 'Install', '/boot/vmlinuz', true, [{ path: '/boot/initrd.gz', exists: true }], 'vga=788 --- quiet', false],
+      [2, 'Rescue mode', '/boot/vmlinuz', true, [{ path: '/boot/initrd.gz', exists: true }], 'rescue/enable=true --- quiet', true],
     ],
   );
   assert.deepEqual(j.skipped.map((s: any) => s.reason), ['boots the local disk (LOCALBOOT), not a kernel']);
@@ -138,8 +138,8 @@ test('the human form: label, distribution, El Torito images, numbered entries, a
   assert.match(r.stdout, /^label +TEST_ISOLINUX$/m);
   assert.match(r.stdout, /^distribution +not recognised$/m);
   assert.match(r.stdout, /^El Torito +BIOS, no emulation: \/isolinux\/isolinux\.bin \(\S+ KiB at block \d+\)$/m);
-  assert.match(r.stdout, /^ {2}1  \^Install +\[isolinux\]$/m);
-  assert.match(r.stdout, /^ {2}2\* \^Rescue mode +\[isolinux\]$/m);
+  assert.match(r.stdout, /^ {2}1  Install +\[isolinux\]$/m);
+  assert.match(r.stdout, /^ {2}2\* Rescue mode +\[isolinux\]$/m);
   assert.match(r.stdout, /^ {5}kernel {2}\/boot\/vmlinuz$/m);
   assert.match(r.stdout, /^ {5}cmdline rescue\/enable=true --- quiet$/m);
   assert.match(r.stderr, /skipped \[isolinux\] \/isolinux\/isolinux\.cfg: LABEL hd: boots the local disk/);
@@ -173,8 +173,8 @@ test('a Debian live ISO: recognised with its findiso parameter, /.disk/info read
   assert.deepEqual(
     j.entries.map((e: any) => [e.menu, e.title, e.kernel, e.distribution, e.isoParameters, e.default]),
     [
-      ['isolinux', '^Live system (amd64)', '/live/vmlinuz-6.1.0-18-amd64', 'debian-live', ['findiso=PATH'], true],
-      ['isolinux', 'Start ^installer', '/install/vmlinuz', 'debian-installer', [], false],
+      ['isolinux', 'Live system (amd64)', '/live/vmlinuz-6.1.0-18-amd64', 'debian-live', ['findiso=PATH'], true],
+      ['isolinux', 'Start installer', '/install/vmlinuz', 'debian-installer', [], false],
       ['grub', 'Live system (amd64)', '/live/vmlinuz-6.1.0-18-amd64', 'debian-live', ['findiso=PATH'], true],
     ],
   );
@@ -213,9 +213,9 @@ test('bad input: one line on stderr and exit status 1 each', async () => {
     assert.match(lines[0]!, /^stiefelctl iso: /);
     assert.match(lines[0]!, want);
   }
-  const usage = await runCli(['iso', 'boot', 'http://example.org/x.iso']);
+  const usage = await runCli(['iso', 'boot']);
   assert.equal(usage.code, 2);
-  assert.match(usage.stderr, /iso boot is not implemented yet/);
+  assert.match(usage.stderr, /URL or FILE/);
 });
 
 test('property: inspect on damaged copies of a real ISO (bytes flipped in its first 64 sectors, or cut short) succeeds or throws a StiefelError, within a second', async () => {
