@@ -240,8 +240,8 @@ export const SETTINGS = section({
       normalize: oneLine,
     }),
     menu_after_s: int({
-      doc: "When no laptop answers this long, the stick's stiefelOS shows a menu on\nits console: keep looking, boot an ISO (from isos, a typed URL or a USB\ndisk), or a rescue shell. 0: never, keep looking.",
-      default: 60,
+      doc: "When no laptop answers this long, the stick's stiefelOS shows a menu on\nits console: keep looking, boot an ISO (from isos, a typed URL or a USB\ndisk), or a rescue shell (a key opens it sooner). Long enough for a laptop\nthat reboots into stiefelOS on the desktop's request. 0: never.",
+      default: 180,
       min: 0,
       max: 86_400,
     }),
