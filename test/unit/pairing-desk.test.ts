@@ -3,6 +3,7 @@
 // other hosts are not guesses, and the keys go to the paired host only.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
+import fc from 'fast-check';
 import { deriveKey } from '../../src/crypto/keys';
 import { confirmTag, desktopPairingStart, pairedSecret, pairingTranscriptHash, verifyConfirmTag } from '../../src/crypto/pairing-code';
 import { PairingDesk, PairingRefused, type CodeReason } from '../../src/laptop/pairing-desk';
@@ -159,4 +160,26 @@ test("the iPXE script loads stiefelOS from the link's address and names where to
   assert.equal(linkLocalOf('fe80::9%eth0', ifs), 'fe80::9');
   assert.equal(linkLocalOf('127.0.0.1', ifs), undefined);
   assert.match(codeLine('123 456', 'wrong', 300_000), /^pairing code for a desktop that PXE-boots: 123 456 \(the last one was typed wrong 3 times\); valid 5 min, 3 tries$/);
+});
+
+test('property: the pairing decoders take any text and either give a well-formed message or throw PairingFormatError', () => {
+  const decoders = [decodeStartRequest, decodeStartResponse, decodeConfirmRequest];
+  const field = fc.oneof(fc.string(), fc.stringMatching(/^[0-9a-f]{0,70}$/), fc.integer(), fc.constant(null), fc.boolean());
+  const text = fc.oneof(
+    fc.string(),
+    fc.record({ version: fc.oneof(fc.constant(1), field), sid: field, message: field, name: field, attempt: field, tag: field, serverName: field, payloadPort: field }).map((o) => JSON.stringify(o)),
+  );
+  fc.assert(
+    fc.property(text, (t) => {
+      for (const decode of decoders) {
+        try {
+          const m = decode(t) as unknown as Record<string, unknown>;
+          for (const v of Object.values(m)) if (Buffer.isBuffer(v)) assert.ok(v.length === 16 || v.length === 32);
+        } catch (e) {
+          if (!(e instanceof PairingFormatError)) throw e;
+        }
+      }
+    }),
+    { numRuns: 2000 },
+  );
 });
