@@ -144,6 +144,12 @@ export async function pairWithLaptop(o: PairOptions, ctx: { log: Logger; signal:
     const sid = Buffer.from(mine.sid);
     const desktopShare = Buffer.from(mine.message);
     const started = await post(host, target.port, PAIRING_PATHS.start, encodeStartRequest({ version: PAIRING_VERSION, sid, message: desktopShare, name: shownName(o.clientName) }), signal);
+    if (started.status === 429) {
+      // Too many wrong codes: the laptop pauses; the person waits and types the new code.
+      log.warn(refusal(started).message);
+      prompt = "Pairing code shown on the laptop's console (after the pause):";
+      continue;
+    }
     if (started.status !== 200) {
       const r = refusal(started);
       throw new StiefelError(r.code, `the laptop refused to pair: ${r.message}`);

@@ -61,6 +61,15 @@ const ATTEMPT_MS = 60_000;
 const MAX_ATTEMPTS = 8;
 /** The desktops paired this boot whose keys are kept (the latest). */
 const MAX_PAIRED = 4;
+/**
+ * After a code was typed wrong `tries` times, pairing pauses: 10 s, doubling
+ * each time in a row, at most 10 min. Without it the codes, each good for 3
+ * guesses, could be guessed through one after another as fast as the laptop
+ * answers; with it an attacker gets about 3 guesses in 10 minutes (a million
+ * codes: years), while a person who mistyped waits seconds.
+ */
+const PAUSE_FIRST_MS = 10_000;
+const PAUSE_MAX_MS = 600_000;
 
 export class PairingDesk {
   readonly #o: PairingDeskOptions;
@@ -69,6 +78,9 @@ export class PairingDesk {
   #code = '';
   #expires = 0;
   #wrong = 0;
+  /** Codes used up by wrong guesses in a row, and until when pairing pauses. */
+  #lostCodes = 0;
+  #pausedUntil = 0;
   readonly #attempts = new Map<string, Attempt>();
   readonly #paired = new Map<string, Paired>();
   #timer: NodeJS.Timeout | undefined;
@@ -102,6 +114,8 @@ export class PairingDesk {
 
   #current(): void {
     if (this.#code === '') throw new PairingRefused(503, 'E_PAIR_CLOSED', 'the laptop does not pair (yet)');
+    const paused = this.#pausedUntil - this.#now();
+    if (paused > 0) throw new PairingRefused(429, 'E_PAIR_PAUSED', `too many wrong pairing codes: the laptop pairs again in ${Math.ceil(paused / 1000)} s (with the code then on its console)`);
     if (this.#now() >= this.#expires) this.#renew('expired');
   }
 
@@ -144,9 +158,13 @@ export class PairingDesk {
       this.#wrong++;
       const left = this.#tries - this.#wrong;
       if (left > 0) throw new PairingRefused(403, 'E_PAIR_CODE', `wrong pairing code: ${left} ${left === 1 ? 'try' : 'tries'} left`);
+      this.#lostCodes++;
+      const pauseMs = Math.min(PAUSE_MAX_MS, PAUSE_FIRST_MS * 2 ** (this.#lostCodes - 1));
+      this.#pausedUntil = this.#now() + pauseMs;
       this.#renew('wrong');
-      throw new PairingRefused(403, 'E_PAIR_CODE', `wrong pairing code ${this.#tries} times: the laptop shows a new one`);
+      throw new PairingRefused(403, 'E_PAIR_CODE', `wrong pairing code ${this.#tries} times: the laptop shows a new one; it pairs again in ${Math.round(pauseMs / 1000)} s`);
     }
+    this.#lostCodes = 0;
     const secret = pairedSecret(a.isk);
     const identity = `${PAIRED_IDENTITY_PREFIX}${req.attempt}`;
     this.#paired.set(identity, { host, psk: deriveKey(secret, 'payloadPsk'), manifestKey: deriveKey(secret, 'manifest') });

@@ -56,27 +56,48 @@ test('the right code pairs: both sides prove it, the keys match, and the code is
   assert.throws(() => d.confirm(a.confirm, DESKTOP), (e: unknown) => e instanceof PairingRefused && e.code === 'E_PAIR_ATTEMPT');
 });
 
-test('wrong codes count down; the third shows a new code, and the old one is worth nothing after', () => {
-  const { d, shown } = desk(['123 456', '654 321']);
+test('wrong codes count down; the third shows a new code and pauses pairing (10 s, doubling), the old code is worth nothing after', () => {
+  let t = 1_000;
+  const { d, shown } = desk(['123 456', '654 321', '111 111', '222 222'], () => t);
   const refused = (typed: string) => {
-    const a = attempt(d, typed);
     try {
-      d.confirm(a.confirm, DESKTOP);
+      d.confirm(attempt(d, typed).confirm, DESKTOP);
     } catch (e) {
       assert.ok(e instanceof PairingRefused);
       return `${e.status} ${e.code} ${e.message}`;
     }
     assert.fail(`${typed} paired`);
   };
+  const paused = (): string => {
+    try {
+      attempt(d, '000000');
+    } catch (e) {
+      assert.ok(e instanceof PairingRefused);
+      return `${e.status} ${e.code} ${e.message}`;
+    }
+    assert.fail('not paused');
+  };
   assert.equal(refused('000000'), '403 E_PAIR_CODE wrong pairing code: 2 tries left');
   assert.equal(refused('123457'), '403 E_PAIR_CODE wrong pairing code: 1 try left');
   // An attempt started with the right code before the third wrong one ends with it.
   const early = attempt(d, '123456');
-  assert.equal(refused('999999'), '403 E_PAIR_CODE wrong pairing code 3 times: the laptop shows a new one');
+  assert.equal(refused('999999'), '403 E_PAIR_CODE wrong pairing code 3 times: the laptop shows a new one; it pairs again in 10 s');
   assert.deepEqual(shown.at(-1), { code: '654 321', reason: 'wrong' });
+  assert.equal(paused(), '429 E_PAIR_PAUSED too many wrong pairing codes: the laptop pairs again in 10 s (with the code then on its console)');
+  t += 10_000;
   assert.throws(() => d.confirm(early.confirm, DESKTOP), (e: unknown) => e instanceof PairingRefused && e.code === 'E_PAIR_ATTEMPT');
-  assert.throws(() => d.confirm(attempt(d, '123456').confirm, DESKTOP), (e: unknown) => e instanceof PairingRefused && e.code === 'E_PAIR_CODE');
-  assert.ok(d.confirm(attempt(d, '654321').confirm, DESKTOP).identity);
+  assert.match(refused('123456'), /^403 E_PAIR_CODE wrong pairing code: 2 tries left/);
+  // A second code lost in a row: 20 s.
+  refused('000001');
+  assert.match(refused('000002'), /the laptop shows a new one; it pairs again in 20 s$/);
+  t += 19_000;
+  assert.match(paused(), /pairs again in 1 s/);
+  t += 1_000;
+  // The right code pairs, and the next lost code pauses 10 s again.
+  assert.ok(d.confirm(attempt(d, '111111').confirm, DESKTOP).identity);
+  refused('000000');
+  refused('000000');
+  assert.match(refused('000000'), /it pairs again in 10 s$/);
 });
 
 test('replays and other hosts are not guesses: the count stays, the code stays', () => {
