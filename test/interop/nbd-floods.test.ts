@@ -103,12 +103,15 @@ test('20,000 block status requests over the whole export, replies read: bounded,
 test('40 reads of 32 MiB in one packet, and 3,000 reads of 1 MiB: not all held at once', async () => {
   const x = await served();
   try {
+    // Read replies may fill the server's budget (256 MiB in flight, src/nbd/server.ts), plus
+    // what the heap keeps until the collector runs: far below the 1.3 GB and 3 GB asked for.
+    const bound = 256 * MiB + 128 * MB;
     assert.equal((await readFlood(x.target, { count: 40, length: 32 * MiB })).replies, 40);
     const grew = await growth(x);
-    assert.ok(grew < 250 * MB, `40 x 32 MiB: peak RSS grew by ${(grew / MB).toFixed(0)} MB`);
+    assert.ok(grew < bound, `40 x 32 MiB: peak RSS grew by ${(grew / MB).toFixed(0)} MB`);
     assert.equal((await readFlood(x.target, { count: 3000, length: MiB })).replies, 3000);
     const grew2 = await growth(x);
-    assert.ok(grew2 < 250 * MB, `3,000 x 1 MiB: peak RSS grew by ${(grew2 / MB).toFixed(0)} MB`);
+    assert.ok(grew2 < bound, `3,000 x 1 MiB: peak RSS grew by ${(grew2 / MB).toFixed(0)} MB`);
   } finally {
     await x.cleanup();
   }
