@@ -336,6 +336,7 @@ function packageFiles(inputs: Inputs): PackageFile[] {
     { path: '/usr/lib/dracut/modules.d/90stiefelsystem/module-setup.sh', mode: EXEC, data: asset('server-os/dracut/module-setup.sh') },
     { path: '/usr/lib/dracut/modules.d/90stiefelsystem/stiefel-cmdline.sh', mode: EXEC, data: asset('server-os/dracut/stiefel-cmdline.sh') },
     { path: '/lib/systemd/system/stiefel-autokexec.service', mode: TEXT, data: asset('laptop/stiefel-autokexec.service') },
+    { path: '/lib/systemd/system/stiefel-laptop-watch.service', mode: TEXT, data: asset('laptop/stiefel-laptop-watch.service') },
     { path: `${DOC_DIR}/copyright`, mode: TEXT, data: Buffer.from(copyrightFile(inputs)) },
     // A native package (its version has no Debian revision): policy 12.7 names its one changelog changelog.gz.
     { path: `${DOC_DIR}/changelog.gz`, mode: TEXT, data: gzip(read(join(DEB_DIR, 'changelog'))) },

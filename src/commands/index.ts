@@ -13,6 +13,7 @@ import { autokexecCommand } from './autokexec';
 import { createUsbdriveCommand } from './create-usbdrive';
 import { isoCommand } from './iso';
 import { statusCommand } from './status';
+import { laptopWatchCommand } from './laptop-watch';
 
 export const COMMANDS: readonly Command[] = [
   nbdServeCommand,
@@ -25,6 +26,7 @@ export const COMMANDS: readonly Command[] = [
   autokexecCommand,
   createUsbdriveCommand,
   statusCommand,
+  laptopWatchCommand,
   isoCommand,
   selftestCommand,
 ];

@@ -7,6 +7,13 @@
 //
 //   desktop -> laptop   STIEFEL-GOODBYE 1 TOKEN VERB\n   (VERB: poweroff, reboot, halt, kexec)
 //   laptop -> desktop   OK\n  |  NO\n
+//
+// With the same token, while it is valid, the laptop OS on the desktop asks
+// what the laptop serves (`stiefelctl laptop-watch`, `stiefelctl status`
+// there): its battery above all.
+//
+//   desktop -> laptop   STIEFEL-STATUS 1 TOKEN\n
+//   laptop -> desktop   OK JSON\n  |  NO\n            (JSON: a ServerStatus, one line)
 import { randomBytes, timingSafeEqual } from 'node:crypto';
 import { createServer, type Server, type Socket } from 'node:net';
 import { StiefelError } from '../errors';
@@ -16,6 +23,7 @@ import type { GoodbyeLink } from '../payload/manifest';
 import { WarningLimiter } from '../warning-limiter';
 
 const LINE = /^STIEFEL-GOODBYE 1 ([0-9a-f]{64}) (poweroff|reboot|halt|kexec)$/;
+const STATUS_LINE = /^STIEFEL-STATUS 1 ([0-9a-f]{64})$/;
 const MAX_LINE = 200;
 const MAX_CONNECTIONS = 8;
 const READ_TIMEOUT_MS = 5_000;
@@ -33,7 +41,13 @@ export interface GoodbyeListener {
 }
 
 export async function startGoodbyeListener(
-  options: { port: number; host?: string; onGoodbye: (g: Goodbye) => void },
+  options: {
+    port: number;
+    host?: string;
+    onGoodbye: (g: Goodbye) => void;
+    /** What STIEFEL-STATUS answers (one object, sent as JSON); without it the request is refused. */
+    status?: () => object | undefined;
+  },
   ctx: { log: Logger; signal?: AbortSignal },
 ): Promise<GoodbyeListener> {
   const log = ctx.log;
@@ -54,11 +68,19 @@ export async function startGoodbyeListener(
       const nl = text.indexOf('\n');
       if (nl < 0) return;
       const from = unmapIPv4(socket.remoteAddress ?? '?');
-      const m = LINE.exec(text.slice(0, nl));
+      const line = text.slice(0, nl);
+      const asked = STATUS_LINE.exec(line);
+      const m = asked ?? LINE.exec(line);
       const given = m ? Buffer.from(m[1]!, 'hex') : undefined;
       const host = given ? [...tokens].find(([, t]) => timingSafeEqual(t, given))?.[0] : undefined;
+      if (asked && host !== undefined) {
+        const status = options.status?.();
+        socket.end(status ? `OK ${JSON.stringify(status)}\n` : 'NO\n');
+        return;
+      }
       if (!m || host === undefined) {
-        for (const l of warnings.lines(`goodbye ${from}`, `refused a goodbye from ${from}: ${m ? 'not the token of this boot' : 'malformed'}`)) log.warn(l);
+        const what = asked ? 'a status request' : 'a goodbye';
+        for (const l of warnings.lines(`goodbye ${from}`, `refused ${what} from ${from}: ${m ? 'not the token of this boot' : 'malformed'}`)) log.warn(l);
         socket.end('NO\n');
         return;
       }

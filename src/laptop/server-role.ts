@@ -224,6 +224,8 @@ export async function startBootServer(o: BootServerOptions, ctx: { log: Logger; 
       link = async () => ({ wireguard: await wg.addPeer() });
     }
 
+    // What `stiefelctl status` shows, started below; the goodbye listener answers with it too.
+    let status: StatusService | undefined;
     // The way back: the desktop's goodbye (on the disk's address), or its vanishing.
     let goodbye: GoodbyeListener | undefined;
     let back: WayBack | undefined;
@@ -245,6 +247,11 @@ export async function startBootServer(o: BootServerOptions, ctx: { log: Logger; 
           onGoodbye: ({ host, verb }) => {
             saidGoodbye = true;
             wb.goodbye(host, verb).catch((err: Error) => log.warn(`the way back failed: ${err.message}`));
+          },
+          // For the laptop OS on the desktop (its battery warnings); the pairing code is for this console only.
+          status: () => {
+            const s = status?.latest();
+            return s && { ...s, pairingCode: null };
           },
         },
         { log: log.child('goodbye'), signal },
@@ -399,7 +406,7 @@ export async function startBootServer(o: BootServerOptions, ctx: { log: Logger; 
     // What `stiefelctl status` shows, sampled once a second.
     const started = Date.now();
     const diskNow = disk;
-    const status: StatusService | undefined = await startStatusService(
+    status = await startStatusService(
       {
         sample: statusSampler({
           server: o.serverName,

@@ -22,6 +22,15 @@ export const AUTOKEXEC_UNIT = 'stiefel-autokexec.service';
 /** Where the Debian package puts the unit; without the package, setup-server-os writes it to /etc. */
 export const PACKAGED_UNIT_PATH = `/lib/systemd/system/${AUTOKEXEC_UNIT}`;
 export const LOCAL_UNIT_PATH = `/etc/systemd/system/${AUTOKEXEC_UNIT}`;
+/** In the laptop OS on the desktop: the laptop's battery and silence, told to the desktop's users. */
+export const WATCH_UNIT = 'stiefel-laptop-watch.service';
+/** The units setup-server-os installs and enables, with their assets. */
+export const UNITS: readonly { name: string; asset: string }[] = [
+  { name: AUTOKEXEC_UNIT, asset: `laptop/${AUTOKEXEC_UNIT}` },
+  { name: WATCH_UNIT, asset: `laptop/${WATCH_UNIT}` },
+];
+export const packagedUnitPath = (unit: string): string => `/lib/systemd/system/${unit}`;
+export const localUnitPath = (unit: string): string => `/etc/systemd/system/${unit}`;
 
 export interface BootRecord {
   family: InitramfsFamily;
@@ -161,7 +170,7 @@ export function desiredFiles(record: BootRecord | null, facts: SystemFacts): Des
     const espDir = menu.esp === '/boot' ? '/stiefelsystem' : ESP_STIEFELOS_DIR;
     out.push({ path: `${menu.esp}/loader/entries/${BLS_ENTRY_NAME}`, content: record ? blsEntry(cmdline, espDir) : null, mode: TEXT });
   }
-  out.push({ path: LOCAL_UNIT_PATH, content: record && !facts.packagedUnit ? readAsset('laptop/stiefel-autokexec.service') : null, mode: TEXT });
+  for (const u of UNITS) out.push({ path: localUnitPath(u.name), content: record && !facts.packagedUnit ? readAsset(u.asset) : null, mode: TEXT });
   if (facts.mkinitcpioConf !== null) {
     const conf = record?.family === 'mkinitcpio' ? addMkinitcpioHook(facts.mkinitcpioConf) : removeMkinitcpioHook(facts.mkinitcpioConf);
     out.push({ path: MKINITCPIO_CONF, content: conf, mode: TEXT });

@@ -13,11 +13,12 @@ import { runChecked, type CommandRunner } from '../disk/runner';
 import { detectFamily, type InitramfsFamily } from './family';
 import { ESP_STIEFELOS_DIR, STIEFELOS_DIR, type BootMenu } from './boot-menu';
 import {
-  AUTOKEXEC_UNIT,
   BOOT_RECORD_PATH,
-  LOCAL_UNIT_PATH,
   MKINITCPIO_CONF,
   PACKAGED_UNIT_PATH,
+  UNITS,
+  localUnitPath,
+  packagedUnitPath,
   cleanCmdline,
   desiredFiles,
   grubDefaultCmdline,
@@ -184,10 +185,10 @@ export async function planServerOs(options: ServerOsPlanOptions): Promise<Server
       if (!imageKernel) throw new StiefelError('E_SERVER_OS_KERNEL', `no kernel with its modules in ${join(root, 'boot')}: install the distribution's kernel package first`);
       actions.push(`build stiefelOS from ${imageKernel} into ${STIEFELOS_DIR}${menu.kind === 'systemd-boot' ? ` and copy it to the ESP (${menu.esp}${menu.esp === '/boot' ? '' : ESP_STIEFELOS_DIR})` : ''}`);
     }
-    if (!(await unitEnabled(root))) actions.push(`enable ${AUTOKEXEC_UNIT}`);
+    for (const u of UNITS) if (!(await unitEnabled(root, u.name))) actions.push(`enable ${u.name}`);
   } else {
     if (imagePresent) actions.push(`remove stiefelOS (${STIEFELOS_DIR})`);
-    if (await unitEnabled(root)) actions.push(`disable ${AUTOKEXEC_UNIT}`);
+    for (const u of UNITS) if (await unitEnabled(root, u.name)) actions.push(`disable ${u.name}`);
   }
   if (menu.kind === 'grub' && changes.some((c) => c.path.startsWith('/etc/grub.d/'))) actions.push(`update the boot menu: ${menu.update.join(' ')}`);
   if (imageDisk) reasons.push(`the laptop's disk for stiefelOS: ${imageDisk} (the disk holding /; the config names none)`);
@@ -201,9 +202,9 @@ export async function packagedFiles(root: string): Promise<Set<string>> {
 }
 
 /** Enabled for boot: the symlink systemctl enable makes. */
-async function unitEnabled(root: string): Promise<boolean> {
+async function unitEnabled(root: string, unit: string): Promise<boolean> {
   // lstat: the link points into the laptop OS's tree, not this machine's.
-  return lstat(join(root, 'etc/systemd/system/multi-user.target.wants', AUTOKEXEC_UNIT)).then(() => true, () => false);
+  return lstat(join(root, 'etc/systemd/system/multi-user.target.wants', unit)).then(() => true, () => false);
 }
 
 /** The family's own command that rebuilds every installed kernel's initramfs. */
@@ -343,24 +344,29 @@ export async function buildStiefelOs(root: string, kernel: string, menu: BootMen
   }
 }
 
-/** Enables (or disables) autokexec the way `systemctl enable` does: its WantedBy symlink; and starts (stops) it on a running system. */
-async function setUnitEnabled(root: string, enabled: boolean, deps: ApplyDeps): Promise<void> {
-  const link = join(root, 'etc/systemd/system/multi-user.target.wants', AUTOKEXEC_UNIT);
+/**
+ * Enables (or disables) a unit the way `systemctl enable` does: its WantedBy
+ * symlink; and starts (stops) it on a running system (a unit whose
+ * conditions do not hold there, like the laptop watch on the laptop itself,
+ * only records that it was skipped).
+ */
+async function setUnitEnabled(root: string, unit: string, enabled: boolean, deps: ApplyDeps): Promise<void> {
+  const link = join(root, 'etc/systemd/system/multi-user.target.wants', unit);
   const live = root === '/' && (await exists('/run/systemd/system'));
   if (enabled) {
-    const target = (await exists(join(root, PACKAGED_UNIT_PATH))) ? PACKAGED_UNIT_PATH : LOCAL_UNIT_PATH;
+    const target = (await exists(join(root, packagedUnitPath(unit)))) ? packagedUnitPath(unit) : localUnitPath(unit);
     await mkdir(dirname(link), { recursive: true });
     await rm(link, { force: true });
     await symlink(target, link);
-    deps.log.info(`enabled ${AUTOKEXEC_UNIT}`);
+    deps.log.info(`enabled ${unit}`);
     if (live) {
       await runChecked(deps.runner, 'E_SYSTEMCTL', 'systemctl', ['daemon-reload']);
-      await runChecked(deps.runner, 'E_SYSTEMCTL', 'systemctl', ['restart', AUTOKEXEC_UNIT]);
+      await runChecked(deps.runner, 'E_SYSTEMCTL', 'systemctl', ['restart', unit]);
     }
   } else {
-    if (live) await deps.runner.run('systemctl', ['stop', AUTOKEXEC_UNIT]);
+    if (live) await deps.runner.run('systemctl', ['stop', unit]);
     await rm(link, { force: true });
-    deps.log.info(`disabled ${AUTOKEXEC_UNIT}`);
+    deps.log.info(`disabled ${unit}`);
     if (live) await deps.runner.run('systemctl', ['daemon-reload']);
   }
 }
@@ -396,8 +402,10 @@ export async function applyServerOs(plan: ServerOsPlan, deps: ApplyDeps): Promis
       log.info(`updating the boot menu: ${menu.update.join(' ')}`);
       await runInRoot(runner, plan.root, menu.update, log);
     }
-    if (plan.actions.some((a) => a.startsWith('enable '))) await setUnitEnabled(plan.root, true, deps);
-    if (plan.actions.some((a) => a.startsWith('disable '))) await setUnitEnabled(plan.root, false, deps);
+    for (const u of UNITS) {
+      if (plan.actions.includes(`enable ${u.name}`)) await setUnitEnabled(plan.root, u.name, true, deps);
+      if (plan.actions.includes(`disable ${u.name}`)) await setUnitEnabled(plan.root, u.name, false, deps);
+    }
     return { regenerated };
   } catch (err) {
     for (const c of done.reverse()) {

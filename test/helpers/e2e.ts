@@ -97,6 +97,8 @@ export interface CableResult {
   diskErrors: number;
   /** What the laptop's console said meanwhile: the silence, the return, the status lines. */
   laptopSaid: string[];
+  /** What the desktop's console said (the laptop OS's laptop watch): the laptop's silence and its return. */
+  desktopSaid: string[];
 }
 
 export interface Stage {
@@ -262,6 +264,8 @@ async function pullTheCable(
   // acknowledged, so its end of the connection is idle (no retransmission
   // pending), which is when a keepalive timer would give the desktop up.
   await afterRecord(client, cable.atRecord, from, scale, 500);
+  // The laptop OS's watch of the laptop (stiefel-laptop-watch) is running.
+  await client.waitFor(/stiefelsystem: watching the laptop at \S+ \(every 5 s\)/, 60_000 * scale, from);
   const serverFrom = server.console.length;
   for (const vm of [client, server]) await vm.qmp('set_link', { name: 'net0', up: false });
   const pulledAt = client.console.length;
@@ -286,7 +290,13 @@ async function pullTheCable(
     .slice(serverFrom)
     .split(/\r?\n/)
     .filter((l) => /has not been heard from|is heard again|serving the disk to the desktop/.test(l));
-  return { offSeconds: cable.offSeconds, resumedAfterSeconds, reported, onDisk: [], rootOptions: options[1]!, diskErrors: Number(errors[1]), laptopSaid };
+  // The desktop's side: the laptop OS said the laptop was gone, and then back.
+  await client.waitFor(/stiefelsystem: the laptop at \S+ answers again, after \d+ s/, 60_000 * scale, pulledAt);
+  const desktopSaid = client.console
+    .slice(pulledAt)
+    .split(/\r?\n/)
+    .filter((l) => /stiefelsystem: the laptop at \S+ (has not answered|answers again)/.test(l));
+  return { offSeconds: cable.offSeconds, resumedAfterSeconds, reported, onDisk: [], rootOptions: options[1]!, diskErrors: Number(errors[1]), laptopSaid, desktopSaid };
 }
 
 /**

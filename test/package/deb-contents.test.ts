@@ -69,6 +69,7 @@ test('files: exactly these, owned by root, with these modes; the bundle is dist/
     .map((e) => `${e.type}${e.mode} ${e.owner} ${e.path}`);
   assert.deepEqual(files, [
     '-rw-r--r-- root/root /lib/systemd/system/stiefel-autokexec.service',
+    '-rw-r--r-- root/root /lib/systemd/system/stiefel-laptop-watch.service',
     '-rwxr-xr-x root/root /usr/bin/stiefelctl',
     '-rwxr-xr-x root/root /usr/lib/dracut/modules.d/90stiefelsystem/module-setup.sh',
     '-rwxr-xr-x root/root /usr/lib/dracut/modules.d/90stiefelsystem/stiefel-cmdline.sh',
@@ -85,6 +86,7 @@ test('files: exactly these, owned by root, with these modes; the bundle is dist/
   assert.ok(fromDeb('usr/lib/stiefelsystem/stiefelctl.js').equals(readFileSync(CLI)), 'the bundle is dist/stiefelctl.js byte for byte');
   assert.match(fromDeb('usr/bin/stiefelctl').toString(), /^exec \/usr\/bin\/node \/usr\/lib\/stiefelsystem\/stiefelctl\.js "\$@"$/m);
   assert.ok(fromDeb('lib/systemd/system/stiefel-autokexec.service').equals(readFileSync(join(REPO_ROOT, 'assets/laptop/stiefel-autokexec.service'))));
+  assert.ok(fromDeb('lib/systemd/system/stiefel-laptop-watch.service').equals(readFileSync(join(REPO_ROOT, 'assets/laptop/stiefel-laptop-watch.service'))));
 });
 
 test('the adapters are byte for byte and mode for mode what setup-server-os writes, so its plan finds nothing to change on shared paths', () => {
@@ -122,7 +124,7 @@ test('maintainer scripts: valid sh; prerm undoes setup-server-os on removal when
   assert.ok(prerm.includes(`BOOT_RECORD=${BOOT_RECORD_PATH}`), 'prerm looks for the record setup-server-os writes');
   assert.match(prerm, /stiefelctl setup-server-os --uninstall --yes/);
   assert.match(readFileSync(join(control, 'postrm'), 'utf8'), /purge\)[^]*rm -rf \/etc\/stiefelsystem \/var\/lib\/stiefelsystem/);
-  for (const s of ['postinst', 'prerm', 'postrm']) assert.match(readFileSync(join(control, s), 'utf8'), /UNIT=stiefel-autokexec\.service/, s);
+  for (const s of ['postinst', 'prerm', 'postrm']) assert.match(readFileSync(join(control, s), 'utf8'), /UNIT=stiefel-autokexec\.service\nWATCH_UNIT=stiefel-laptop-watch\.service\n/, s);
   const triggers = readFileSync(join(control, 'triggers'), 'utf8').split('\n').filter((l) => l && !l.startsWith('#'));
   assert.deepEqual(triggers, ['activate-noawait update-initramfs']);
 });

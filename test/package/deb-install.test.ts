@@ -2,7 +2,7 @@
 // with systemd, a kernel and initramfs-tools, as a laptop has) where
 //   apt installs it with only Debian's archive, pulling nodejs 18 and Depends;
 //   stiefelctl runs under that nodejs 18 (init, boot-entries, build-image);
-//   the autokexec unit is in place, not enabled, and systemd-analyze accepts it;
+//   the autokexec and laptop-watch units are in place, not enabled, and systemd-analyze accepts them;
 //   the update-initramfs trigger puts the packaged hook into the initramfs;
 //   setup-server-os sets the laptop up, and apt purge undoes it in prerm;
 // and afterwards the chroot's file list is that of the same system which
@@ -23,6 +23,7 @@ import { requireRoot, requireTool } from '../helpers/tools';
 
 const PKG_VERSION = (JSON.parse(readFileSync(join(REPO_ROOT, 'package.json'), 'utf8')) as { version: string }).version;
 const UNIT = '/lib/systemd/system/stiefel-autokexec.service';
+const WATCH_UNIT = '/lib/systemd/system/stiefel-laptop-watch.service';
 const MADE_UP_RELEASE = '6.1.0-99-amd64'; // made-up release: the files boot-entries lists
 /**
  * Every path of the chroot's own file system is compared (find -xdev: /proc,
@@ -140,7 +141,9 @@ async function buildImageUnderNodejs18(c: Chroot): Promise<void> {
 async function unitInPlace(c: Chroot): Promise<void> {
   assert.ok(readFileSync(join(c.root, UNIT)).equals(readFileSync(join(REPO_ROOT, 'assets/laptop/stiefel-autokexec.service'))));
   assert.equal((await c.sh('systemctl is-enabled stiefel-autokexec.service')).stdout, 'disabled\n', 'the package does not enable autokexec');
-  const verify = await c.sh(`systemd-analyze verify ${UNIT}`);
+  assert.ok(readFileSync(join(c.root, WATCH_UNIT)).equals(readFileSync(join(REPO_ROOT, 'assets/laptop/stiefel-laptop-watch.service'))));
+  assert.equal((await c.sh('systemctl is-enabled stiefel-laptop-watch.service')).stdout, 'disabled\n', 'nor the laptop watch');
+  const verify = await c.sh(`systemd-analyze verify ${UNIT} ${WATCH_UNIT}`);
   assert.equal(verify.code, 0, verify.stderr);
   assert.equal(verify.stderr, '', 'systemd-analyze has nothing to say');
 }
@@ -165,6 +168,7 @@ async function setUpThenPurge(c: Chroot, t: { diagnostic: (m: string) => void })
   assert.ok(existsSync(join(c.root, BOOT_RECORD_PATH)));
   assert.ok(existsSync(join(c.root, '/boot/stiefelsystem/initrd.img')), 'stiefelOS for this laptop, built under nodejs 18');
   assert.equal(readlinkSync(join(c.root, '/etc/systemd/system/multi-user.target.wants/stiefel-autokexec.service')), '/lib/systemd/system/stiefel-autokexec.service', 'autokexec enabled');
+  assert.equal(readlinkSync(join(c.root, '/etc/systemd/system/multi-user.target.wants/stiefel-laptop-watch.service')), WATCH_UNIT, 'the laptop watch enabled');
   // An upgrade runs prerm too, and must leave the set-up laptop as it is.
   await c.must(`/var/lib/dpkg/info/stiefelsystem.prerm upgrade ${PKG_VERSION}`);
   assert.ok(existsSync(join(c.root, BOOT_RECORD_PATH)), 'prerm upgrade keeps the setup');
@@ -176,7 +180,7 @@ async function setUpThenPurge(c: Chroot, t: { diagnostic: (m: string) => void })
   const purge = await c.sh('apt-get purge -y -q stiefelsystem');
   assert.equal(purge.code, 0, `${purge.stdout}\n${purge.stderr}`);
   assert.match(purge.stdout, /running 'stiefelctl setup-server-os --uninstall --yes'/, 'prerm undid the setup');
-  for (const gone of [BOOT_RECORD_PATH, '/etc/stiefelsystem', '/var/lib/stiefelsystem', '/boot/stiefelsystem', '/etc/initramfs-tools/hooks/stiefelsystem', '/usr/bin/stiefelctl', '/etc/kernel/postinst.d/zz-stiefelsystem', '/usr/lib/systemd/system-shutdown/stiefelsystem', '/etc/systemd/system/multi-user.target.wants/stiefel-autokexec.service']) {
+  for (const gone of [BOOT_RECORD_PATH, '/etc/stiefelsystem', '/var/lib/stiefelsystem', '/boot/stiefelsystem', '/etc/initramfs-tools/hooks/stiefelsystem', '/usr/bin/stiefelctl', '/etc/kernel/postinst.d/zz-stiefelsystem', '/usr/lib/systemd/system-shutdown/stiefelsystem', '/etc/systemd/system/multi-user.target.wants/stiefel-autokexec.service', '/etc/systemd/system/multi-user.target.wants/stiefel-laptop-watch.service']) {
     assert.throws(() => lstatSync(join(c.root, gone)), /ENOENT/, `${gone} is gone`);
   }
   assert.equal((await c.sh('dpkg-query -W stiefelsystem')).code, 1, 'dpkg forgot the package');

@@ -11,6 +11,8 @@ import {
   BOOT_RECORD_PATH,
   KERNEL_POSTINST_PATH,
   LOCAL_UNIT_PATH,
+  WATCH_UNIT,
+  localUnitPath,
   SHUTDOWN_HOOK_PATH,
   addMkinitcpioHook,
   cleanCmdline,
@@ -177,7 +179,9 @@ test('the boot-menu entry: a grub.d snippet or a BootLoaderSpec entry on the ESP
   // With neither, no snippet; without the package, the unit goes to /etc.
   assert.equal(file(noNetworkManagers, '/etc/grub.d/42_stiefelsystem'), null);
   assert.equal(file({ ...noNetworkManagers, packagedUnit: false }, LOCAL_UNIT_PATH), readAsset('laptop/stiefel-autokexec.service'));
+  assert.equal(file({ ...noNetworkManagers, packagedUnit: false }, localUnitPath(WATCH_UNIT)), readAsset('laptop/stiefel-laptop-watch.service'));
   assert.equal(file(noNetworkManagers, LOCAL_UNIT_PATH), null);
+  assert.equal(file(noNetworkManagers, localUnitPath(WATCH_UNIT)), null);
   // The grub snippet is valid sh.
   const r = spawnSync('dash', ['-n'], { input: grub, encoding: 'utf8' });
   assert.equal(r.status, 0, r.stderr);
@@ -229,7 +233,7 @@ test('apply: writes files with their modes, regenerates in a chroot and unmounts
     const plan = await planServerOs({ root, uninstall: false });
     assert.equal(plan.record?.family, 'initramfs-tools');
     assert.equal(plan.record?.cmdline, 'root=UUID=feed ro console=ttyS0');
-    assert.deepEqual(plan.actions, ['build stiefelOS from /boot/vmlinuz-6.1.0-0-stf into /boot/stiefelsystem', 'enable stiefel-autokexec.service']); // made-up release
+    assert.deepEqual(plan.actions, ['build stiefelOS from /boot/vmlinuz-6.1.0-0-stf into /boot/stiefelsystem', 'enable stiefel-autokexec.service', 'enable stiefel-laptop-watch.service']); // made-up release
     const runner = scriptedRunner();
     const result = await applyServerOs(plan, deps(runner));
     assert.deepEqual(result.regenerated, ['update-initramfs', '-u', '-k', 'all']);
@@ -248,6 +252,7 @@ test('apply: writes files with their modes, regenerates in a chroot and unmounts
     assert.deepEqual(readdirSync(join(root, 'var/tmp')), []);
     assert.equal(readlinkSync(join(root, 'etc/systemd/system/multi-user.target.wants/stiefel-autokexec.service')), LOCAL_UNIT_PATH);
     assert.equal(readFileSync(join(root, LOCAL_UNIT_PATH), 'utf8'), readAsset('laptop/stiefel-autokexec.service'));
+    assert.equal(readlinkSync(join(root, 'etc/systemd/system/multi-user.target.wants', WATCH_UNIT)), localUnitPath(WATCH_UNIT));
     assert.equal(statSync(join(root, KERNEL_POSTINST_PATH)).mode & 0o777, 0o755);
     assert.equal(readFileSync(join(root, ATTACH_PATH), 'utf8'), readAsset('server-os/stiefel-attach.sh'));
     assert.equal(statSync(join(root, ATTACH_PATH)).mode & 0o777, 0o755);
@@ -257,11 +262,12 @@ test('apply: writes files with their modes, regenerates in a chroot and unmounts
     assert.deepEqual([again.changes, again.actions], [[], []]);
     // Uninstalling takes it all away again: files, stiefelOS, the service.
     const un = await planServerOs({ root, uninstall: true });
-    assert.deepEqual(un.actions, ['remove stiefelOS (/boot/stiefelsystem)', 'disable stiefel-autokexec.service']);
+    assert.deepEqual(un.actions, ['remove stiefelOS (/boot/stiefelsystem)', 'disable stiefel-autokexec.service', 'disable stiefel-laptop-watch.service']);
     await applyServerOs(un, deps(scriptedRunner()));
     assert.ok(!existsSync(join(root, 'boot/stiefelsystem')));
     assert.ok(!existsSync(join(root, 'etc/systemd/system/multi-user.target.wants/stiefel-autokexec.service')));
-    for (const p of [ATTACH_PATH, KERNEL_POSTINST_PATH, LOCAL_UNIT_PATH, BOOT_RECORD_PATH]) assert.ok(!existsSync(join(root, p)), p);
+    assert.ok(!existsSync(join(root, 'etc/systemd/system/multi-user.target.wants', WATCH_UNIT)));
+    for (const p of [ATTACH_PATH, KERNEL_POSTINST_PATH, LOCAL_UNIT_PATH, localUnitPath(WATCH_UNIT), BOOT_RECORD_PATH]) assert.ok(!existsSync(join(root, p)), p);
   } finally {
     rmSync(root, { recursive: true, force: true });
   }
@@ -290,7 +296,7 @@ test('CLI: --dry-run shows the diffs and changes nothing; mistakes are one line'
     assert.equal(dry.code, 0, dry.stderr);
     assert.match(dry.stdout, /^\+\+\+ b\/etc\/initramfs-tools\/hooks\/stiefelsystem$/m);
     assert.match(dry.stdout, /^\+\+\+ b\/boot\/stiefelsystem-os\.json$/m);
-    assert.match(dry.stderr, /dry run: \d+ file\(s\) to write .*, then: update-initramfs -u -k all; build stiefelOS from \/boot\/vmlinuz-\S+ into \/boot\/stiefelsystem; enable stiefel-autokexec\.service; nothing was changed/);
+    assert.match(dry.stderr, /dry run: \d+ file\(s\) to write .*, then: update-initramfs -u -k all; build stiefelOS from \/boot\/vmlinuz-\S+ into \/boot\/stiefelsystem; enable stiefel-autokexec\.service; enable stiefel-laptop-watch\.service; nothing was changed/);
     assert.equal(execFileSync('find', [root, '-newer', join(root, 'etc/kernel/cmdline'), '-type', 'f'], { encoding: 'utf8' }), '');
 
     const noTty = await runCli(['setup-server-os', '--root', root], { detached: true });

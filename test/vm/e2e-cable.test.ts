@@ -5,7 +5,9 @@
 // pulled), then get it back. The writes must stall and carry on: no I/O
 // error, no read-only remount, the connection not given up by either end,
 // every reported record on the laptop's disk; the laptop's console says it
-// lost the desktop and heard it again. `npm run e2e -- cable`.
+// lost the desktop and heard it again, and the desktop's console (the laptop
+// OS's stiefel-laptop-watch) that the laptop was gone and is back.
+// `npm run e2e -- cable`.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { E2E_CACHE_DIR, runEndToEnd } from '../helpers/e2e';
@@ -39,4 +41,8 @@ test(`the cable pulled for ${OFF_SECONDS} s while the laptop OS writes: its I/O 
   assert.match(said, /the desktop at \S+ has not been heard from for 3\d s: the cable is out or the desktop is off; its disk stays served/);
   assert.match(said, /the desktop at \S+ is heard again, after \d+ s/);
   assert.match(said, /serving the disk to the desktop at \S+ for \d+ (s|min): read [\d.]+ \S+, written [\d.]+ \S+ \(last minute: /);
+  // And the desktop's console (the laptop OS's laptop watch) said the laptop was gone, then back.
+  const desk = cable.desktopSaid.join('\n');
+  assert.match(desk, /the laptop at \S+ has not answered for [3-5]\d s: the cable is out or the laptop is off; programs that use the disk wait until it is back/);
+  assert.match(desk, /the laptop at \S+ answers again, after (\d+ s|1 min)/);
 });
