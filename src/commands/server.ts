@@ -10,6 +10,7 @@ import { access, appendFile } from 'node:fs/promises';
 import { consoleBeeper, findPcSpeaker } from '../laptop/battery';
 import { IMAGE_PATHS } from '../image/build';
 import { terminalKeys } from '../laptop/console-keys';
+import { consoleIsVirtualTerminal, openConsolePanel } from '../laptop/console-panel';
 
 export const serverCommand: Command = {
   name: 'server',
@@ -26,6 +27,9 @@ after a countdown any key cancels; a desktop that vanishes without a
 goodbye is reported and waited for (R returns anyway). A LUKS passphrase for
 the laptop's /boot is asked on the desktop and, when this runs on a terminal
 (the laptop's console in stiefelOS), here too: the first answer wins.
+On a virtual-terminal console (server.console_panel: auto; on: any terminal)
+the top rows show what 'stiefelctl status' shows, redrawn once a second, and
+the log scrolls beneath them.
 
 Options:
   --config PATH   config file (default $STIEFEL_CONFIG, else ${DEFAULT_CONFIG_PATH})
@@ -46,28 +50,40 @@ Example:
     // in stiefelOS, never on a machine where `stiefelctl server` runs beside its own OS.
     const inStiefelOs = await access(IMAGE_PATHS.release).then(() => true, () => false);
     if (!inStiefelOs) ctx.log.info(`not in stiefelOS: when the desktop is done, this stays as it is (server.when_done applies in stiefelOS)`);
-    const server = await startBootServer(
-      {
-        config,
-        secret,
-        serverName: config.server.name ?? hostname(),
-        net: systemNetworkControl(),
-        startDisk: startNbdDiskService,
-        ...(consolePassphrase ? { consolePassphrase } : {}),
-        ...(inStiefelOs ? { wayBack: { console: terminalKeys({ ttyPath: '/proc/self/fd/2' }) } } : {}),
-        // The bell goes to where the log goes (the console in stiefelOS); the PC speaker only there.
-        beeper: consoleBeeper({
-          bell: (bel) => void appendFile('/proc/self/fd/2', bel).catch(() => undefined),
-          ...(inStiefelOs ? { speaker: () => findPcSpeaker() } : {}),
-        }),
-      },
-      { log: ctx.log, signal: ctx.signal },
-    );
-    await new Promise<void>((resolve) => {
-      if (ctx.signal.aborted) return resolve();
-      ctx.signal.addEventListener('abort', () => resolve(), { once: true });
-    });
-    await server.close();
+    // The status panel on the laptop's console (its own fd on stderr's device, like the passphrase prompt).
+    const mode = config.server.consolePanel;
+    const panel = mode !== 'off' && ctx.isTTY && (mode === 'on' || (await consoleIsVirtualTerminal('/proc/self/fd/2'))) ? openConsolePanel('/proc/self/fd/2') : undefined;
+    const serverName = config.server.name ?? hostname();
+    // Drawn before the first log line, so that every line goes beneath it.
+    panel?.draw([`stiefelsystem: '${serverName}' starting`]);
+    try {
+      const server = await startBootServer(
+        {
+          config,
+          secret,
+          serverName,
+          net: systemNetworkControl(),
+          startDisk: startNbdDiskService,
+          ...(consolePassphrase ? { consolePassphrase } : {}),
+          ...(panel ? { panel } : {}),
+          ...(inStiefelOs ? { wayBack: { console: terminalKeys({ ttyPath: '/proc/self/fd/2' }) } } : {}),
+          // The bell goes to where the log goes (the console in stiefelOS); the PC speaker only there.
+          beeper: consoleBeeper({
+            bell: (bel) => void appendFile('/proc/self/fd/2', bel).catch(() => undefined),
+            ...(inStiefelOs ? { speaker: () => findPcSpeaker() } : {}),
+          }),
+        },
+        { log: ctx.log, signal: ctx.signal },
+      );
+      await new Promise<void>((resolve) => {
+        if (ctx.signal.aborted) return resolve();
+        ctx.signal.addEventListener('abort', () => resolve(), { once: true });
+      });
+      await server.close();
+    } finally {
+      // Also when the server could not start: the console gets its whole screen back.
+      panel?.close();
+    }
     ctx.log.info('stopped');
   },
 };

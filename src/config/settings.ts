@@ -185,6 +185,10 @@ export const SETTINGS = section({
         },
         { doc: 'A desktop with no stick can PXE-boot from the laptop; it proves itself\nwith the pairing code shown on this console.' },
       ),
+      console_panel: oneOf(['auto', 'on', 'off'], {
+        doc: "The status panel at the top of the laptop's console, redrawn once a second\nwhile it serves (what 'stiefelctl status' shows): auto draws it on a virtual\nterminal (tty1...), not on a serial console; on draws it on any terminal.",
+        default: 'auto',
+      }),
       goodbye_port: port("TCP port where the laptop OS on the desktop says goodbye as its last\nshutdown step (on the tunnel address; the word is a per-boot token).", DEFAULT_GOODBYE_PORT),
       name: optionalText({
         doc: 'Name shown on the desktop; defaults to the host name.',

@@ -17,7 +17,8 @@ import { startWireGuardServer, WG_INTERFACE, type WireGuardServer } from '../wir
 import { watchSilence } from './silence-watch';
 import { watchBattery, type Beeper } from './battery';
 import { watchDiskStatus } from './disk-status';
-import { STATUS_SOCKET, startStatusService, statusSampler, type DiskCounters, type StatusService } from './status';
+import { formatStatus, STATUS_SOCKET, startStatusService, statusSampler, type DiskCounters, type StatusService } from './status';
+import type { ConsolePanel } from './console-panel';
 import { systemRunner, type CommandRunner } from '../disk/runner';
 import type { PassphraseProvider } from '../disk/passphrase';
 import { resolveDisk } from '../disk/find-disk';
@@ -87,6 +88,8 @@ export interface BootServerOptions {
   wayBack?: { console: ConsoleIO; actions?: Partial<WayBackActions> };
   /** Sounds the battery warnings (the console's bell, the PC speaker); silent when omitted. */
   beeper?: Beeper;
+  /** The status panel on the laptop's console, redrawn once a second. */
+  panel?: ConsolePanel;
   /** Where `stiefelctl status` asks; /run/stiefelsystem/status.sock. */
   statusSocket?: string;
 }
@@ -425,6 +428,20 @@ export async function startBootServer(o: BootServerOptions, ctx: { log: Logger; 
       return undefined;
     });
     if (status) closers.push(() => status.close());
+    // The panel on the laptop's console: the same sample, redrawn once a second.
+    if (o.panel && status) {
+      const panel = o.panel;
+      const sampled = status;
+      const redraw = setInterval(() => {
+        const latest = sampled.latest();
+        if (latest) panel.draw(formatStatus(latest, Date.now(), panel.geometry.cols - 1));
+      }, 1000);
+      redraw.unref();
+      closers.push(async () => {
+        clearInterval(redraw);
+        panel.close();
+      });
+    }
 
     log.info(
       `serving '${o.serverName}': discovery on UDP ${cfg.discovery.port}, payload on HTTPS ${payload.port}${disk ? `, disk ${diskPath} on NBD ${disk.port}${wireguard ? ` at ${wireguard.address} (WireGuard only)` : ''}` : ''}; interfaces: ${[...interfaces.up].sort().join(', ') || '(none yet)'}`,

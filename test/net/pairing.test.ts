@@ -141,3 +141,42 @@ test('hostile pairing requests get a clear refusal and the server keeps serving'
   assert.match((await curl(w.client, ['-o', '-', '-w', ' %{http_code}', `${base}/pxe/boot.ipxe`])).stdout, /^#!ipxe[\s\S]* 200$/);
   assert.ok(server.running);
 });
+
+test("the status panel on the laptop's console (a pty, console_panel: on): redrawn once a second above the log, cleared when the server stops", async (t) => {
+  writeConfig(join(w.dir, 'server-panel.yaml'), {
+    secret: 'secret',
+    kernel: join(w.dir, 'k'),
+    initrd: join(w.dir, 'i'),
+    extra: `  console_panel: on\n  pxe:\n    image: ${join(w.dir, 'pxe')}\n`,
+  });
+  // script(1) gives the server a terminal of 80x25, as the Linux console starts.
+  const command = `stty rows 25 cols 80 && exec ${process.execPath} ${w.cli} server --config ${join(w.dir, 'server-panel.yaml')}`;
+  const p = w.lab.spawn(w.server, 'script', ['-qfec', command, '/dev/null'], { label: 'stiefelctl server on a pty' });
+  t.after(() => p.stop());
+  await p.waitFor(/serving 'stf3-laptop'/);
+  await p.waitFor(/pairing  code \d{3} \d{3}/);
+  await new Promise((r) => setTimeout(r, 2500));
+  const { Terminal } = await import('@xterm/headless');
+  const term = new Terminal({ cols: 80, rows: 25, allowProposedApi: true });
+  await new Promise<void>((resolve) => term.write(p.stdout, resolve));
+  const b = term.buffer.active;
+  const rows = Array.from({ length: 25 }, (_, i) => b.getLine(b.viewportY + i)!.translateToString(true));
+  const shown = rows.join('\n');
+  assert.match(rows[0]!, /^stiefelsystem: 'stf3-laptop' serving since \d+ s$/, shown);
+  assert.ok(rows.includes('desktop  none connected'), shown);
+  assert.ok(rows.some((r) => /^links    stf3s1 (up|\d+ [MG]bit\/s), MTU 1500; stf3s2 (up|\d+ [MG]bit\/s), MTU 1500$/.test(r)), shown);
+  assert.ok(rows.some((r) => /^pairing  code \d{3} \d{3} for a desktop that PXE-boots$/.test(r)), shown);
+  assert.equal(rows[9], '-'.repeat(79), shown);
+  // The log beneath the panel.
+  assert.ok(rows.slice(10).some((r) => r.startsWith("serving 'stf3-laptop'")), shown);
+  // Redrawn in place (the seconds count up), never by clearing the screen.
+  assert.ok((p.stdout.match(/\x1b7/g) ?? []).length >= 2, 'at least two redraws');
+  assert.doesNotMatch(p.stdout, /\x1b\[2J/);
+  // SIGTERM to the server itself (script(1) would only hang its terminal up).
+  const pgrep = await w.lab.exec(w.server, 'pgrep', ['-P', String(p.pid)]);
+  const serverPid = Number(pgrep.stdout.trim().split('\n')[0]);
+  assert.ok(serverPid > 0, `the server under script: ${pgrep.stdout} ${pgrep.stderr}`);
+  process.kill(serverPid, 'SIGTERM');
+  await p.waitFor(/stopped/, 15_000);
+  assert.match(p.stdout, /\x1b7\x1b\[r(\x1b\[\d+;1H\x1b\[K){10}\x1b8/, 'the scroll region given back and the panel cleared');
+});
