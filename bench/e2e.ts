@@ -1,12 +1,13 @@
-// npm run bench:e2e [-- --runs N --family initramfs-tools|dracut]
+// npm run bench:e2e [-- --runs N --family initramfs-tools|dracut --compare wireguard|mtu]
 //
 // The end-to-end boot (test/helpers/e2e.ts), measured: time from the desktop
 // VM's start to the laptop OS's marker, split by stage, and the network
 // disk's sequential read and write throughput measured with dd inside the
-// booted laptop OS, with the disk link through WireGuard and without (in the
-// same run, alternating). Software-emulated QEMU: absolute figures are those
-// of this machine class, not of real hardware; the WireGuard ratio is the
-// figure that carries over.
+// booted laptop OS, in two setups alternating in the same run:
+//   --compare wireguard (default): the disk link through WireGuard and without;
+//   --compare mtu: through WireGuard, link.mtu 9000 (jumbo frames) and 1500.
+// Software-emulated QEMU: absolute figures are those of this machine class,
+// not of real hardware; the ratios are the figures that carry over.
 import { parseArgs } from 'node:util';
 import { E2E_CACHE_DIR, runEndToEnd, type EndToEndResult } from '../test/helpers/e2e';
 
@@ -14,8 +15,11 @@ const { values } = parseArgs({
   options: {
     runs: { type: 'string', default: '2' },
     family: { type: 'string', default: 'initramfs-tools' },
+    compare: { type: 'string', default: 'wireguard' },
   },
 });
+if (values.compare !== 'wireguard' && values.compare !== 'mtu') throw new Error(`--compare takes wireguard or mtu, not '${values.compare}'`);
+const compare = values.compare;
 const runs = Number(values.runs);
 const family = values.family === 'dracut' ? 'dracut' : 'initramfs-tools';
 
@@ -33,46 +37,68 @@ const median = (xs: number[]): number => {
   return s.length % 2 ? s[(s.length - 1) / 2]! : (s[s.length / 2 - 1]! + s[s.length / 2]!) / 2;
 };
 
+interface Setup {
+  name: string;
+  wireguard: boolean;
+  mtu?: number;
+}
+
+const SETUPS: Setup[] =
+  compare === 'mtu'
+    ? [
+        { name: 'MTU 9000', wireguard: true, mtu: 9000 },
+        { name: 'MTU 1500', wireguard: true },
+      ]
+    : [
+        { name: 'with WireGuard', wireguard: true },
+        { name: 'without', wireguard: false },
+      ];
+
 async function main(): Promise<void> {
   if (process.getuid?.() !== 0) throw new Error('needs root (network namespace, loop mounts, QEMU taps)');
-  const results: Record<'wireguard' | 'plain', EndToEndResult[]> = { wireguard: [], plain: [] };
+  const results: EndToEndResult[][] = SETUPS.map(() => []);
   for (let i = 0; i < runs; i++) {
-    for (const mode of ['wireguard', 'plain'] as const) {
-      process.stderr.write(`run ${i + 1}/${runs}, ${mode}...\n`);
+    for (const [k, setup] of SETUPS.entries()) {
+      process.stderr.write(`run ${i + 1}/${runs}, ${setup.name}...\n`);
       const r = await runEndToEnd({
         family,
         cacheDir: E2E_CACHE_DIR,
-        wireguard: mode === 'wireguard',
+        wireguard: setup.wireguard,
+        ...(setup.mtu ? { mtu: setup.mtu } : {}),
         bench: true,
         timeScale: 3,
         log: (line) => process.stderr.write(`  ${line}\n`),
-        consoleDir: `/tmp/stf6-bench-consoles/${mode}`,
+        consoleDir: `/tmp/stf6-bench-consoles/${setup.name.replace(/\W+/g, '-')}`,
       });
-      results[mode].push(r);
+      process.stderr.write(`  the desktop's link and tunnel MTU: ${r.desktopMtu}\n`);
+      if (setup.mtu && !r.desktopMtu.startsWith(`${setup.mtu} `)) throw new Error(`asked for MTU ${setup.mtu}, the desktop's link has ${r.desktopMtu}`);
+      results[k]!.push(r);
     }
   }
-  const stageNames = results.wireguard[0]!.stages.map((s) => s.name);
+  const [a, b] = [SETUPS[0]!, SETUPS[1]!];
+  const stageNames = results[0]![0]!.stages.map((s) => s.name);
   const lines: string[] = [];
   lines.push(`End-to-end boot, ${family}, ${runs} run(s) each, medians (seconds from the desktop VM's start):`);
   lines.push('');
-  lines.push('| stage | with WireGuard | without |');
+  lines.push(`| stage | ${a.name} | ${b.name} |`);
   lines.push('| --- | --- | --- |');
   for (const name of stageNames) {
-    const m = (mode: 'wireguard' | 'plain'): string => median(results[mode].map((r) => r.stages.find((s) => s.name === name)!.seconds)).toFixed(1);
-    lines.push(`| ${name} | ${m('wireguard')} | ${m('plain')} |`);
+    const m = (k: number): string => median(results[k]!.map((r) => r.stages.find((s) => s.name === name)!.seconds)).toFixed(1);
+    lines.push(`| ${name} | ${m(0)} | ${m(1)} |`);
   }
-  lines.push(
-    `| **total to the marker** | **${median(results.wireguard.map((r) => r.totalSeconds)).toFixed(1)}** | **${median(results.plain.map((r) => r.totalSeconds)).toFixed(1)}** |`,
-  );
+  const total = (k: number): string => median(results[k]!.map((r) => r.totalSeconds)).toFixed(1);
+  lines.push(`| **total to the marker** | **${total(0)}** | **${total(1)}** |`);
   lines.push('');
-  const rate = (mode: 'wireguard' | 'plain', which: 'read' | 'write'): number => median(results[mode].map((r) => ddRate(r.bench?.[which])));
-  lines.push('| network disk, inside the laptop OS (dd, direct I/O) | with WireGuard | without | WireGuard / without |');
+  const rate = (k: number, which: 'read' | 'write'): number => median(results[k]!.map((r) => ddRate(r.bench?.[which])));
+  lines.push(`| network disk, inside the laptop OS (dd, direct I/O) | ${a.name} | ${b.name} | ${a.name} / ${b.name} |`);
   lines.push('| --- | --- | --- | --- |');
   for (const which of ['read', 'write'] as const) {
-    const wg = rate('wireguard', which);
-    const plain = rate('plain', which);
-    lines.push(`| sequential ${which} | ${wg.toFixed(1)} MB/s | ${plain.toFixed(1)} MB/s | ${(wg / plain).toFixed(2)} |`);
+    const x = rate(0, which);
+    const y = rate(1, which);
+    lines.push(`| sequential ${which} | ${x.toFixed(1)} MB/s | ${y.toFixed(1)} MB/s | ${(x / y).toFixed(2)} |`);
   }
+  lines.push('');
+  lines.push(`The desktop's link and tunnel MTU: ${a.name}: ${results[0]![0]!.desktopMtu}; ${b.name}: ${results[1]![0]!.desktopMtu}.`);
   process.stdout.write(`${lines.join('\n')}\n`);
 }
 

@@ -110,6 +110,12 @@ stiefel_main() {
 		ip link set dev "$dev" down
 		ip link set dev "$dev" name "$STIEFEL_IFNAME" || stiefel_fail "cannot rename $dev to $STIEFEL_IFNAME"
 	fi
+	# The cable's MTU, when the laptop asked for one (link.mtu): a NIC that
+	# does not take it keeps its own, and TCP keeps to the smaller.
+	if [ -n "${STIEFEL_LINK_MTU:-}" ]; then
+		ip link set dev "$STIEFEL_IFNAME" mtu "$STIEFEL_LINK_MTU" ||
+			stiefel_say "$STIEFEL_IFNAME does not take MTU $STIEFEL_LINK_MTU; it stays at $(cat "/sys/class/net/$STIEFEL_IFNAME/mtu")"
+	fi
 	# A point-to-point cable: duplicate address detection only costs time.
 	echo 0 > "/proc/sys/net/ipv6/conf/$STIEFEL_IFNAME/accept_dad" 2>/dev/null
 	ip link set dev "$STIEFEL_IFNAME" up || stiefel_fail "cannot bring $STIEFEL_IFNAME up"
@@ -120,6 +126,11 @@ stiefel_main() {
 	if [ -n "$STIEFEL_WG_PRIVATE_KEY" ]; then
 		modprobe -q wireguard 2>/dev/null || modprobe wireguard || stiefel_fail "cannot load the wireguard module"
 		ip link add "$STIEFEL_WG_IFNAME" type wireguard || stiefel_fail "cannot create the WireGuard interface"
+		# Inside the link's MTU, 80 bytes for WireGuard over IPv6 (the kernel's 1420 under 1500).
+		if [ -n "${STIEFEL_LINK_MTU:-}" ]; then
+			ip link set dev "$STIEFEL_WG_IFNAME" mtu "$(($(cat "/sys/class/net/$STIEFEL_IFNAME/mtu") - 80))" ||
+				stiefel_say "cannot set the MTU of $STIEFEL_WG_IFNAME"
+		fi
 		mkdir -p /run/stiefelsystem
 		keyfile=/run/stiefelsystem/wg.key
 		(umask 077 && echo "$STIEFEL_WG_PRIVATE_KEY" > "$keyfile")

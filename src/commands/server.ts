@@ -62,7 +62,7 @@ Example:
           config,
           secret,
           serverName,
-          net: systemNetworkControl(),
+          net: systemNetworkControl(config.link.mtu !== 1500 ? { mtu: config.link.mtu, warn: (m) => ctx.log.warn(m) } : {}),
           startDisk: startNbdDiskService,
           ...(consolePassphrase ? { consolePassphrase } : {}),
           ...(panel ? { panel } : {}),

@@ -86,6 +86,14 @@ export const SETTINGS = section({
     max_clock_skew_s: int({ doc: "Requests whose clock differs more than this from the laptop's are ignored.", default: 600, min: 1, max: 7 * 86_400 }),
     ipv4_broadcast: bool({ doc: 'Also ask on IPv4 broadcast, on interfaces that have an IPv4 address.', default: true }),
   }),
+  link: section({
+    mtu: int({
+      doc: "The MTU of the cable, on both ends: the laptop sets it on its interfaces and\nhands it to the desktop, whose laptop OS sets it on the link it boots over;\nthe WireGuard tunnel's is 80 less. 9000 (jumbo frames) where both NICs take\nit; a NIC that does not stays at its own and TCP keeps to the smaller.",
+      default: 1500,
+      min: 1280,
+      max: 9000,
+    }),
+  }),
   payload: section({
     port: port('HTTPS port (TLS 1.2, ECDHE-PSK with a key derived from the secret).', DEFAULT_PAYLOAD_PORT),
   }),

@@ -200,6 +200,7 @@ export async function runBootClient(options: BootClientOptions, ctx: { log: Logg
       nbdBlockSize: m.nbd.blockSize,
       wireguard: wg,
       goodbye: m.link.goodbye,
+      ...(m.link.mtu !== undefined ? { mtu: m.link.mtu } : {}),
     };
     const cmdline = buildLaptopCmdline({
       base: m.cmdline,

@@ -26,6 +26,8 @@ export interface LinkConf {
   wireguard?: WireGuardLink;
   /** Where and with which token the laptop OS says goodbye as it shuts down. */
   goodbye?: GoodbyeLink;
+  /** The cable's MTU, when the laptop asks for one (the tunnel's is 80 less). */
+  mtu?: number;
 }
 
 const SAFE = /^[A-Za-z0-9_.:+/=%@,-]*$/;
@@ -51,6 +53,7 @@ export function encodeLinkConf(c: LinkConf): string {
     );
   }
   if (c.goodbye) pairs.push(['STIEFEL_GOODBYE_PORT', c.goodbye.port], ['STIEFEL_GOODBYE_TOKEN', c.goodbye.token]);
+  if (c.mtu !== undefined) pairs.push(['STIEFEL_LINK_MTU', c.mtu]);
   const lines = ['# stiefelsystem: settings of the link to the laptop for this boot only.', '# Written by stiefelctl client; sourced by the initramfs attach script.'];
   for (const [k, v] of pairs) {
     const text = String(v);

@@ -221,7 +221,7 @@ export async function startBootServer(o: BootServerOptions, ctx: { log: Logger; 
     let wireguard: WireGuardServer | undefined;
     let link = o.link;
     if (!link && cfg.server.wireguard.enabled && diskPath) {
-      const wg = await startWireGuardServer({ port: cfg.server.wireguard.port }, { runner, log: log.child('wireguard') });
+      const wg = await startWireGuardServer({ port: cfg.server.wireguard.port, mtu: cfg.link.mtu }, { runner, log: log.child('wireguard') });
       wireguard = wg;
       closers.push(() => wg.close());
       link = async () => ({ wireguard: await wg.addPeer() });
@@ -338,6 +338,13 @@ export async function startBootServer(o: BootServerOptions, ctx: { log: Logger; 
       closers.push(async () => status.stop());
     } else if (diskPath) {
       log.warn(`server.disk ${diskPath} is not served: no disk server given`);
+    }
+
+    // A cable MTU other than Ethernet's: the desktop sets it on its end too.
+    if (cfg.link.mtu !== 1500) {
+      const inner = link;
+      const mtu = cfg.link.mtu;
+      link = async (peer) => ({ ...(inner ? await inner(peer) : {}), mtu });
     }
 
     // Desktops that PXE-booted hold no secret: they pair with the console's code.

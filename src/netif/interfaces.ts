@@ -62,12 +62,24 @@ export interface SystemNetworkOptions {
   ipv6Conf?: string;
   /** The iproute2 binary. */
   ip?: string;
+  /** The MTU every interface brought up gets (link.mtu), where its driver takes it. */
+  mtu?: number;
+  /** Told when a driver refuses that MTU (the interface comes up with its own). */
+  warn?: (message: string) => void;
 }
 
 export function systemNetworkControl(options: SystemNetworkOptions = {}): NetworkControl {
   const sys = options.sysClassNet ?? '/sys/class/net';
   const conf = options.ipv6Conf ?? '/proc/sys/net/ipv6/conf';
   const ip = options.ip ?? 'ip';
+  const run = (args: string[]): Promise<string | undefined> =>
+    new Promise((resolve) => execFile(ip, args, { timeout: 10_000 }, (err, _stdout, stderr) => resolve(err ? (stderr || err.message).trim().split('\n')[0] : undefined)));
+  const setMtu = async (name: string, mtu: number): Promise<void> => {
+    const now = Number((await fs.readFile(join(sys, name, 'mtu'), 'utf8').catch(() => '')).trim());
+    if (!now || now === mtu) return;
+    const refused = await run(['link', 'set', 'dev', name, 'mtu', String(mtu)]);
+    if (refused) options.warn?.(`${name} does not take MTU ${mtu} (${refused}): it stays at ${now}, and TCP keeps to the smaller one`);
+  };
   return {
     async list() {
       try {
@@ -77,6 +89,7 @@ export function systemNetworkControl(options: SystemNetworkOptions = {}): Networ
       }
     },
     async bringUp(name) {
+      if (options.mtu !== undefined) await setMtu(name, options.mtu);
       // Already up (IFF_UP in the flags): nothing to do, and no process to start.
       const flags = await fs.readFile(join(sys, name, 'flags'), 'utf8').catch(() => '');
       if (flags && (Number.parseInt(flags.trim(), 16) & 0x1) !== 0) return;

@@ -47,6 +47,8 @@ export interface GoodbyeLink {
 export interface ManifestLink {
   wireguard?: WireGuardLink;
   goodbye?: GoodbyeLink;
+  /** The cable's MTU (link.mtu) when it is not 1500: the desktop sets it on its end. */
+  mtu?: number;
 }
 
 export interface Manifest {
@@ -148,7 +150,8 @@ export function validateManifest(m: unknown): Manifest {
   if (!Number.isInteger(Math.log2(blockSize))) fail('nbd.blockSize must be a power of two');
   str(m.nbd.export, /^[A-Za-z0-9_.:+-]{1,64}$/, 'nbd.export');
   if (!isObject(m.link)) fail('link is missing');
-  checkKeys(m.link, ['wireguard', 'goodbye'], 'link.');
+  checkKeys(m.link, ['wireguard', 'goodbye', 'mtu'], 'link.');
+  if (m.link.mtu !== undefined) safeInt(m.link.mtu, 1280, 9000, 'link.mtu');
   if (m.link.goodbye !== undefined) {
     const g = m.link.goodbye;
     if (!isObject(g)) fail('link.goodbye is not an object');

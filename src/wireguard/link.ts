@@ -25,7 +25,12 @@ export interface WireGuardLinkOptions {
   ifname?: string;
   /** The /64 to use, e.g. `fd12:3456:789a:` (random when omitted). */
   prefix?: string;
+  /** The cable's MTU (link.mtu); the tunnel's is WG_OVERHEAD less. The kernel's default (1420) when 1500 or omitted. */
+  mtu?: number;
 }
+
+/** What WireGuard adds to each packet over IPv6: 40 IPv6 + 8 UDP + 16 header + 16 tag. */
+export const WG_OVERHEAD = 80;
 
 export interface WireGuardServer {
   readonly ifname: string;
@@ -87,6 +92,8 @@ export async function startWireGuardServer(
     } finally {
       await rm(keyDir, { recursive: true, force: true });
     }
+    // Inside the cable's MTU: WireGuard adds 80 bytes (IPv6, UDP, its header, the tag).
+    if (options.mtu !== undefined && options.mtu !== 1500) await ip('link', 'set', 'dev', ifname, 'mtu', String(options.mtu - WG_OVERHEAD));
     await ip('addr', 'add', `${address}/64`, 'dev', ifname, 'nodad');
     await ip('link', 'set', ifname, 'up');
   } catch (err) {

@@ -73,6 +73,8 @@ export interface EndToEndOptions {
   powerCut?: { records: number; atRecord: number };
   /** Stop once the desktop's stiefelOS client runs (a benchmark of the boot media). */
   untilClient?: boolean;
+  /** The laptop's link.mtu (both ends; 1500 when omitted). */
+  mtu?: number;
 }
 
 export interface PowerCutResult {
@@ -99,6 +101,8 @@ export interface CableResult {
   laptopSaid: string[];
   /** What the desktop's console said (the laptop OS's laptop watch): the laptop's silence and its return. */
   desktopSaid: string[];
+  /** `systemctl is-active NetworkManager` and `nmcli -t -f DEVICE,STATE device` in the laptop OS, after the records. */
+  networkManager: string;
 }
 
 export interface Stage {
@@ -114,6 +118,8 @@ export interface EndToEndResult {
   totalSeconds: number;
   /** dd's summary lines from inside the laptop OS (with `bench`). */
   bench?: { read: string; write: string };
+  /** The MTUs of the desktop's link to the laptop and of its tunnel, as the laptop OS saw them ("9000 8920"). */
+  desktopMtu: string;
   /** The address the disk was served to, as the server saw it. */
   diskPeer: string;
   cable?: CableResult;
@@ -180,13 +186,15 @@ export async function makeCable(netns: string): Promise<void> {
   for (const tap of ['stf6srv', 'stf6cli']) {
     await ip('tuntap', 'add', 'dev', tap, 'mode', 'tap');
     await run('ip', ['netns', 'exec', netns, 'sysctl', '-q', '-w', `net.ipv6.conf.${tap}.disable_ipv6=1`]);
+    // A cable that carries jumbo frames: the VMs' own MTUs decide (link.mtu).
+    await ip('link', 'set', tap, 'mtu', '9000');
     await ip('link', 'set', tap, 'master', 'cable');
     await ip('link', 'set', tap, 'up');
   }
 }
 
 /** The server VM's own config, put over the image's in a cpio appended to its initrd. */
-function serverConfigOverlay(token: string, options: { wireguard: boolean; bench: boolean; cableRecords?: number }): Buffer {
+function serverConfigOverlay(token: string, options: { wireguard: boolean; bench: boolean; cableRecords?: number; mtu?: number }): Buffer {
   const append = [`stiefel_e2e.token=${token}`, options.bench ? 'stiefel_e2e.bench=1' : '', options.cableRecords ? `stiefel_e2e.cable=${options.cableRecords}` : '']
     .filter(Boolean)
     .join(' ');
@@ -199,6 +207,7 @@ function serverConfigOverlay(token: string, options: { wireguard: boolean; bench
     '  when_done: stay',
     '  wireguard:',
     `    enabled: ${options.wireguard}`,
+    ...(options.mtu ? ['link:', `  mtu: ${options.mtu}`] : []),
     '',
   ].join('\n');
   return encodeNewc([{ type: 'file', path: 'etc/stiefelsystem/config.yaml', data: Buffer.from(yaml), mode: 0o644 }]);
@@ -281,6 +290,7 @@ async function pullTheCable(
   const next = await client.waitFor(new RegExp(`STIEFEL-E2E-WRITE(-FAILED)? ${last + 1}\\r?\\n`), 300_000 * scale, pulledAt);
   const resumedAfterSeconds = (Date.now() - backAt) / 1000;
   log(`record ${last + 1} ${next[1] ? 'FAILED' : 'written'} ${resumedAfterSeconds.toFixed(1)} s after the cable came back`);
+  const nm = await client.waitFor(/STIEFEL-E2E-NM ([^\r\n]*)/, (cable.records + 120) * 1000 * scale, from);
   const options = await client.waitFor(/STIEFEL-E2E-ROOT-OPTIONS (\S+)/, (cable.records + 120) * 1000 * scale, from);
   const errors = await client.waitFor(/STIEFEL-E2E-DISK-ERRORS (\d+)/, 60_000 * scale, from);
   const reported = reportedRecords(client.console, from).length;
@@ -296,7 +306,7 @@ async function pullTheCable(
     .slice(pulledAt)
     .split(/\r?\n/)
     .filter((l) => /stiefelsystem: the laptop at \S+ (has not answered|answers again)/.test(l));
-  return { offSeconds: cable.offSeconds, resumedAfterSeconds, reported, onDisk: [], rootOptions: options[1]!, diskErrors: Number(errors[1]), laptopSaid, desktopSaid };
+  return { offSeconds: cable.offSeconds, resumedAfterSeconds, reported, onDisk: [], rootOptions: options[1]!, diskErrors: Number(errors[1]), laptopSaid, desktopSaid, networkManager: nm[1]!.trim() };
 }
 
 /**
@@ -392,7 +402,7 @@ export async function runEndToEnd(options: EndToEndOptions): Promise<EndToEndRes
     await run('cp', ['--sparse=always', laptop.path, disk]);
     const token = randomBytes(12).toString('hex');
     const serverInitrd = join(work, 'server-initrd.img');
-    await initrdWithOverlay(serverOs.initrd, serverConfigOverlay(token, { wireguard, bench: options.bench ?? false, cableRecords: options.cable?.records ?? options.powerCut?.records }), serverInitrd);
+    await initrdWithOverlay(serverOs.initrd, serverConfigOverlay(token, { wireguard, bench: options.bench ?? false, cableRecords: options.cable?.records ?? options.powerCut?.records, ...(options.mtu ? { mtu: options.mtu } : {}) }), serverInitrd);
     log(`prepared in ${((Date.now() - t0) / 1000).toFixed(1)} s; token ${token}`);
 
     // The cable: a bridge with one tap per VM, in a network namespace of
@@ -466,12 +476,12 @@ export async function runEndToEnd(options: EndToEndOptions): Promise<EndToEndRes
       // Firmware, iPXE's DHCP (from the laptop's dnsmasq), the script, stiefelOS over HTTP.
       await stage('PXE', client, /Linux version \d/, 240);
       await stage('stiefelOS boot', client, /looking for the laptop at fe80::\S+ on .*\(it PXE-booted this desktop\)/, 180);
-      if (options.untilClient) return { token, stages, totalSeconds: (Date.now() - clientStart) / 1000, diskPeer: '' };
+      if (options.untilClient) return { token, stages, totalSeconds: (Date.now() - clientStart) / 1000, diskPeer: '', desktopMtu: '' };
       await pairByKeyboard(client, code, scale, log);
       await stage('pairing', client, /found the laptop '.*' at (\S+) on (\S+) after/, 120);
     } else {
       await stage('stiefelOS boot', client, /looking for the laptop on/, 120);
-      if (options.untilClient) return { token, stages, totalSeconds: (Date.now() - clientStart) / 1000, diskPeer: '' };
+      if (options.untilClient) return { token, stages, totalSeconds: (Date.now() - clientStart) / 1000, diskPeer: '', desktopMtu: '' };
       await stage('discovery', client, /found the laptop '.*' at (\S+) on (\S+) after/, 120);
     }
     await stage('payload', client, /payload verified: .*/, 180);
@@ -482,6 +492,7 @@ export async function runEndToEnd(options: EndToEndOptions): Promise<EndToEndRes
     const totalSeconds = (Date.now() - clientStart) / 1000;
     log(`marker ${marker[1]} reached ${totalSeconds.toFixed(1)} s after the desktop started`);
 
+    const desktopMtu = /STIEFEL-E2E-MTU (.*)/.exec(client.console)?.[1]?.trim() ?? '';
     let bench: EndToEndResult['bench'];
     if (options.bench) {
       const read = /STIEFEL-E2E-BENCH read (.*)/.exec(client.console)?.[1] ?? '';
@@ -496,7 +507,7 @@ export async function runEndToEnd(options: EndToEndOptions): Promise<EndToEndRes
       const found = await readFromLaptopImage(disk, laptop.root, 'var/lib/stiefel-e2e/marker');
       if (found?.trim() !== token) throw new Error(`the laptop's disk lost the marker written before the cut (found ${JSON.stringify(found)})`);
       cut.onDisk = await recordsOnDisk(disk, laptop.root);
-      return { token, stages, totalSeconds, diskPeer: /the desktop at (\S+) connected to the disk/.exec(server.console)?.[1] ?? '', powerCut: cut };
+      return { token, stages, totalSeconds, diskPeer: /the desktop at (\S+) connected to the disk/.exec(server.console)?.[1] ?? '', powerCut: cut, desktopMtu };
     }
     const cable = options.cable && (await pullTheCable(options.cable, server, client, scale, kexecAt, log));
     const root = /STIEFEL-E2E-ROOT (\S+)/.exec(client.console)?.[1];
@@ -524,7 +535,7 @@ export async function runEndToEnd(options: EndToEndOptions): Promise<EndToEndRes
     if (cable) {
       cable.onDisk = await recordsOnDisk(disk, laptop.root);
     }
-    return { token, stages, totalSeconds, bench, diskPeer: peer, cable };
+    return { token, stages, totalSeconds, bench, diskPeer: peer, cable, desktopMtu };
   } catch (err) {
     for (const vm of vms) {
       log(`--- last lines of the ${vm.name} console ---\n${vm.tail(40)}`);

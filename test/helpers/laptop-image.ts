@@ -84,6 +84,13 @@ const BASE_PACKAGES = [
   // The PXE boot services stiefelOS carries (DHCP/TFTP, iPXE's first stages).
   'dnsmasq-base',
   'ipxe',
+  // A desktop installation's network manager, with its stock configuration:
+  // the link and the tunnel must survive it (setup-server-os tells it to
+  // leave stiefellink and stiefelwg alone). Its D-Bus and polkit named, as
+  // debootstrap does not choose among alternatives.
+  'network-manager',
+  'dbus',
+  'polkitd',
 ];
 
 function sha256(...parts: (string | Buffer)[]): string {
@@ -177,6 +184,8 @@ if [ "$bench" = 1 ]; then
   rm -f /var/tmp/stiefel-bench
   say "STIEFEL-E2E-BENCH write $w"
 fi
+# The MTUs of the link to the laptop and of the tunnel (link.mtu).
+say "STIEFEL-E2E-MTU $(cat /sys/class/net/stiefellink/mtu) $(cat /sys/class/net/stiefelwg/mtu 2>/dev/null || echo none)"
 mkdir -p /var/lib/stiefel-e2e
 echo "$token" > /var/lib/stiefel-e2e/marker
 sync
@@ -190,6 +199,8 @@ if [ -n "$cable" ]; then
     if sync /var/lib/stiefel-e2e/writes; then say "STIEFEL-E2E-WRITE $n"; else say "STIEFEL-E2E-WRITE-FAILED $n"; fi
     sleep 1
   done
+  # NetworkManager ran meanwhile, and left the link and the tunnel alone.
+  say "STIEFEL-E2E-NM $(systemctl is-active NetworkManager) $(nmcli -t -f DEVICE,STATE device 2>&1 | tr '\\n' ' ')"
   say "STIEFEL-E2E-ROOT-OPTIONS $(findmnt -n -o OPTIONS /)"
   say "STIEFEL-E2E-DISK-ERRORS $(dmesg | grep -c -E 'I/O error|EXT4-fs (error|warning)|Remounting filesystem read-only|nbd[0-9]+: (Dead connection|Connection timed out|Receive control failed)')"
 fi

@@ -118,6 +118,25 @@ test('the client finds a server started after it on the one link of three that r
   await server.stop();
 });
 
+test('link.mtu 9000: the laptop sets it on its interfaces and hands it to the desktop, whose link.conf carries it to the laptop OS', async (t) => {
+  writeConfig(join(w.dir, 'server-mtu.yaml'), { secret: 'secret', kernel, initrd, family: 'initramfs-tools', extra: 'link:\n  mtu: 9000\n' });
+  const server = startServer(t, 'server-mtu.yaml');
+  await server.waitFor(/serving 'stf3-laptop'/);
+  for (const name of ['stf3s1', 'stf3s2']) assert.match(await w.lab.ip(w.server, ['link', 'show', 'dev', name]), /\bmtu 9000\b/, name);
+  const out = join(w.dir, 'out-mtu');
+  const client = startClient(t, w.client, ['--config', join(w.dir, 'client.yaml'), '--no-kexec', '--out', out]);
+  const r = await client.wait(60_000);
+  assert.equal(r.code, 0, client.output);
+  const tail = readFileSync(join(out, 'initrd.img')).subarray(INITRD_SIZE);
+  const { entries } = decodeNewc(tail, initrdPadding(INITRD_SIZE).length);
+  const conf = parseLinkConf(entries.find((e) => e.path === 'etc/stiefelsystem/link.conf')!.data.toString());
+  assert.equal(conf.STIEFEL_LINK_MTU, '9000');
+  // The desktop's own interfaces are the laptop OS's to set (its attach script): stiefelOS on the desktop leaves them.
+  assert.match(await w.lab.ip(w.client, ['link', 'show', 'dev', 'stf3c1']), /\bmtu 1500\b/);
+  await server.stop();
+  for (const name of ['stf3s1', 'stf3s2']) await w.lab.ip(w.server, ['link', 'set', 'dev', name, 'mtu', '1500']);
+});
+
 test('a new interface that appears later is brought up by the server', async (t) => {
   const server = startServer(t);
   await server.waitFor(/serving 'stf3-laptop'/);

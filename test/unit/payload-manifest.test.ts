@@ -96,6 +96,8 @@ test('a well-signed manifest of the wrong shape is refused', () => {
   expectError(() => decodeManifest(signed({ ...manifest, extra: 1 }), key, { nonce }), /unknown field extra/);
   expectError(() => decodeManifest(signed({ ...manifest, cmdline: 'a\nb' }), key, { nonce }), /cmdline/);
   expectError(() => decodeManifest(signed({ ...manifest, link: { wireguard: { ...manifest.link.wireguard, clientPrivateKey: 'short' } } }), key, { nonce }), /clientPrivateKey/);
+  for (const mtu of [1279, 9001, 1500.5, '9000']) expectError(() => decodeManifest(signed({ ...manifest, link: { ...manifest.link, mtu } }), key, { nonce }), /link\.mtu/);
+  assert.equal(decodeManifest(signed({ ...manifest, link: { ...manifest.link, mtu: 9000 } }), key, { nonce }).link.mtu, 9000);
 });
 
 test('property: decoding arbitrary bytes never throws anything but ManifestError', () => {

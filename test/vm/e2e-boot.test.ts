@@ -4,7 +4,8 @@
 // dracut one), and boots the laptop's installed Linux over the network, its
 // root file system on the laptop's disk through our NBD server and a
 // WireGuard tunnel; what it writes lands on the laptop's disk, and its
-// goodbye reaches the laptop. See test/helpers/e2e.ts for the stages; the
+// goodbye reaches the laptop. The dracut laptop's cable carries jumbo
+// frames (link.mtu 9000 on both ends). See test/helpers/e2e.ts for the stages; the
 // first run builds and caches the laptop images (debootstrap, a few minutes
 // each).
 import { test } from 'node:test';
@@ -23,6 +24,8 @@ for (const [family, desktopBoot] of [['initramfs-tools', 'uefi-stick'], ['dracut
       cacheDir: E2E_CACHE_DIR,
       wireguard: true,
       desktopBoot,
+      // The dracut laptop uses jumbo frames (link.mtu 9000): set on both ends, the tunnel 80 less.
+      ...(family === 'dracut' ? { mtu: 9000 } : {}),
       log: (line) => console.log(`[e2e ${family} ${firmware} ${((Date.now() - started) / 1000).toFixed(0)}s] ${line}`),
       timeScale: 3,
       consoleDir: `/tmp/stf6-e2e-consoles/${family}`,
@@ -33,6 +36,7 @@ for (const [family, desktopBoot] of [['initramfs-tools', 'uefi-stick'], ['dracut
     );
     // The disk went to the desktop's end of the tunnel, not to its link-local address.
     assert.match(result.diskPeer, /^fd[0-9a-f]{2}:[0-9a-f:]+$/);
+    assert.equal(result.desktopMtu, family === 'dracut' ? '9000 8920' : '1500 1420', "the MTUs of the desktop's link and tunnel");
     console.log(`[e2e ${family} ${firmware}] ${result.stages.map((s) => `${s.name} ${s.seconds.toFixed(1)} s`).join(', ')}; total ${result.totalSeconds.toFixed(1)} s`);
   });
 }

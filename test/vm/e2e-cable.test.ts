@@ -41,6 +41,10 @@ test(`the cable pulled for ${OFF_SECONDS} s while the laptop OS writes: its I/O 
   assert.match(said, /the desktop at \S+ has not been heard from for 3\d s: the cable is out or the desktop is off; its disk stays served/);
   assert.match(said, /the desktop at \S+ is heard again, after \d+ s/);
   assert.match(said, /serving the disk to the desktop at \S+ for \d+ (s|min): read [\d.]+ \S+, written [\d.]+ \S+ \(last minute: /);
+  // NetworkManager (stock configuration, as on a desktop installation) ran throughout and left the link and the tunnel alone.
+  assert.match(cable.networkManager, /^active /, cable.networkManager);
+  assert.match(cable.networkManager, /(^| )stiefellink:unmanaged( |$)/, cable.networkManager);
+  assert.match(cable.networkManager, /(^| )stiefelwg:unmanaged( |$)/, cable.networkManager);
   // And the desktop's console (the laptop OS's laptop watch) said the laptop was gone, then back.
   const desk = cable.desktopSaid.join('\n');
   assert.match(desk, /the laptop at \S+ has not answered for [3-5]\d s: the cable is out or the laptop is off; programs that use the disk wait until it is back/);
