@@ -15,7 +15,8 @@ import { requireRoot, requireTool } from '../helpers/tools';
 
 const RECORDS = 20;
 const AT_RECORD = 5;
-const OFF_SECONDS = 60;
+// 60 s in every run; longer pulls by hand (STIEFEL_E2E_CABLE_OFF_S=300 npm run e2e -- cable), as they would not fit the suite's time.
+const OFF_SECONDS = Number(process.env.STIEFEL_E2E_CABLE_OFF_S ?? 60);
 
 test(`the cable pulled for ${OFF_SECONDS} s while the laptop OS writes: its I/O waits and carries on, nothing lost`, { timeout: 40 * 60_000 }, async () => {
   requireRoot();
@@ -48,5 +49,5 @@ test(`the cable pulled for ${OFF_SECONDS} s while the laptop OS writes: its I/O 
   // And the desktop's console (the laptop OS's laptop watch) said the laptop was gone, then back.
   const desk = cable.desktopSaid.join('\n');
   assert.match(desk, /the laptop at \S+ has not answered for [3-5]\d s: the cable is out or the laptop is off; programs that use the disk wait until it is back/);
-  assert.match(desk, /the laptop at \S+ answers again, after (\d+ s|1 min)/);
+  assert.match(desk, /the laptop at \S+ answers again, after \d+ (s|min)/);
 });
