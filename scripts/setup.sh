@@ -16,7 +16,7 @@ PACKAGES="
   libnbd-bin qemu-utils fio
   nbdkit nbd-server
   qemu-system-x86 linux-image-amd64 ovmf
-  busybox-static cryptsetup-bin dnsmasq-base ipxe kexec-tools lvm2 wireguard-tools
+  busybox-static cryptsetup-bin dnsmasq-base ipxe kexec-tools lvm2 wireguard-tools gpgv gnupg
   systemd-boot-efi dosfstools mtools fdisk gdisk isolinux syslinux syslinux-common xorriso
   debootstrap patch
   lintian

@@ -1,13 +1,15 @@
 import { resolve } from 'node:path';
 import { HelpRequested, parseCommandArgs, type Command, type CommandContext } from '../cli/command';
 import { runIsoBoot, runningConsoles } from '../desktop/iso-source';
+import { ISO_KEYRING } from '../image/build';
 import { UsageError } from '../errors';
 import { distroRule } from '../iso/distro';
 import { openIsoFile } from '../iso/file-source';
 import { inspectIso, requireEntries, type IsoBootImage, type IsoInspection } from '../iso/inspect';
 
 const HELP = `Usage: stiefelctl iso inspect FILE [--json]
-       stiefelctl iso boot URL|FILE [--sha256 HEX] [--entry N] [--no-kexec --out DIR]
+       stiefelctl iso boot URL|FILE [--sha256 HEX | --sums URL|FILE [--keyring FILE]]
+                           [--entry N] [--no-kexec --out DIR]
 
 inspect: reads an ISO 9660 image (a file or a block device; nothing is
 mounted, nothing written) and prints what it boots: the volume label, the
@@ -19,7 +21,7 @@ with kernel, initrds, command line and whether those files are on the ISO.
 boot: downloads (or opens) an ISO, checks it and kexecs one of its entries
 (in stiefelOS: the desktop's stick). A URL needs a network: without a
 default route, DHCP runs on every link (busybox udhcpc). https: is checked
-against Node's bundled CA roots; http: only with --sha256. The download
+against Node's bundled CA roots; http: only with --sha256 or --sums. The download
 resumes after a dropped connection, stays in RAM (a tmpfs) and must fit in
 it; its SHA-256 is checked before anything boots. Works for ISOs that load
 whole into RAM (installers, Debian's netboot mini.iso); live systems that
@@ -29,7 +31,14 @@ Options:
   --json       inspect: print one JSON object on stdout (its fields are listed
                in the README, "Distribution ISOs"); skipped entries are in it
                too instead of on stderr
-  --sha256 HEX boot: the ISO's SHA-256 (required for http:)
+  --sha256 HEX boot: the ISO's SHA-256 (required for http:, unless --sums)
+  --sums URL   boot: the distribution's SHA256SUMS (a URL or a file); its
+               detached signature (SHA256SUMS.sign, .gpg or .asc beside it)
+               is checked with gpgv against the keyring first, then the ISO
+               must have the SHA-256 it lists for the ISO's file name
+  --keyring F  boot: the public keys that may sign --sums (gpg --export KEY > F;
+               default ${ISO_KEYRING}, which stiefelOS carries when the
+               laptop has it)
   --entry N    boot: the entry to boot, numbered as inspect lists them
                (default: the menu's default)
   --no-kexec   boot: do not kexec; needs --out
@@ -44,6 +53,8 @@ Examples:
   stiefelctl iso inspect /dev/sr0 --json
   stiefelctl iso boot https://deb.debian.org/debian/dists/bookworm/main/installer-amd64/current/images/netboot/mini.iso
   stiefelctl iso boot /media/usb/mini.iso --entry 2
+  stiefelctl iso boot https://cdimage.debian.org/debian-cd/current/amd64/iso-cd/debian-12.8.0-amd64-netinst.iso \
+    --sums https://cdimage.debian.org/debian-cd/current/amd64/iso-cd/SHA256SUMS --keyring debian-cd.gpg
 `;
 
 const KIB = 1024;
@@ -183,11 +194,12 @@ async function boot(argv: string[], ctx: CommandContext): Promise<number> {
   const { values, positionals } = parseCommandArgs(
     'iso',
     argv,
-    { sha256: { type: 'string' }, entry: { type: 'string' }, 'no-kexec': { type: 'boolean' }, out: { type: 'string' } },
+    { sha256: { type: 'string' }, sums: { type: 'string' }, keyring: { type: 'string' }, entry: { type: 'string' }, 'no-kexec': { type: 'boolean' }, out: { type: 'string' } },
     { min: 1, max: 1, names: 'URL or FILE' },
   );
   const target = positionals[0]!;
   if (values.sha256 !== undefined && !/^[0-9a-fA-F]{64}$/.test(values.sha256)) throw new UsageError('--sha256 needs 64 hex digits', { command: 'iso' });
+  if (values.keyring !== undefined && values.sums === undefined) throw new UsageError('--keyring is for checking --sums: give both', { command: 'iso' });
   if (values.entry !== undefined && !/^[1-9]\d{0,3}$/.test(values.entry)) throw new UsageError(`--entry must be an entry number (1, 2, ...), not '${values.entry}'`, { command: 'iso' });
   if (values.out !== undefined && !values['no-kexec']) throw new UsageError('--out DIR needs --no-kexec', { command: 'iso' });
   if (values['no-kexec'] && values.out === undefined) throw new UsageError('--no-kexec needs --out DIR (where to write the files)', { command: 'iso' });
@@ -195,6 +207,8 @@ async function boot(argv: string[], ctx: CommandContext): Promise<number> {
     {
       target,
       sha256: values.sha256?.toLowerCase(),
+      ...(values.sums !== undefined ? { sums: values.sums } : {}),
+      ...(values.keyring !== undefined ? { keyring: values.keyring } : {}),
       entry: values.entry === undefined ? undefined : Number(values.entry),
       outDir: values.out === undefined ? undefined : resolve(ctx.cwd, values.out),
       cwd: ctx.cwd,

@@ -16,7 +16,9 @@ import { dhcpOnAnyLink } from '../netif/dhcp-client';
 import { downloadIso } from '../iso/download';
 import { ProgressReporter } from '../progress';
 import { bootIso, type IsoBootResult } from './iso-boot';
-import { CA_BUNDLE } from '../image/build';
+import { IsoDownloadError } from '../iso/download';
+import { parseSha256Sums, SIGNATURE_SUFFIXES, sumFor, verifySignedSums } from '../iso/signed-sums';
+import { CA_BUNDLE, ISO_KEYRING } from '../image/build';
 
 /** stiefelOS's /init marks it; there the ISO goes to a tmpfs and kexec is direct. */
 const STIEFELOS_RELEASE = '/etc/stiefelos/release';
@@ -26,6 +28,10 @@ const RAM_MARGIN = 384 * 1024 * 1024;
 export interface IsoBootRequest {
   target: string;
   sha256?: string;
+  /** A signed checksum list (URL or file) that gives the ISO's SHA-256; its signature is SUMS.sign, .gpg or .asc. */
+  sums?: string;
+  /** The public keys that may sign it (default ISO_KEYRING). */
+  keyring?: string;
   entry?: number;
   outDir?: string;
   cwd: string;
@@ -79,11 +85,67 @@ async function sha256OfFile(path: string): Promise<string> {
   return h.digest('hex');
 }
 
-export async function runIsoBoot(r: IsoBootRequest, ctx: { log: Logger; signal: AbortSignal }): Promise<IsoBootResult> {
+const isUrl = (t: string): boolean => /^https?:\/\//i.test(t);
+
+/** A small file (a checksum list, a signature) from a URL into `dir`, or a local one as it is. */
+async function fetchSmall(target: string, dir: string, cwd: string, ca: Buffer | undefined, log: Logger, signal: AbortSignal): Promise<string> {
+  if (!isUrl(target)) {
+    const path = resolve(cwd, target);
+    await fs.access(path).catch(() => {
+      throw new StiefelError('E_ISO_SUMS', `there is no ${path}`);
+    });
+    return path;
+  }
+  const name = posix.basename(new URL(target).pathname).replace(/[^A-Za-z0-9._-]/g, '_') || 'download';
+  const dest = posix.join(dir, `sums-${name}`);
+  await downloadIso({ url: target, ...(ca ? { ca } : {}), dest, maxBytes: 4 * 1024 * 1024, signal, retries: 2, signed: true }, { log: log.child('download') });
+  return dest;
+}
+
+/**
+ * The ISO's SHA-256 from a signed checksum list: the list and its detached
+ * signature fetched (SUMS.sign, .gpg, .asc: the first there is), checked with
+ * gpgv against the keyring, and the ISO's line read. Nothing is downloaded
+ * before this succeeds.
+ */
+async function sha256FromSignedSums(r: IsoBootRequest, isoName: string, workDir: string, ca: Buffer | undefined, log: Logger, signal: AbortSignal): Promise<string> {
+  const keyring = resolve(r.cwd, r.keyring ?? ISO_KEYRING);
+  if (!existsSync(keyring)) {
+    throw new StiefelError('E_ISO_SUMS', `a signed checksum list is checked against a keyring, and there is no ${keyring}: give --keyring FILE (the distribution's signing key: gpg --export KEY > FILE)`);
+  }
+  const sums = await fetchSmall(r.sums!, workDir, r.cwd, ca, log, signal);
+  let signature: string | undefined;
+  const tried: string[] = [];
+  for (const suffix of SIGNATURE_SUFFIXES) {
+    try {
+      signature = await fetchSmall(`${r.sums}${suffix}`, workDir, r.cwd, ca, log, signal);
+      break;
+    } catch (err) {
+      if (!(err instanceof IsoDownloadError || (err instanceof StiefelError && err.code === 'E_ISO_SUMS'))) throw err;
+      tried.push(`${posix.basename(r.sums!)}${suffix}`);
+    }
+  }
+  if (!signature) throw new StiefelError('E_ISO_SUMS', `no signature next to ${r.sums} (tried ${tried.join(', ')}): a checksum list without its signature proves nothing`);
+  const { fingerprint } = await verifySignedSums({ sums, signature, keyring, runner: systemRunner });
+  const expected = sumFor(parseSha256Sums(await fs.readFile(sums, 'utf8')), isoName, posix.basename(r.sums!));
+  if (r.sha256 !== undefined && r.sha256 !== expected) {
+    throw new StiefelError('E_ISO_SHA256', `the --sha256 you gave (${r.sha256}) is not the one the signed list gives for ${isoName} (${expected}): nothing is booted`);
+  }
+  log.info(`${posix.basename(r.sums!)} is signed by ${fingerprint} (${posix.basename(keyring)}); it gives ${isoName} the SHA-256 ${expected}`);
+  if (isUrl(r.sums!)) for (const p of [sums, signature]) await fs.rm(p, { force: true });
+  return expected;
+}
+
+export async function runIsoBoot(request: IsoBootRequest, ctx: { log: Logger; signal: AbortSignal }): Promise<IsoBootResult> {
   const { log, signal } = ctx;
   const inStiefelOs = existsSync(STIEFELOS_RELEASE);
   const workDir = inStiefelOs ? '/run/stiefel-iso' : tmpdir();
   await fs.mkdir(workDir, { recursive: true, mode: 0o700 });
+  const ca = await fs.readFile(CA_BUNDLE).catch(() => undefined);
+  // stiefelOS brings its own network up; a desktop's own Linux has its network already.
+  if (inStiefelOs && (isUrl(request.target) || (request.sums !== undefined && isUrl(request.sums)))) await networkUp(request.network ?? { interfaces: 'all', exclude: [] }, log, signal);
+  const isoName = posix.basename(isUrl(request.target) ? (URL.canParse(request.target) ? new URL(request.target).pathname : request.target) : request.target);
+  const r: IsoBootRequest = request.sums === undefined ? request : { ...request, sha256: await sha256FromSignedSums(request, isoName, workDir, ca, log, signal) };
   const kexec = kexecTools({ handOff: inStiefelOs ? 'direct' : await detectHandOff((p) => fs.access(p).then(() => true, () => false)), missingFix: '; or use --no-kexec --out DIR' });
 
   let iso: string;
@@ -96,14 +158,11 @@ export async function runIsoBoot(r: IsoBootRequest, ctx: { log: Logger; signal: 
       throw new StiefelError('E_ISO_URL', `${r.target} is not a URL`);
     }
     if (url.protocol === 'http:' && r.sha256 === undefined) {
-      throw new StiefelError('E_ISO_URL', 'an ISO over plain HTTP needs --sha256 HEX (nothing else proves it is the one you meant)');
+      throw new StiefelError('E_ISO_URL', 'an ISO over plain HTTP needs --sha256 HEX or a signed --sums (nothing else proves it is the one you meant)');
     }
-    // stiefelOS brings its own network up; a desktop's own Linux has its network already.
-    if (inStiefelOs) await networkUp(r.network ?? { interfaces: 'all', exclude: [] }, log, signal);
     const name = posix.basename(url.pathname).replace(/[^A-Za-z0-9._-]/g, '_') || 'download.iso';
     iso = posix.join(workDir, name);
     let progress: ProgressReporter | undefined;
-    const ca = await fs.readFile(CA_BUNDLE).catch(() => undefined);
     const got = await downloadIso(
       {
         url: r.target,

@@ -37,6 +37,8 @@ export const DEFAULT_IMAGE_DIR = '/var/lib/stiefelsystem/image';
 /** Paths inside stiefelOS that other parts of stiefelsystem rely on. */
 /** Debian's bundle of CA certificates (ca-certificates). */
 export const CA_BUNDLE = '/etc/ssl/certs/ca-certificates.crt';
+/** The keys a distribution's SHA256SUMS may be signed with (`iso boot --sums`): carried when the laptop has the file. */
+export const ISO_KEYRING = '/etc/stiefelsystem/iso-keyring.gpg';
 
 export const IMAGE_PATHS = {
   config: '/etc/stiefelsystem/config.yaml',
@@ -546,6 +548,7 @@ async function layoutTree(tree: ImageTree, input: LayoutInput): Promise<string> 
   tree.mkdir('etc/stiefelsystem', 0o755);
   if (options.config !== undefined) tree.addFile(IMAGE_PATHS.config, { part: PART.base, mode: 0o644, hostPath: await realpath(options.config) });
   if (options.secret !== undefined) tree.addFile(IMAGE_PATHS.secret, { part: PART.base, mode: 0o600, hostPath: await realpath(options.secret) });
+  if (await stat(ISO_KEYRING).then((st) => st.isFile(), () => false)) tree.addFile(ISO_KEYRING.slice(1), { part: PART.base, mode: 0o644, hostPath: await realpath(ISO_KEYRING) });
 
   // Kernel modules at /lib/modules/RELEASE, whatever directory they came from.
   const modRoot = `lib/modules/${input.kernelRelease}`;

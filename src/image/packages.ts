@@ -22,6 +22,7 @@ export const PACKAGES = {
   dnsmasq: { debian: 'dnsmasq-base', fedora: 'dnsmasq', arch: 'dnsmasq' },
   ipxe: { debian: 'ipxe', fedora: 'ipxe-bootimgs-x86', arch: 'ipxe' },
   zstd: { debian: 'zstd', fedora: 'zstd', arch: 'zstd' },
+  gpgv: { debian: 'gpgv', fedora: 'gnupg2', arch: 'gnupg' },
   strip: { debian: 'binutils', fedora: 'binutils', arch: 'binutils' },
   node: { debian: 'nodejs', fedora: 'nodejs', arch: 'nodejs' },
 } satisfies Record<string, PackageNames>;

@@ -38,6 +38,8 @@ export const IMAGE_PROGRAMS: readonly ProgramSpec[] = [
   { name: 'dnsmasq', packages: PACKAGES.dnsmasq },
   // Reads the stiefelOS it would serve by PXE, to be sure no secret is inside.
   { name: 'zstd', packages: PACKAGES.zstd },
+  // Checks a distribution's signed SHA256SUMS before an ISO is booted (iso boot --sums).
+  { name: 'gpgv', packages: PACKAGES.gpgv },
 ];
 
 /**

@@ -31,6 +31,8 @@ export interface DownloadOptions {
   signal?: AbortSignal;
   /** A CA trusted in addition to the default roots (tests). */
   ca?: string | Buffer;
+  /** A checksum list or its signature: proven by the signature, so plain HTTP needs no sha256. */
+  signed?: boolean;
 }
 
 export interface Downloaded {
@@ -98,7 +100,7 @@ function checkOptions(o: DownloadOptions): Checked {
   if (sha256 !== undefined && !/^[0-9a-f]{64}$/.test(sha256)) {
     throw new UsageError(`--sha256 wants 64 hexadecimal digits (as sha256sum prints them), not '${o.sha256}'`);
   }
-  if (url.protocol === 'http:' && sha256 === undefined) {
+  if (url.protocol === 'http:' && sha256 === undefined && !o.signed) {
     throw new UsageError('an ISO over plain HTTP needs --sha256 HEX (nothing else proves it is the one you meant)');
   }
   if (!(o.maxBytes > 0)) throw new UsageError(`there is no room for an ISO (maxBytes ${o.maxBytes})`);

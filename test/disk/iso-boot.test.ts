@@ -1,13 +1,16 @@
 // `stiefelctl iso boot FILE --no-kexec --out DIR` on the host, with an ISO
 // assembled from Debian's netboot installer (test/helpers/mini-iso.ts): what
 // would be kexec'd is written out; a wrong checksum, a missing entry, plain
-// HTTP without a checksum and a live ISO are refused with nothing written.
+// HTTP without a checksum and a live ISO are refused with nothing written; a
+// distribution's signed SHA256SUMS is checked with gpgv before the ISO is fetched.
 // The kexec itself and the download in stiefelOS: test/vm/iso-boot.test.ts.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { createReadStream, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { createServer } from 'node:http';
+import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { runCli } from '../helpers/cli';
@@ -64,4 +67,84 @@ test('refusals: a wrong checksum, no such entry, http without a checksum, a live
   assert.equal(l.code, 1);
   assert.match(l.stderr, /is Debian live: its initramfs \(live-boot\) looks for the ISO again once the kernel runs/);
   assert.ok(!existsSync(out));
+});
+
+/** A signing key of the test's own (gpg, in a home of its own), and its public key exported as a keyring. */
+function signingKey(name: string): { home: string; keyring: string; fingerprint: string } {
+  const home = mkdtempSync(join(dir, `gnupg-${name}-`));
+  const gpg = (...args: string[]) => execFileSync('gpg', ['--homedir', home, '--batch', '--quiet', '--pinentry-mode', 'loopback', '--passphrase', '', ...args], { encoding: 'utf8' });
+  gpg('--quick-gen-key', `stiefel test ${name} <${name}@stiefel.invalid>`, 'ed25519', 'sign', '1d');
+  const fingerprint = /^fpr:+([0-9A-F]{40}):/m.exec(gpg('--with-colons', '--list-keys'))![1]!;
+  const keyring = join(dir, `${name}.gpg`);
+  writeFileSync(keyring, execFileSync('gpg', ['--homedir', home, '--batch', '--export', fingerprint]));
+  return { home, keyring, fingerprint };
+}
+
+function detachSign(home: string, file: string, out: string): void {
+  execFileSync('gpg', ['--homedir', home, '--batch', '--quiet', '--pinentry-mode', 'loopback', '--passphrase', '', '--yes', '--detach-sign', '-o', out, file]);
+}
+
+test('a signed SHA256SUMS (gpgv against the keyring) gives the checksum: a good signature boots; a changed list, another key, no signature, no listing, no keyring are refused before the ISO is fetched', async (t) => {
+  requireTool('gpg');
+  requireTool('gpgv');
+  const key = signingKey('cd');
+  const other = signingKey('other');
+  const web = join(dir, 'web');
+  for (const d of ['good', 'ubuntu', 'changed', 'unsigned', 'unlisted', 'other']) mkdirSync(join(web, d), { recursive: true });
+  const listing = `${sha(iso)}  mini.iso\n${'0'.repeat(64)}  other.iso\n`;
+  for (const d of ['good', 'ubuntu', 'changed', 'unsigned', 'other']) writeFileSync(join(web, d, 'SHA256SUMS'), listing);
+  writeFileSync(join(web, 'unlisted', 'SHA256SUMS'), `${'1'.repeat(64)}  netinst.iso\n`);
+  detachSign(key.home, join(web, 'good', 'SHA256SUMS'), join(web, 'good', 'SHA256SUMS.sign'));
+  detachSign(key.home, join(web, 'ubuntu', 'SHA256SUMS'), join(web, 'ubuntu', 'SHA256SUMS.gpg'));
+  detachSign(key.home, join(web, 'unlisted', 'SHA256SUMS'), join(web, 'unlisted', 'SHA256SUMS.sign'));
+  detachSign(other.home, join(web, 'other', 'SHA256SUMS'), join(web, 'other', 'SHA256SUMS.sign'));
+  // Signed, then changed: the list says another SHA-256 for mini.iso.
+  detachSign(key.home, join(web, 'changed', 'SHA256SUMS'), join(web, 'changed', 'SHA256SUMS.sign'));
+  writeFileSync(join(web, 'changed', 'SHA256SUMS'), listing.replace(sha(iso), 'e'.repeat(64)));
+  const requests: string[] = [];
+  const server = createServer((req, res) => {
+    requests.push(req.url ?? '');
+    const [, d, name] = /^\/([a-z]+)\/([A-Za-z0-9._]+)$/.exec(req.url ?? '') ?? [];
+    const file = name === 'mini.iso' ? iso : d && name ? join(web, d, name) : '';
+    if (!file || !existsSync(file)) return void res.writeHead(404).end();
+    res.writeHead(200, { 'content-length': statSync(file).size });
+    createReadStream(file).pipe(res);
+  });
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+  t.after(() => new Promise<void>((r) => server.close(() => r())));
+  const base = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
+  const boot = (d: string, keyring = key.keyring, out = join(dir, `sums-${d}`)) =>
+    runCli(['iso', 'boot', `${base}/${d}/mini.iso`, '--sums', `${base}/${d}/SHA256SUMS`, '--keyring', keyring, '--no-kexec', '--out', out]);
+
+  const good = await boot('good');
+  assert.equal(good.code, 0, good.stderr);
+  assert.match(good.stderr, new RegExp(`SHA256SUMS is signed by ${key.fingerprint} \\(cd\\.gpg\\); it gives mini\\.iso the SHA-256 ${sha(iso)}`));
+  assert.equal(sha(join(dir, 'sums-good', 'vmlinuz')), sha(join(debianInstallerDir(), 'linux')));
+  // Ubuntu's name for the signature.
+  const ubuntu = await boot('ubuntu');
+  assert.equal(ubuntu.code, 0, ubuntu.stderr);
+
+  const refusals: Array<[string, string | undefined, RegExp]> = [
+    ['changed', undefined, /the signature of the checksum list does not verify: the signature is bad \(the list was changed after it was signed\); nothing is booted$/],
+    ['other', undefined, new RegExp(`the signature of the checksum list does not verify: it was not made by a key in ${key.keyring.replace(/[.]/g, '\\.')}; nothing is booted$`)],
+    ['unsigned', undefined, /no signature next to \S+\/unsigned\/SHA256SUMS \(tried SHA256SUMS\.sign, SHA256SUMS\.gpg, SHA256SUMS\.asc\): a checksum list without its signature proves nothing$/],
+    ['unlisted', undefined, /SHA256SUMS does not list mini\.iso \(it lists netinst\.iso\): give the checksum list of this ISO's directory$/],
+    ['good', join(dir, 'no-such.gpg'), /a signed checksum list is checked against a keyring, and there is no \S+no-such\.gpg: give --keyring FILE/],
+  ];
+  for (const [d, keyring, why] of refusals) {
+    requests.length = 0;
+    const out = join(dir, `refused-${d}`);
+    const r = await boot(d, keyring, out);
+    assert.equal(r.code, 1, `${d}: ${r.stderr}`);
+    assert.match(r.stderr.trim().split('\n').at(-1)!, why, d);
+    assert.ok(!existsSync(out), `${d}: nothing written`);
+    assert.ok(!requests.some((u) => u.endsWith('/mini.iso')), `${d}: the ISO was not fetched`);
+  }
+
+  // Files on a USB disk: the list and its signature beside it.
+  const local = await runCli(['iso', 'boot', iso, '--sums', join(web, 'good', 'SHA256SUMS'), '--keyring', key.keyring, '--no-kexec', '--out', join(dir, 'sums-local')]);
+  assert.equal(local.code, 0, local.stderr);
+  const usage = await runCli(['iso', 'boot', iso, '--keyring', key.keyring]);
+  assert.equal(usage.code, 2);
+  assert.match(usage.stderr, /--keyring is for checking --sums: give both/);
 });
