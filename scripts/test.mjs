@@ -6,8 +6,9 @@
 // Each layer is a folder under test/ whose *.test.ts files run with node:test
 // (TypeScript through tsx). Layers that drive real kernel features (network
 // namespaces, loop devices, chroots, QEMU) need root and fail loudly without it.
-import { spawnSync } from 'node:child_process';
-import { readdirSync, statSync } from 'node:fs';
+import { spawn, spawnSync } from 'node:child_process';
+import { closeSync, openSync, readFileSync, readdirSync, statSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { join, relative } from 'node:path';
 
 const root = new URL('..', import.meta.url).pathname;
@@ -44,10 +45,29 @@ function testFiles(dir) {
   return out;
 }
 
+// A whole run builds the VM layer's images in the background meanwhile
+// (test/helpers/prebuild.ts): on a new machine they are the slowest part of
+// the suite, and the other layers leave the disk and the network idle.
+let prebuild;
+if (wanted.has('vm') && wanted.size > 1 && filters.length === 0 && required.length === 0 && process.getuid?.() === 0) {
+  const log = join(tmpdir(), 'stiefel-prebuild.log');
+  const fd = openSync(log, 'w');
+  const started = Date.now();
+  const child = spawn(process.execPath, ['--import', 'tsx', 'test/helpers/prebuild.ts'], { cwd: root, stdio: ['ignore', fd, fd] });
+  closeSync(fd);
+  prebuild = { log, started, done: new Promise((resolve) => child.on('close', (code) => resolve(code))) };
+  console.log(`test: building the VM layer's images in the background (log: ${log})`);
+}
+
 let failed = [];
 let ran = 0;
 for (const layer of LAYERS) {
   if (!wanted.has(layer.name)) continue;
+  if (layer.name === 'vm' && prebuild) {
+    const code = await prebuild.done;
+    const tail = readFileSync(prebuild.log, 'utf8').trim().split('\n').slice(code === 0 ? -1 : -15).join('\n');
+    console.log(`\ntest: the VM layer's images ${code === 0 ? 'are built' : `were not all built (exit ${code}): the tests build what is missing`} (${((Date.now() - prebuild.started) / 1000).toFixed(0)} s since the start)\n${tail}`);
+  }
   let files = testFiles(join(root, 'test', layer.name));
   if (filters.length) files = files.filter((f) => filters.some((w) => relative(root, f).includes(w)));
   if (required.length) files = files.filter((f) => required.every((w) => relative(root, f).includes(w)));
