@@ -194,8 +194,13 @@ export async function makeCable(netns: string): Promise<void> {
 }
 
 /** The server VM's own config, put over the image's in a cpio appended to its initrd. */
-function serverConfigOverlay(token: string, options: { wireguard: boolean; bench: boolean; cableRecords?: number; mtu?: number }): Buffer {
-  const append = [`stiefel_e2e.token=${token}`, options.bench ? 'stiefel_e2e.bench=1' : '', options.cableRecords ? `stiefel_e2e.cable=${options.cableRecords}` : '']
+function serverConfigOverlay(token: string, options: { wireguard: boolean; bench: boolean; cableRecords?: number; services?: boolean; mtu?: number }): Buffer {
+  const append = [
+    `stiefel_e2e.token=${token}`,
+    options.bench ? 'stiefel_e2e.bench=1' : '',
+    options.cableRecords ? `stiefel_e2e.cable=${options.cableRecords}` : '',
+    options.services ? 'stiefel_e2e.services=1' : '',
+  ]
     .filter(Boolean)
     .join(' ');
   const yaml = [
@@ -273,7 +278,7 @@ async function pullTheCable(
   // acknowledged, so its end of the connection is idle (no retransmission
   // pending), which is when a keepalive timer would give the desktop up.
   await afterRecord(client, cable.atRecord, from, scale, 500);
-  // The laptop OS's watch of the laptop (stiefel-laptop-watch) is running.
+  // The laptop OS's watch of the laptop (stiefel-laptop-watch) is running: the records start only then.
   await client.waitFor(/stiefelsystem: watching the laptop at \S+ \(every 5 s\)/, 60_000 * scale, from);
   const serverFrom = server.console.length;
   for (const vm of [client, server]) await vm.qmp('set_link', { name: 'net0', up: false });
@@ -301,7 +306,7 @@ async function pullTheCable(
     .split(/\r?\n/)
     .filter((l) => /has not been heard from|is heard again|serving the disk to the desktop/.test(l));
   // The desktop's side: the laptop OS said the laptop was gone, and then back.
-  await client.waitFor(/stiefelsystem: the laptop at \S+ answers again, after \d+ s/, 60_000 * scale, pulledAt);
+  await client.waitFor(/stiefelsystem: the laptop at \S+ answers again, after \d+ (s|min)/, 60_000 * scale, pulledAt);
   const desktopSaid = client.console
     .slice(pulledAt)
     .split(/\r?\n/)
@@ -402,7 +407,7 @@ export async function runEndToEnd(options: EndToEndOptions): Promise<EndToEndRes
     await run('cp', ['--sparse=always', laptop.path, disk]);
     const token = randomBytes(12).toString('hex');
     const serverInitrd = join(work, 'server-initrd.img');
-    await initrdWithOverlay(serverOs.initrd, serverConfigOverlay(token, { wireguard, bench: options.bench ?? false, cableRecords: options.cable?.records ?? options.powerCut?.records, ...(options.mtu ? { mtu: options.mtu } : {}) }), serverInitrd);
+    await initrdWithOverlay(serverOs.initrd, serverConfigOverlay(token, { wireguard, bench: options.bench ?? false, cableRecords: options.cable?.records ?? options.powerCut?.records, services: options.cable !== undefined, ...(options.mtu ? { mtu: options.mtu } : {}) }), serverInitrd);
     log(`prepared in ${((Date.now() - t0) / 1000).toFixed(1)} s; token ${token}`);
 
     // The cable: a bridge with one tap per VM, in a network namespace of

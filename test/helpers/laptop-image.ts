@@ -84,14 +84,15 @@ const BASE_PACKAGES = [
   // The PXE boot services stiefelOS carries (DHCP/TFTP, iPXE's first stages).
   'dnsmasq-base',
   'ipxe',
-  // A desktop installation's network manager, with its stock configuration:
-  // the link and the tunnel must survive it (setup-server-os tells it to
-  // leave stiefellink and stiefelwg alone). Its D-Bus and polkit named, as
-  // debootstrap does not choose among alternatives.
-  'network-manager',
-  'dbus',
-  'polkitd',
 ];
+
+/**
+ * A desktop installation's network manager, with its stock configuration:
+ * the link and the tunnel must survive it (setup-server-os tells it to leave
+ * stiefellink and stiefelwg alone). Installed by apt after debootstrap:
+ * debootstrap cannot configure polkitd, which it depends on.
+ */
+const DESKTOP_PACKAGES = ['network-manager'];
 
 function sha256(...parts: (string | Buffer)[]): string {
   const h = createHash('sha256');
@@ -127,16 +128,15 @@ async function buildBase(dir: string, options: Required<Pick<LaptopImageOptions,
       tmp,
       options.mirror,
     ]);
-    if (options.family === 'dracut') {
-      log('installing dracut in place of initramfs-tools');
-      await copyFile('/etc/resolv.conf', join(tmp, 'etc/resolv.conf'));
-      await withChrootMounts(
-        tmp,
-        () => sh('chroot', [tmp, 'sh', '-c', 'DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends dracut']),
-        { runner: systemRunner, log: silentLogger },
-      );
-      await rm(join(tmp, 'etc/resolv.conf'), { force: true });
-    }
+    const extra = [...DESKTOP_PACKAGES, ...(options.family === 'dracut' ? ['dracut'] : [])];
+    log(`installing ${extra.join(', ')}${options.family === 'dracut' ? ' (dracut in place of initramfs-tools)' : ''}`);
+    await copyFile('/etc/resolv.conf', join(tmp, 'etc/resolv.conf'));
+    await withChrootMounts(
+      tmp,
+      () => sh('chroot', [tmp, 'sh', '-c', `DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends ${extra.join(' ')}`]),
+      { runner: systemRunner, log: silentLogger },
+    );
+    await rm(join(tmp, 'etc/resolv.conf'), { force: true });
     await sh('sh', ['-c', `rm -rf ${tmp}/var/cache/apt/archives/*.deb ${tmp}/var/lib/apt/lists/*`]);
     await rename(tmp, dir);
   } catch (err) {
@@ -164,11 +164,13 @@ set -u
 token=
 bench=
 cable=
+services=
 for w in $(cat /proc/cmdline); do
   case "$w" in
     stiefel_e2e.token=*) token=\${w#stiefel_e2e.token=} ;;
     stiefel_e2e.bench=*) bench=\${w#stiefel_e2e.bench=} ;;
     stiefel_e2e.cable=*) cable=\${w#stiefel_e2e.cable=} ;;
+    stiefel_e2e.services=1) services=1 ;;
   esac
 done
 [ -n "$token" ] || exit 0
@@ -191,6 +193,17 @@ echo "$token" > /var/lib/stiefel-e2e/marker
 sync
 say "STIEFEL-E2E-MARKER $token"
 if [ -n "$cable" ]; then
+  if [ -n "$services" ]; then
+    # The cable scenario watches the laptop OS's own services through the
+    # pull: NetworkManager running, and the laptop watch watching.
+    i=0
+    until systemctl is-active --quiet NetworkManager && journalctl -q -o cat -u stiefel-laptop-watch 2>/dev/null | grep -q 'watching the laptop'; do
+      i=$((i + 1))
+      [ "$i" -ge 300 ] && break
+      sleep 1
+    done
+    say "STIEFEL-E2E-SERVICES after $i s: NetworkManager $(systemctl is-active NetworkManager), stiefel-laptop-watch $(systemctl is-active stiefel-laptop-watch)"
+  fi
   n=0
   while [ "$n" -lt "$cable" ]; do
     n=$((n + 1))
@@ -307,7 +320,7 @@ export async function laptopBase(options: Pick<LaptopImageOptions, 'family' | 'c
   const suite = options.suite ?? 'bookworm';
   const mirror = options.mirror ?? 'http://deb.debian.org/debian';
   await mkdir(options.cacheDir, { recursive: true });
-  const baseKey = sha256('base', String(RECIPE_VERSION), suite, mirror, options.family, BASE_PACKAGES.join(','));
+  const baseKey = sha256('base', String(RECIPE_VERSION), suite, mirror, options.family, BASE_PACKAGES.join(','), DESKTOP_PACKAGES.join(','));
   const baseDir = join(options.cacheDir, `laptop-base-${options.family}-${baseKey.slice(0, 16)}`);
   for (const gone of pruneCache(options.cacheDir, `laptop-base-${options.family}-`, basename(baseDir))) log(`removed ${gone} from the cache (built from other inputs)`);
   pruneCache(options.cacheDir, `laptop-root-${options.family}-`, '');
