@@ -295,9 +295,9 @@ async function pullTheCable(
   const next = await client.waitFor(new RegExp(`STIEFEL-E2E-WRITE(-FAILED)? ${last + 1}\\r?\\n`), 300_000 * scale, pulledAt);
   const resumedAfterSeconds = (Date.now() - backAt) / 1000;
   log(`record ${last + 1} ${next[1] ? 'FAILED' : 'written'} ${resumedAfterSeconds.toFixed(1)} s after the cable came back`);
-  const nm = await client.waitFor(/STIEFEL-E2E-NM ([^\r\n]*)/, (cable.records + 120) * 1000 * scale, from);
-  const options = await client.waitFor(/STIEFEL-E2E-ROOT-OPTIONS (\S+)/, (cable.records + 120) * 1000 * scale, from);
-  const errors = await client.waitFor(/STIEFEL-E2E-DISK-ERRORS (\d+)/, 60_000 * scale, from);
+  const nm = await client.waitFor(/STIEFEL-E2E-NM ([^\r\n]*)\r?\n/, (cable.records + 120) * 1000 * scale, from);
+  const options = await client.waitFor(/STIEFEL-E2E-ROOT-OPTIONS (\S+)\r?\n/, (cable.records + 120) * 1000 * scale, from);
+  const errors = await client.waitFor(/STIEFEL-E2E-DISK-ERRORS (\d+)\r?\n/, 60_000 * scale, from);
   const reported = reportedRecords(client.console, from).length;
   // The laptop noticed the silence (30 s) and the return (polled every 5 s).
   await server.waitFor(/the desktop at \S+ is heard again, after \d+ s/, 30_000 * scale, serverFrom);
