@@ -27,7 +27,7 @@ test('init writes a commented config and a 0600 32-byte secret next to it', asyn
     assert.match(text, /^# yaml-language-server: \$schema=config\.schema\.json\n# stiefelsystem configuration/);
     const schema = JSON.parse(readFileSync(join(dir, 'etc/config.schema.json'), 'utf8')) as { $schema: string; properties: Record<string, unknown> };
     assert.equal(schema.$schema, 'http://json-schema.org/draft-07/schema#');
-    assert.deepEqual(Object.keys(schema.properties), ['secret', 'network', 'discovery', 'payload', 'server', 'autokexec', 'client']);
+    assert.deepEqual(Object.keys(schema.properties), ['secret', 'network', 'discovery', 'link', 'payload', 'server', 'autokexec', 'client']);
     assert.equal(parseConfigText(text, join(dir, 'etc/config.yaml')).secret, join(dir, 'etc/secret'));
     const st = statSync(join(dir, 'etc/secret'));
     assert.equal(st.size, 32);
