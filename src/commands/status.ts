@@ -35,6 +35,9 @@ function ask(path: string): Promise<string> {
   });
 }
 
+/** The status as one JSON object, or as the console's lines. */
+const shown = (s: ServerStatus, json: boolean | undefined): string => (json ? `${JSON.stringify(s, null, 2)}\n` : `${formatStatus(s, Date.now()).join('\n')}\n`);
+
 /** In the laptop OS on the desktop: the laptop's own status through the tunnel; undefined elsewhere. */
 async function fromTheLaptop(conf: string): Promise<ServerStatus | undefined> {
   const address = await readLaptopAddress(conf).catch(() => undefined);
@@ -62,7 +65,7 @@ export const statusCommand: Command = {
       if ((code === 'ENOENT' || code === 'ECONNREFUSED') && values.socket === undefined) {
         const remote = await fromTheLaptop(values.conf ?? GOODBYE_CONF);
         if (remote) {
-          ctx.stdout(values.json ? `${JSON.stringify(remote, null, 2)}\n` : `${formatStatus(remote, Date.now()).join('\n')}\n`);
+          ctx.stdout(shown(remote, values.json));
           return 0;
         }
       }
@@ -76,7 +79,7 @@ export const statusCommand: Command = {
     } catch {
       throw new StiefelError('E_STATUS', `the server at ${path} sent something that is not its status`);
     }
-    ctx.stdout(values.json ? `${JSON.stringify(status, null, 2)}\n` : `${formatStatus(status, Date.now()).join('\n')}\n`);
+    ctx.stdout(shown(status, values.json));
     return 0;
   },
 };
