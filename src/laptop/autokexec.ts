@@ -123,8 +123,13 @@ export function startAutokexec(options: AutokexecOptions, ctx: { log: Logger; si
   let resolveFired!: () => void;
   const fired = new Promise<void>((r) => (resolveFired = r));
 
-  const persist = async (): Promise<void> => {
-    if (guard && Number.isFinite(guard.newestMs)) await saveFloor(stateFile, guard.newestMs).catch((err: Error) => log.warn(`cannot keep the newest request time in ${stateFile}: ${err.message}`));
+  // One save at a time: the timer's and the reboot's share the file's temporary name.
+  let saving = Promise.resolve();
+  const persist = (): Promise<void> => {
+    saving = saving.then(async () => {
+      if (guard && Number.isFinite(guard.newestMs)) await saveFloor(stateFile, guard.newestMs).catch((err: Error) => log.warn(`cannot keep the newest request time in ${stateFile}: ${err.message}`));
+    });
+    return saving;
   };
   let saveTimer: NodeJS.Timeout | undefined;
   const persistSoon = (): void => {

@@ -12,7 +12,7 @@
 //              root file system, syncs and powers off
 //
 // Then the server VM is stopped and the token is looked for inside the
-// laptop's disk image. Used by test/vm/e2e-boot.test.ts, `npm run demo` and
+// laptop's disk image. Used by the test/vm/e2e-*.test.ts scenarios, `npm run demo` and
 // `npm run bench:e2e`.
 import { createHash, randomBytes } from 'node:crypto';
 import { execFile } from 'node:child_process';
@@ -65,12 +65,14 @@ export interface EndToEndOptions {
    */
   cable?: { records: number; atRecord: number; offSeconds: number };
   /**
-   * Cut the desktop's power while the laptop OS writes: it writes `records`
-   * fsynced records, one a second; after record `atRecord` the desktop VM is
-   * killed (SIGKILL). The laptop's console must say it no longer hears the
-   * desktop; its disk must be consistent once the journal is replayed.
+   * Cut the desktop's power while the laptop OS writes fsynced records, one
+   * a second: after record `atRecord` the desktop VM is killed (SIGKILL).
+   * With `cable`, the cut comes after the cable's records (which then go on
+   * until the cut); alone, the records start at once. The laptop's console
+   * must say it no longer hears the desktop; its disk must be consistent
+   * once the journal is replayed.
    */
-  powerCut?: { records: number; atRecord: number };
+  powerCut?: { atRecord: number };
   /** Stop once the desktop's stiefelOS client runs (a benchmark of the boot media). */
   untilClient?: boolean;
   /** The laptop's link.mtu (both ends; 1500 when omitted). */
@@ -194,12 +196,13 @@ export async function makeCable(netns: string): Promise<void> {
 }
 
 /** The server VM's own config, put over the image's in a cpio appended to its initrd. */
-function serverConfigOverlay(token: string, options: { wireguard: boolean; bench: boolean; cableRecords?: number; services?: boolean; mtu?: number }): Buffer {
+function serverConfigOverlay(token: string, options: { wireguard: boolean; bench: boolean; cableRecords?: number; services?: boolean; thenCut?: boolean; mtu?: number }): Buffer {
   const append = [
     `stiefel_e2e.token=${token}`,
     options.bench ? 'stiefel_e2e.bench=1' : '',
-    options.cableRecords ? `stiefel_e2e.cable=${options.cableRecords}` : '',
+    options.cableRecords !== undefined ? `stiefel_e2e.cable=${options.cableRecords}` : '',
     options.services ? 'stiefel_e2e.services=1' : '',
+    options.thenCut ? 'stiefel_e2e.then=cut' : '',
   ]
     .filter(Boolean)
     .join(' ');
@@ -283,13 +286,15 @@ async function pullTheCable(
   const serverFrom = server.console.length;
   for (const vm of [client, server]) await vm.qmp('set_link', { name: 'net0', up: false });
   const pulledAt = client.console.length;
-  log(`cable pulled after record ${cable.atRecord} (both NICs without carrier) for ${cable.offSeconds} s`);
+  // The watch may have started after record atRecord: the pull came after the last record before it.
+  const before = reportedRecords(client.console.slice(0, pulledAt), from).at(-1) ?? cable.atRecord;
+  log(`cable pulled (both NICs without carrier) for ${cable.offSeconds} s`);
   await new Promise((r) => setTimeout(r, cable.offSeconds * 1000));
   for (const vm of [client, server]) await vm.qmp('set_link', { name: 'net0', up: true });
   const backAt = Date.now();
   const duringPull = reportedRecords(client.console, pulledAt);
-  const last = duringPull.at(-1) ?? cable.atRecord;
-  log(`cable back; records reported while it was out: ${duringPull.length === 0 ? 'none' : duringPull.join(', ')}`);
+  const last = duringPull.at(-1) ?? before;
+  log(`cable pulled after record ${before}; back, records reported while it was out: ${duringPull.length === 0 ? 'none' : duringPull.join(', ')}`);
   // TCP retransmits with exponential back-off (at most 120 s apart): the
   // next record may take that long.
   const next = await client.waitFor(new RegExp(`STIEFEL-E2E-WRITE(-FAILED)? ${last + 1}\\r?\\n`), 300_000 * scale, pulledAt);
@@ -298,7 +303,8 @@ async function pullTheCable(
   const nm = await client.waitFor(/STIEFEL-E2E-NM ([^\r\n]*)\r?\n/, (cable.records + 120) * 1000 * scale, from);
   const options = await client.waitFor(/STIEFEL-E2E-ROOT-OPTIONS (\S+)\r?\n/, (cable.records + 120) * 1000 * scale, from);
   const errors = await client.waitFor(/STIEFEL-E2E-DISK-ERRORS (\d+)\r?\n/, 60_000 * scale, from);
-  const reported = reportedRecords(client.console, from).length;
+  // The cable's records come before the reports (with a power cut to come, more follow them).
+  const reported = reportedRecords(client.console.slice(0, client.console.indexOf('STIEFEL-E2E-NM ', from)), from).length;
   // The laptop noticed the silence (30 s) and the return (polled every 5 s).
   await server.waitFor(/the desktop at \S+ is heard again, after \d+ s/, 30_000 * scale, serverFrom);
   const laptopSaid = server.console
@@ -407,7 +413,7 @@ export async function runEndToEnd(options: EndToEndOptions): Promise<EndToEndRes
     await run('cp', ['--sparse=always', laptop.path, disk]);
     const token = randomBytes(12).toString('hex');
     const serverInitrd = join(work, 'server-initrd.img');
-    await initrdWithOverlay(serverOs.initrd, serverConfigOverlay(token, { wireguard, bench: options.bench ?? false, cableRecords: options.cable?.records ?? options.powerCut?.records, services: options.cable !== undefined, ...(options.mtu ? { mtu: options.mtu } : {}) }), serverInitrd);
+    await initrdWithOverlay(serverOs.initrd, serverConfigOverlay(token, { wireguard, bench: options.bench ?? false, cableRecords: options.cable?.records ?? (options.powerCut ? 0 : undefined), services: options.cable !== undefined, thenCut: options.powerCut !== undefined, ...(options.mtu ? { mtu: options.mtu } : {}) }), serverInitrd);
     log(`prepared in ${((Date.now() - t0) / 1000).toFixed(1)} s; token ${token}`);
 
     // The cable: a bridge with one tap per VM, in a network namespace of
@@ -504,6 +510,10 @@ export async function runEndToEnd(options: EndToEndOptions): Promise<EndToEndRes
       const write = /STIEFEL-E2E-BENCH write (.*)/.exec(client.console)?.[1] ?? '';
       bench = { read, write };
     }
+    const cable = options.cable && (await pullTheCable(options.cable, server, client, scale, kexecAt, log));
+    const root = /STIEFEL-E2E-ROOT (\S+)/.exec(client.console)?.[1];
+    if (root !== '/dev/nbd0p2') throw new Error(`the laptop OS's root was ${root ?? 'not reported'}, not /dev/nbd0p2`);
+    const peer = /the desktop at (\S+) connected to the disk/.exec(server.console)?.[1] ?? '';
     if (options.powerCut) {
       const cut = await cutThePower(options.powerCut, server, client, scale, kexecAt, log);
       // First the check (a read-only mount cannot replay the journal), then the files.
@@ -512,12 +522,9 @@ export async function runEndToEnd(options: EndToEndOptions): Promise<EndToEndRes
       const found = await readFromLaptopImage(disk, laptop.root, 'var/lib/stiefel-e2e/marker');
       if (found?.trim() !== token) throw new Error(`the laptop's disk lost the marker written before the cut (found ${JSON.stringify(found)})`);
       cut.onDisk = await recordsOnDisk(disk, laptop.root);
-      return { token, stages, totalSeconds, diskPeer: /the desktop at (\S+) connected to the disk/.exec(server.console)?.[1] ?? '', powerCut: cut, desktopMtu };
+      if (cable) cable.onDisk = cut.onDisk;
+      return { token, stages, totalSeconds, diskPeer: peer, cable, powerCut: cut, desktopMtu };
     }
-    const cable = options.cable && (await pullTheCable(options.cable, server, client, scale, kexecAt, log));
-    const root = /STIEFEL-E2E-ROOT (\S+)/.exec(client.console)?.[1];
-    if (root !== '/dev/nbd0p2') throw new Error(`the laptop OS's root was ${root ?? 'not reported'}, not /dev/nbd0p2`);
-    const peer = /the desktop at (\S+) connected to the disk/.exec(server.console)?.[1] ?? '';
 
     // The laptop OS powers the desktop off, saying goodbye as its last step;
     // the laptop stops serving and finds its disk left clean.

@@ -139,6 +139,9 @@ export async function runJourney(options: JourneyOptions): Promise<JourneyResult
     const down = laptop.console.length;
     await laptop.waitFor(/rebooting into stiefelOS \(systemctl kexec/, 60_000 * scale, down);
     mark(there, 'laptop: countdown');
+    // What the laptop's own OS said on the way out: no warning (the replay floor kept on its disk).
+    const warned = /stiefelctl\[\d+\]: warning: (?!refused a request)[^\r\n]*/.exec(laptop.console);
+    if (warned) throw new Error(`autokexec warned on the laptop: ${warned[0]}`);
     await laptop.waitFor(/stiefelOS: .* role server/, 180_000 * scale, down);
     mark(there, 'laptop: clean shutdown and kexec into stiefelOS');
     await laptop.waitFor(/^serving '/m, 180_000 * scale, down);

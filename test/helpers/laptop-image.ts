@@ -159,18 +159,22 @@ const MARKER_SCRIPT = `#!/bin/sh
 # over NBD), syncs, reports on the console and powers off. With
 # stiefel_e2e.cable=N it first writes N records, one a second, each fsynced
 # before it is reported (the cable scenario pulls the cable meanwhile), and
-# reports the root's mount options and the kernel's disk errors.
+# reports the root's mount options and the kernel's disk errors; with
+# stiefel_e2e.then=cut it then goes on writing records until the desktop's
+# power is cut (it never powers off).
 set -u
 token=
 bench=
 cable=
 services=
+afterwards=
 for w in $(cat /proc/cmdline); do
   case "$w" in
     stiefel_e2e.token=*) token=\${w#stiefel_e2e.token=} ;;
     stiefel_e2e.bench=*) bench=\${w#stiefel_e2e.bench=} ;;
     stiefel_e2e.cable=*) cable=\${w#stiefel_e2e.cable=} ;;
     stiefel_e2e.services=1) services=1 ;;
+    stiefel_e2e.then=*) afterwards=\${w#stiefel_e2e.then=} ;;
   esac
 done
 [ -n "$token" ] || exit 0
@@ -195,9 +199,10 @@ say "STIEFEL-E2E-MARKER $token"
 if [ -n "$cable" ]; then
   if [ -n "$services" ]; then
     # The cable scenario watches the laptop OS's own services through the
-    # pull: NetworkManager running, and the laptop watch watching.
+    # pull: NetworkManager running, and the laptop watch (the test waits for
+    # its first line on the console). Each check costs seconds under emulation.
     i=0
-    until systemctl is-active --quiet NetworkManager && journalctl -q -o cat -u stiefel-laptop-watch 2>/dev/null | grep -q 'watching the laptop'; do
+    until systemctl is-active --quiet NetworkManager && systemctl is-active --quiet stiefel-laptop-watch; do
       i=$((i + 1))
       [ "$i" -ge 300 ] && break
       sleep 1
@@ -205,17 +210,21 @@ if [ -n "$cable" ]; then
     say "STIEFEL-E2E-SERVICES after $i s: NetworkManager $(systemctl is-active NetworkManager), stiefel-laptop-watch $(systemctl is-active stiefel-laptop-watch)"
   fi
   n=0
-  while [ "$n" -lt "$cable" ]; do
+  record() {
     n=$((n + 1))
     echo "$n" >> /var/lib/stiefel-e2e/writes
     # coreutils' sync FILE: fsync, returns once the record is on the laptop's disk.
     if sync /var/lib/stiefel-e2e/writes; then say "STIEFEL-E2E-WRITE $n"; else say "STIEFEL-E2E-WRITE-FAILED $n"; fi
     sleep 1
-  done
+  }
+  while [ "$n" -lt "$cable" ]; do record; done
   # NetworkManager ran meanwhile, and left the link and the tunnel alone.
   say "STIEFEL-E2E-NM $(systemctl is-active NetworkManager) $(nmcli -t -f DEVICE,STATE device 2>&1 | tr '\\n' ' ')"
   say "STIEFEL-E2E-ROOT-OPTIONS $(findmnt -n -o OPTIONS /)"
   say "STIEFEL-E2E-DISK-ERRORS $(dmesg | grep -c -E 'I/O error|EXT4-fs (error|warning)|Remounting filesystem read-only|nbd[0-9]+: (Dead connection|Connection timed out|Receive control failed)')"
+  if [ "$afterwards" = cut ]; then
+    while :; do record; done
+  fi
 fi
 systemctl --no-block poweroff
 `;

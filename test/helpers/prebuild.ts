@@ -1,13 +1,19 @@
 // Builds what the VM layer's tests share and cache (stiefelOS, with and
 // without its PXE copy; the laptop disk images of both initramfs families,
-// debootstrap included), so that `npm test` can make them in the background
+// debootstrap included; the journey's laptop, with the .deb installed and
+// set up in it), so that `npm test` can make them in the background
 // while the faster layers run: on a new machine that is most of ten minutes
 // of debootstrap, dpkg and compression, which the VM tests would otherwise
 // wait for one after another. scripts/test.mjs starts it and waits for it
 // before the VM layer; whatever it could not build, the tests build (and
 // report) themselves. Run by hand: node --import tsx test/helpers/prebuild.ts
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { CLI } from './cli';
+import { buildDeb } from './deb';
 import { E2E_CACHE_DIR, e2eSecret, stiefelOsImage } from './e2e';
+import { buildJourneyImage } from './journey-image';
 import { buildLaptopImage } from './laptop-image';
 
 const started = Date.now();
@@ -18,6 +24,13 @@ async function main(): Promise<void> {
   await stiefelOsImage(E2E_CACHE_DIR, log, { pxe: true });
   for (const family of ['initramfs-tools', 'dracut'] as const) {
     await buildLaptopImage({ family, cacheDir: E2E_CACHE_DIR, stiefelctl: CLI, secret: e2eSecret(E2E_CACHE_DIR), log });
+  }
+  // The .deb is reproducible, so the journey test's own build names the same cache entry.
+  const dir = mkdtempSync(join(tmpdir(), 'stf-prebuild-deb-'));
+  try {
+    await buildJourneyImage({ cacheDir: E2E_CACHE_DIR, deb: buildDeb(dir), secret: e2eSecret(E2E_CACHE_DIR), log });
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
   }
   log('done');
 }

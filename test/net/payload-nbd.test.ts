@@ -28,7 +28,7 @@ before(async () => {
     secret: 'secret',
     kernel: join(w.dir, 'k'),
     initrd: join(w.dir, 'i'),
-    // The host kernel has no WireGuard: the tunnel is tested in the VMs (test/vm/e2e-boot).
+    // The host kernel has no WireGuard: the tunnel is tested in the VMs (test/vm/e2e-*.test.ts).
     extra: `  disk: ${disk}\n  nbd:\n    export: disk\n  wireguard:\n    enabled: false\n`,
   });
   writeConfig(join(w.dir, 'client.yaml'), { secret: 'secret', timeoutS: 20 });

@@ -1,5 +1,7 @@
-// A pulled cable, in two VMs: the laptop OS runs on the desktop with its
-// root on the laptop's disk (NBD through WireGuard) and writes a record a
+// A pulled cable, in two VMs: the laptop's stiefelOS serves (started by
+// -kernel), the desktop's stiefelOS finds it, downloads the payload and
+// kexecs the laptop OS (initramfs-tools), which runs with its root on the
+// laptop's disk (NBD through WireGuard) and writes a record a
 // second, each fsynced before it is reported; after the fifth, both NICs
 // lose carrier for 60 s (QMP set_link: what the kernels see when a cable is
 // pulled), then get it back. The writes must stall and carry on: no I/O
@@ -7,6 +9,11 @@
 // every reported record on the laptop's disk; the laptop's console says it
 // lost the desktop and heard it again, and the desktop's console (the laptop
 // OS's stiefel-laptop-watch) that the laptop was gone and is back.
+// Then a dying desktop, in the same run (a boot of its own would cost the
+// suite three minutes): the records go on, and after three more the desktop
+// VM is killed (a power cut). The laptop's console must say it no longer
+// hears the desktop (and not return by itself); its disk must be consistent
+// once the journal is replayed (e2fsck), with every reported record on it.
 // `npm run e2e -- cable`.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
@@ -15,26 +22,37 @@ import { requireRoot, requireTool } from '../helpers/tools';
 
 const RECORDS = 20;
 const AT_RECORD = 5;
+const CUT_AT_RECORD = RECORDS + 3;
 // 60 s in every run; longer pulls by hand (STIEFEL_E2E_CABLE_OFF_S=300 npm run e2e -- cable), as they would not fit the suite's time.
 const OFF_SECONDS = Number(process.env.STIEFEL_E2E_CABLE_OFF_S ?? 60);
 
-test(`the cable pulled for ${OFF_SECONDS} s while the laptop OS writes: its I/O waits and carries on, nothing lost`, { timeout: 40 * 60_000 }, async () => {
+test(`the cable pulled for ${OFF_SECONDS} s while the laptop OS writes: its I/O waits and carries on, nothing lost; then the desktop's power cut: the laptop says so, its disk consistent with every fsynced record`, { timeout: 40 * 60_000 }, async () => {
   requireRoot();
-  for (const tool of ['qemu-system-x86_64', 'debootstrap', 'mke2fs', 'sgdisk']) requireTool(tool);
+  for (const tool of ['qemu-system-x86_64', 'debootstrap', 'mke2fs', 'sgdisk', 'e2fsck', 'losetup']) requireTool(tool);
   const started = Date.now();
   const result = await runEndToEnd({
     family: 'initramfs-tools',
     cacheDir: E2E_CACHE_DIR,
     wireguard: true,
     cable: { records: RECORDS, atRecord: AT_RECORD, offSeconds: OFF_SECONDS },
+    powerCut: { atRecord: CUT_AT_RECORD },
     log: (line) => console.log(`[e2e cable ${((Date.now() - started) / 1000).toFixed(0)}s] ${line}`),
     timeScale: 3,
     consoleDir: '/tmp/stf6-e2e-consoles/cable',
   });
+  // The chain first: the stages, the disk served to the desktop's end of the
+  // tunnel (not to its link-local address), Ethernet's MTU and WireGuard's.
+  assert.deepEqual(
+    result.stages.map((s) => s.name),
+    ['stiefelOS boot', 'discovery', 'payload', 'kexec', 'laptop OS initramfs', 'laptop OS boot'],
+  );
+  assert.match(result.diskPeer, /^fd[0-9a-f]{2}:[0-9a-f:]+$/);
+  assert.equal(result.desktopMtu, '1500 1420', "the MTUs of the desktop's link and tunnel: Ethernet's, and WireGuard's default");
+  console.log(`[e2e cable] ${result.stages.map((s) => `${s.name} ${s.seconds.toFixed(1)} s`).join(', ')}; total ${result.totalSeconds.toFixed(1)} s`);
   const cable = result.cable!;
   console.log(`[e2e cable] ${JSON.stringify({ ...cable, onDisk: `${cable.onDisk.length} records` })}`);
-  assert.equal(cable.reported, RECORDS, 'every record was written and fsynced, none failed');
-  assert.deepEqual(cable.onDisk, Array.from({ length: RECORDS }, (_, i) => i + 1), "every reported record is on the laptop's disk, in order");
+  assert.equal(cable.reported, RECORDS, 'every record of the cable scenario was written and fsynced, none failed');
+  assert.deepEqual(cable.onDisk.slice(0, RECORDS), Array.from({ length: RECORDS }, (_, i) => i + 1), "every reported record is on the laptop's disk, in order");
   assert.match(cable.rootOptions, /^rw(,|$)/, 'the root stayed read-write');
   assert.equal(cable.diskErrors, 0, 'the kernel of the laptop OS logged no disk error');
   // The laptop's console said what went on: the silence, then the desktop back.
@@ -50,4 +68,12 @@ test(`the cable pulled for ${OFF_SECONDS} s while the laptop OS writes: its I/O 
   const desk = cable.desktopSaid.join('\n');
   assert.match(desk, /the laptop at \S+ has not answered for [3-5]\d s: the cable is out or the laptop is off; programs that use the disk wait until it is back/);
   assert.match(desk, /the laptop at \S+ answers again, after \d+ (s|min)/);
+  // The power cut: every record reported (fsynced) before it is there, at most the one in flight more.
+  const cut = result.powerCut!;
+  console.log(`[e2e cable] power cut: ${JSON.stringify(cut)}`);
+  assert.ok(cut.reported >= CUT_AT_RECORD, `records reported before the cut: ${cut.reported}`);
+  assert.deepEqual(cut.onDisk.slice(0, cut.reported), Array.from({ length: cut.reported }, (_, i) => i + 1));
+  assert.ok(cut.onDisk.length <= cut.reported + 1, `records on the disk: ${cut.onDisk.join(', ')}`);
+  assert.ok(cut.noticedAfterSeconds < 90, `the laptop noticed after ${cut.noticedAfterSeconds} s`);
+  assert.match(cut.fsck, /clean/, cut.fsck);
 });
