@@ -1,15 +1,19 @@
-// npm run bench:e2e [-- --runs N --family initramfs-tools|dracut --compare wireguard|mtu]
+// npm run bench:e2e [-- --runs N --family initramfs-tools|dracut --compare wireguard|mtu|local]
 //
 // The end-to-end boot (test/helpers/e2e.ts), measured: time from the desktop
 // VM's start to the laptop OS's marker, split by stage, and the network
 // disk's sequential read and write throughput measured with dd inside the
 // booted laptop OS, in two setups alternating in the same run:
 //   --compare wireguard (default): the disk link through WireGuard and without;
-//   --compare mtu: through WireGuard, link.mtu 9000 (jumbo frames) and 1500.
+//   --compare mtu: through WireGuard, link.mtu 9000 (jumbo frames) and 1500;
+//   --compare local: the boot a person waits for against its floor, the same
+//     laptop image booted locally in the same emulator (test/helpers/local-boot.ts):
+//     seconds to the marker, and their ratio (no dd: only the boot is timed).
 // Software-emulated QEMU: absolute figures are those of this machine class,
 // not of real hardware; the ratios are the figures that carry over.
 import { parseArgs } from 'node:util';
 import { E2E_CACHE_DIR, runEndToEnd, type EndToEndResult } from '../test/helpers/e2e';
+import { bootLaptopLocally, type LocalBootResult } from '../test/helpers/local-boot';
 
 const { values } = parseArgs({
   options: {
@@ -18,7 +22,7 @@ const { values } = parseArgs({
     compare: { type: 'string', default: 'wireguard' },
   },
 });
-if (values.compare !== 'wireguard' && values.compare !== 'mtu') throw new Error(`--compare takes wireguard or mtu, not '${values.compare}'`);
+if (values.compare !== 'wireguard' && values.compare !== 'mtu' && values.compare !== 'local') throw new Error(`--compare takes wireguard, mtu or local, not '${values.compare}'`);
 const compare = values.compare;
 const runs = Number(values.runs);
 const family = values.family === 'dracut' ? 'dracut' : 'initramfs-tools';
@@ -54,8 +58,39 @@ const SETUPS: Setup[] =
         { name: 'without', wireguard: false },
       ];
 
+/** The end-to-end boot (through WireGuard) against the same image booted locally, alternating. */
+async function againstLocal(): Promise<void> {
+  const over: EndToEndResult[] = [];
+  const local: LocalBootResult[] = [];
+  const log = (line: string): void => void process.stderr.write(`  ${line}\n`);
+  for (let i = 0; i < runs; i++) {
+    process.stderr.write(`run ${i + 1}/${runs}, over the cable...\n`);
+    over.push(await runEndToEnd({ family, cacheDir: E2E_CACHE_DIR, wireguard: true, timeScale: 3, log, consoleDir: '/tmp/stf6-bench-consoles/over-the-cable' }));
+    process.stderr.write(`run ${i + 1}/${runs}, locally...\n`);
+    local.push(await bootLaptopLocally({ family, cacheDir: E2E_CACHE_DIR, timeScale: 3, log }));
+  }
+  const lines: string[] = [];
+  lines.push(`The laptop OS (${family}) booted on the desktop over the cable (stiefelOS by -kernel, through WireGuard) against the same image booted locally (-kernel, its disk as virtio); ${runs} run(s) each, medians in seconds from the VM's start:`);
+  lines.push('');
+  lines.push('| stage | over the cable | locally |');
+  lines.push('| --- | ---: | ---: |');
+  for (const name of over[0]!.stages.map((s) => s.name)) {
+    lines.push(`| ${name} | ${median(over.map((r) => r.stages.find((s) => s.name === name)!.seconds)).toFixed(1)} | |`);
+  }
+  for (const name of local[0]!.stages.map((s) => s.name)) {
+    lines.push(`| ${name} | | ${median(local.map((r) => r.stages.find((s) => s.name === name)!.seconds)).toFixed(1)} |`);
+  }
+  const a = median(over.map((r) => r.totalSeconds));
+  const b = median(local.map((r) => r.totalSeconds));
+  lines.push(`| **total to the marker** | **${a.toFixed(1)}** | **${b.toFixed(1)}** |`);
+  lines.push('');
+  lines.push(`Over the cable / locally: ${(a / b).toFixed(2)}x (runs: ${over.map((r, i) => `${r.totalSeconds.toFixed(1)}/${local[i]!.totalSeconds.toFixed(1)}`).join(', ')}).`);
+  process.stdout.write(`${lines.join('\n')}\n`);
+}
+
 async function main(): Promise<void> {
   if (process.getuid?.() !== 0) throw new Error('needs root (network namespace, loop mounts, QEMU taps)');
+  if (compare === 'local') return againstLocal();
   const results: EndToEndResult[][] = SETUPS.map(() => []);
   for (let i = 0; i < runs; i++) {
     for (const [k, setup] of SETUPS.entries()) {

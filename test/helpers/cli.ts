@@ -32,6 +32,8 @@ export function run(file: string, args: string[], options: SpawnOptions & { inpu
     child.stderr!.setEncoding('utf8').on('data', (d: string) => (stderr += d));
     child.on('error', reject);
     child.on('close', (code, signal) => resolve({ code, signal, stdout, stderr }));
+    // A program that exits without reading its input closes the pipe first: EPIPE, not a failure.
+    child.stdin!.on('error', () => undefined);
     child.stdin!.end(options.input ?? '');
   });
 }

@@ -48,7 +48,10 @@ function exec(file: string, args: string[], options: { timeoutMs?: number; input
       if (err && (err as NodeJS.ErrnoException).code === 'ENOENT') return reject(err);
       resolve({ code: typeof code === 'number' ? code : 1, stdout: String(stdout), stderr: String(stderr) });
     });
-    if (options.input !== undefined) child.stdin?.end(options.input);
+    if (options.input !== undefined) {
+      child.stdin?.on('error', () => undefined);
+      child.stdin?.end(options.input);
+    }
   });
 }
 
