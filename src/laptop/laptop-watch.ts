@@ -11,13 +11,14 @@
 // could read it is started then: the lines go to the console device only
 // (a tty, not on the disk); wall and the desktop notifications follow once
 // the laptop answers again.
-import { promises as fs } from 'node:fs';
+import { promises as fs, readFileSync } from 'node:fs';
 import { connect } from 'node:net';
 import { StiefelError } from '../errors';
 import type { Logger } from '../log';
 import { warningInterval, warningText, type BatteryWarningOptions } from './battery';
 import { formatElapsed } from './disk-status';
 import type { Notifier } from './notify';
+import { mappedFiles, readIntoPageCache } from './resident';
 import type { ServerStatus } from './status';
 
 /** Written by the attach script in the laptop OS's initramfs (assets/server-os/stiefel-attach.sh). */
@@ -156,6 +157,11 @@ export interface LaptopWatchOptions {
   console: string;
   notifier: Notifier;
   now?: () => number;
+  /**
+   * Files read whole at start so that the watch's own code is in memory
+   * when the disk hangs (resident.ts): /proc/self/maps's when left out.
+   */
+  residentMaps?: () => string;
 }
 
 /** Reads goodbye.conf; a laptop OS not booted over the cable has none. */
@@ -183,6 +189,10 @@ export async function runLaptopWatch(o: LaptopWatchOptions, ctx: { log: Logger; 
   const tellPending = async (): Promise<void> => {
     for (const s of pending.splice(0)) await o.notifier.tell(s.warn ? 'the laptop needs you' : 'the laptop', s.text, { urgent: s.urgent }).catch((err: Error) => ctx.log.debug(`telling the users: ${err.message}`));
   };
+  // While the disk answers: the pages of node and its libraries into memory (resident.ts).
+  const kept = readIntoPageCache(mappedFiles((o.residentMaps ?? (() => readFileSync('/proc/self/maps', 'utf8')))()));
+  ctx.log.debug(`read ${kept.files} mapped files (${(kept.bytes / 1048576).toFixed(1)} MiB) into memory, for the outages to come`);
+  for (const f of kept.failed) ctx.log.warn(`cannot keep in memory ${f}: the watch may hang with the disk when the laptop is gone`);
   const started = `watching the laptop at ${address.host} (every ${o.everyMs / 1000} s)`;
   ctx.log.info(started);
   await onConsole(started);

@@ -199,13 +199,20 @@ say "STIEFEL-E2E-MARKER $token"
 if [ -n "$cable" ]; then
   if [ -n "$services" ]; then
     # The cable scenario watches the laptop OS's own services through the
-    # pull: NetworkManager running, and the laptop watch (the test waits for
-    # its first line on the console). Each check costs seconds under emulation.
+    # pull: NetworkManager running, and the laptop watch watching (it warns
+    # of a silence only once it has heard the laptop). Each check costs
+    # seconds under emulation, and Node takes a while to start: its first
+    # line is looked for every 5 s only once its unit runs.
     i=0
     until systemctl is-active --quiet NetworkManager && systemctl is-active --quiet stiefel-laptop-watch; do
       i=$((i + 1))
       [ "$i" -ge 300 ] && break
       sleep 1
+    done
+    until journalctl -q -o cat -u stiefel-laptop-watch 2>/dev/null | grep -q 'watching the laptop'; do
+      i=$((i + 5))
+      [ "$i" -ge 300 ] && break
+      sleep 5
     done
     say "STIEFEL-E2E-SERVICES after $i s: NetworkManager $(systemctl is-active NetworkManager), stiefel-laptop-watch $(systemctl is-active stiefel-laptop-watch)"
   fi
