@@ -117,25 +117,34 @@ export function sh(file: string, args: string[], options: { cwd?: string; input?
   });
 }
 
-async function buildBase(dir: string, options: Required<Pick<LaptopImageOptions, 'family' | 'mirror' | 'suite'>>, log: (l: string) => void): Promise<void> {
+/**
+ * initramfs-tools: debootstrap, then the desktop's packages. dracut: a copy
+ * of that base with dracut installed in place of initramfs-tools (one
+ * debootstrap less on a new machine: about two minutes).
+ */
+async function buildBase(dir: string, options: Required<Pick<LaptopImageOptions, 'family' | 'mirror' | 'suite' | 'cacheDir'>>, log: (l: string) => void): Promise<void> {
   const tmp = `${dir}.tmp-${randomBytes(4).toString('hex')}`;
   try {
-    log(`debootstrap ${options.suite} (${options.family}) into the cache; this takes a few minutes once`);
-    await sh('debootstrap', [
-      '--variant=minbase',
-      `--include=${[...BASE_PACKAGES, 'initramfs-tools'].join(',')}`,
-      options.suite,
-      tmp,
-      options.mirror,
-    ]);
-    const extra = [...DESKTOP_PACKAGES, ...(options.family === 'dracut' ? ['dracut'] : [])];
-    log(`installing ${extra.join(', ')}${options.family === 'dracut' ? ' (dracut in place of initramfs-tools)' : ''}`);
+    let install: string;
+    if (options.family === 'dracut') {
+      const from = await laptopBase({ ...options, family: 'initramfs-tools', log });
+      log('copying the initramfs-tools base system; installing dracut in place of initramfs-tools');
+      await sh('cp', ['-a', from.dir, tmp]);
+      install = 'apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends dracut';
+    } else {
+      log(`debootstrap ${options.suite} (${options.family}) into the cache; this takes a few minutes once`);
+      await sh('debootstrap', [
+        '--variant=minbase',
+        `--include=${[...BASE_PACKAGES, 'initramfs-tools'].join(',')}`,
+        options.suite,
+        tmp,
+        options.mirror,
+      ]);
+      log(`installing ${DESKTOP_PACKAGES.join(', ')}`);
+      install = `DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends ${DESKTOP_PACKAGES.join(' ')}`;
+    }
     await copyFile('/etc/resolv.conf', join(tmp, 'etc/resolv.conf'));
-    await withChrootMounts(
-      tmp,
-      () => sh('chroot', [tmp, 'sh', '-c', `DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends ${extra.join(' ')}`]),
-      { runner: systemRunner, log: silentLogger },
-    );
+    await withChrootMounts(tmp, () => sh('chroot', [tmp, 'sh', '-c', install]), { runner: systemRunner, log: silentLogger });
     await rm(join(tmp, 'etc/resolv.conf'), { force: true });
     await sh('sh', ['-c', `rm -rf ${tmp}/var/cache/apt/archives/*.deb ${tmp}/var/lib/apt/lists/*`]);
     await rename(tmp, dir);
@@ -336,11 +345,11 @@ export async function laptopBase(options: Pick<LaptopImageOptions, 'family' | 'c
   const suite = options.suite ?? 'bookworm';
   const mirror = options.mirror ?? 'http://deb.debian.org/debian';
   await mkdir(options.cacheDir, { recursive: true });
-  const baseKey = sha256('base', String(RECIPE_VERSION), suite, mirror, options.family, BASE_PACKAGES.join(','), DESKTOP_PACKAGES.join(','));
+  const baseKey = sha256('base', String(RECIPE_VERSION), suite, mirror, options.family, BASE_PACKAGES.join(','), DESKTOP_PACKAGES.join(','), options.family === 'dracut' ? 'from the initramfs-tools base' : '');
   const baseDir = join(options.cacheDir, `laptop-base-${options.family}-${baseKey.slice(0, 16)}`);
   for (const gone of pruneCache(options.cacheDir, `laptop-base-${options.family}-`, basename(baseDir))) log(`removed ${gone} from the cache (built from other inputs)`);
   pruneCache(options.cacheDir, `laptop-root-${options.family}-`, '');
-  if (!existsSync(baseDir)) await buildBase(baseDir, { family: options.family, suite, mirror }, log);
+  if (!existsSync(baseDir)) await buildBase(baseDir, { family: options.family, suite, mirror, cacheDir: options.cacheDir }, log);
   else log(`laptop base system (${options.family}) from the cache`);
   return { dir: baseDir, key: baseKey };
 }
