@@ -53,6 +53,11 @@ export class BufferPool {
   }
 }
 
+/** The bytes a buffer of `size` from take() occupies: its size class. */
+export function pooledSize(size: number): number {
+  return 2 ** sizeClass(size) + HEADROOM;
+}
+
 function sizeClass(size: number): number {
   return Math.max(MIN_CLASS, Math.ceil(Math.log2(Math.max(1, size - HEADROOM))));
 }

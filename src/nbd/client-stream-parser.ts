@@ -25,10 +25,11 @@ export interface ClientStreamHandler {
    */
   payloadStart(length: number): void;
   /**
-   * A request. For NBD_CMD_WRITE `payload` holds the data as slices of the
-   * received chunks (zero-copy), or is null when the length exceeded
-   * `maxPayload`: then the request comes at once and its data is skipped as
-   * it streams in, without being stored.
+   * A request. For NBD_CMD_WRITE `payload` holds the data, copied out of the
+   * received chunks into one buffer from `allocatePayload` (so that no
+   * received chunk is kept: a transport may reuse or share their memory), or
+   * is null when the length exceeded `maxPayload`: then the request comes at
+   * once and its data is skipped as it streams in, without being stored.
    */
   request(request: NbdRequest, payload: readonly Buffer[] | null): void;
   /** The stream cannot be understood any more (wrong magic): the session must end. */
@@ -38,6 +39,12 @@ export interface ClientStreamHandler {
 export interface ClientParserOptions {
   maxOptionData: number;
   maxPayload: number;
+  /**
+   * Where a write's data goes, `length` bytes exactly: taken once its first
+   * byte arrives (after payloadStart); the request's handler owns it.
+   * Buffer.allocUnsafe when left out.
+   */
+  allocatePayload?: (length: number) => Buffer;
 }
 
 const enum Phase {
@@ -66,8 +73,9 @@ export class ClientStreamParser {
   // Option data / write payload being collected.
   #option = 0;
   #request: NbdRequest | null = null;
-  #parts: Buffer[] | null = null;
+  #payload: Buffer | null = null;
   #collected: Buffer | null = null;
+  readonly #allocate: (length: number) => Buffer;
   #remaining = 0;
   #tooBigLength = 0;
   // Received bytes not parsed yet (while paused): chunks, and how far into the first.
@@ -81,6 +89,7 @@ export class ClientStreamParser {
   constructor(options: ClientParserOptions, handler: ClientStreamHandler) {
     this.#options = options;
     this.#handler = handler;
+    this.#allocate = options.allocatePayload ?? ((length) => Buffer.allocUnsafe(length));
   }
 
   get dead(): boolean {
@@ -89,6 +98,11 @@ export class ClientStreamParser {
 
   get paused(): boolean {
     return this.#paused;
+  }
+
+  /** Whether a received chunk is still referenced (bytes of it wait to be parsed). */
+  get holdsInput(): boolean {
+    return this.#pending.length > 0;
   }
 
   /** Received bytes waiting to be parsed. */
@@ -158,8 +172,8 @@ export class ClientStreamParser {
       if (phase === Phase.Dead) return len;
       if (phase === Phase.OptionData || phase === Phase.Payload) {
         const n = Math.min(this.#remaining, len - off);
-        if (this.#collected) chunk.copy(this.#collected, this.#collected.length - this.#remaining, off, off + n);
-        else if (this.#parts) this.#parts.push(chunk.subarray(off, off + n));
+        const into = phase === Phase.Payload ? this.#request && (this.#payload ??= this.#allocate(this.#request.length)) : this.#collected;
+        if (into) chunk.copy(into, into.length - this.#remaining, off, off + n);
         off += n;
         this.#remaining -= n;
         if (this.#remaining === 0) this.#finishData();
@@ -203,7 +217,6 @@ export class ClientStreamParser {
         if (length > this.#options.maxOptionData) {
           // Skipped as it streams in, reported once skipped.
           this.#collected = null;
-          this.#parts = null;
           this.#tooBigLength = length;
         } else {
           this.#collected = Buffer.allocUnsafe(length);
@@ -219,15 +232,14 @@ export class ClientStreamParser {
         this.#phase = Phase.Payload;
         this.#remaining = request.length;
         this.#collected = null;
+        this.#payload = null;
         if (request.length <= this.#options.maxPayload) {
           this.#request = request;
-          this.#parts = [];
           h.payloadStart(request.length);
         } else {
           // Too large to hold: report it now (the session replies at
           // once) and skip the data as it streams in, storing none of it.
           this.#request = null;
-          this.#parts = null;
           h.request(request, null);
         }
         return;
@@ -251,10 +263,10 @@ export class ClientStreamParser {
     this.#phase = Phase.RequestHeader;
     this.#need = NBD_REQUEST_SIZE;
     const request = this.#request;
-    const payload = this.#parts;
+    const payload = this.#payload;
     this.#request = null;
-    this.#parts = null;
-    if (request) this.#handler.request(request, payload);
+    this.#payload = null;
+    if (request) this.#handler.request(request, payload ? [payload] : NO_PAYLOAD);
   }
 
   #fail(message: string): void {

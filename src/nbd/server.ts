@@ -11,7 +11,7 @@ import { BufferPool } from './buffer-pool';
 import type { BlockSizeConstraints } from './codec';
 import { formatListenAddress, nbdUri, type ListenAddress } from './listen';
 import { NbdSession, type ExportTable, type NbdExport, type SessionStats } from './session';
-import { streamTransport } from './transport';
+import { acceptedSocketTransport } from './transport';
 
 export type { NbdExport, SessionStats };
 
@@ -109,20 +109,22 @@ export async function startNbdServer(options: NbdServerOptions, ctx: { log: Logg
   const sessions = new Map<NbdSession, NbdConnectionInfo>();
   let nextId = 1;
 
-  const server = net.createServer({ noDelay: true, pauseOnConnect: false }, (socket) => {
+  // Paused on connect: acceptedSocketTransport takes the socket over before anything is read.
+  const server = net.createServer({ noDelay: true, pauseOnConnect: true }, (socket) => {
     const peer = peerOf(socket, options.listen);
     const admission = options.admit ? options.admit(peer) : true;
     const refused = admission === true ? undefined : admission.refuse;
+    // Set on the handle, which the transport's socket takes over.
+    socket.setNoDelay(true);
+    if (peer.family !== 'unix') socket.setKeepAlive(true, keepAliveIdleMs);
     const session = new NbdSession(
-      streamTransport(socket, { pool }),
+      acceptedSocketTransport(socket, { pool }),
       { exports, blockSize, maxInflightBytes, serverBudget, pool, refusal: refused },
       { log: log.child('conn') },
     );
     const info: NbdConnectionInfo = { id: nextId++, peer, connectedAt: Date.now(), stats: session.stats };
     if (refused !== undefined) info.refused = refused;
     sessions.set(session, info);
-    socket.setNoDelay(true);
-    if (peer.family !== 'unix') socket.setKeepAlive(true, keepAliveIdleMs);
     const who = peer.family === 'unix' ? 'unix socket' : formatListenAddress({ kind: 'tcp', host: peer.address, port: peer.port });
     log.debug(`connection ${info.id} from ${who}${refused !== undefined ? ` refused: ${refused}` : ''}`);
     const timer = setTimeout(() => {

@@ -101,7 +101,11 @@ export class NbdSession {
       },
       ctx.log,
     );
-    this.#parser = new ClientStreamParser({ maxOptionData: MAX_OPTION_DATA, maxPayload: options.blockSize.maximum }, this.#parserHandler());
+    // A write's data is copied into a pool buffer (counted by the transmission's payloadStart, given back once written).
+    this.#parser = new ClientStreamParser(
+      { maxOptionData: MAX_OPTION_DATA, maxPayload: options.blockSize.maximum, allocatePayload: (length) => options.pool.take(length) },
+      this.#parserHandler(),
+    );
   }
 
   /** Resolves with a short reason once the connection is closed and no backend call is running. */
@@ -121,6 +125,7 @@ export class NbdSession {
   start(): void {
     this.#transport.start({
       data: (chunk) => this.#parser.push(chunk),
+      holding: () => this.#parser.holdsInput,
       buffered: (delta) => {
         if (delta > 0) this.#budget.take(delta);
         else this.#budget.give(-delta);

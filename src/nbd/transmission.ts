@@ -7,7 +7,7 @@
 import type { Logger } from '../log';
 import type { Backend } from './backend';
 import type { MemoryBudget } from './budget';
-import type { BufferPool } from './buffer-pool';
+import { pooledSize, type BufferPool } from './buffer-pool';
 import {
   OFFSET_DATA_PREFIX,
   encodeBlockStatus,
@@ -93,10 +93,14 @@ export class NbdTransmission {
     this.#shuttingDown = true;
   }
 
-  /** A write's data is about to be read: it counts from now until the backend has written it. */
+  /**
+   * A write's data is about to be read: it counts from now until the backend
+   * has written it, as the pool buffer it is copied into (allocatePayload).
+   */
   payloadStart(length: number): void {
-    this.#budget.take(length);
+    this.#budget.take(pooledSize(length));
   }
+
 
   request(req: NbdRequest, payload: readonly Buffer[] | null): void {
     const name = P.commandName(req.type);
@@ -112,10 +116,10 @@ export class NbdTransmission {
     stats.inFlight = this.#inFlight;
     this.#budget.take(REQUEST_OVERHEAD);
     // A write's data was counted as it arrived (payloadStart).
-    const held = req.type === P.NBD_CMD_WRITE && payload !== null ? req.length : 0;
+    const held = req.type === P.NBD_CMD_WRITE && payload !== null && req.length > 0 ? pooledSize(req.length) : 0;
     const err = this.#validate(req, payload);
     if (err) {
-      if (held) this.#budget.give(held);
+      if (held) this.#releasePayload(payload!, held);
       this.#replyError(req, err[0], err[1]);
       return this.#done();
     }
@@ -251,17 +255,24 @@ export class NbdTransmission {
     );
   }
 
+  /** A write's data is done with: back to the pool, and out of the budget. */
+  #releasePayload(payload: readonly Buffer[], cost: number): void {
+    for (const b of payload) this.#o.pool.give(b);
+    this.#budget.give(cost);
+  }
+
   #write(req: NbdRequest, payload: readonly Buffer[], backend: Backend, fua: boolean): void {
     const bytes = req.length;
+    const cost = bytes > 0 ? pooledSize(bytes) : 0;
     backend.pwrite(payload, req.offset, { fua }).then(
       () => {
         this.#stats.bytesWritten += bytes;
-        this.#budget.give(bytes);
+        this.#releasePayload(payload, cost);
         this.#replyOk(req);
         this.#done();
       },
       (e: unknown) => {
-        this.#budget.give(bytes);
+        this.#releasePayload(payload, cost);
         this.#failed(req, e);
       },
     );
