@@ -380,21 +380,30 @@ async function checkLaptopRoot(image: string, layout: LaptopImage['root']): Prom
   }
 }
 
-/** Reads a file from the ext4 root partition of the laptop image (mounted read-only by offset). */
-export async function readFromLaptopImage(image: string, layout: LaptopImage['root'], path: string): Promise<string | null> {
+/** Runs fn with a partition of a disk image mounted read-only (a loop mount at its offset). */
+export async function withImagePartition<T>(image: string, part: { offset: number; size: number }, fn: (dir: string) => T): Promise<T> {
   const mnt = mkdtempSync(join(tmpdir(), 'stf6-mnt-'));
   try {
-    await run('mount', ['-o', `ro,loop,offset=${layout.offset},sizelimit=${layout.size}`, image, mnt]);
+    await run('mount', ['-o', `ro,loop,offset=${part.offset},sizelimit=${part.size}`, image, mnt]);
     try {
-      return readFileSync(join(mnt, path), 'utf8');
-    } catch {
-      return null;
+      return fn(mnt);
     } finally {
       await run('umount', [mnt]);
     }
   } finally {
     rmSync(mnt, { recursive: true, force: true });
   }
+}
+
+/** Reads a file from the ext4 root partition of the laptop image (mounted read-only by offset). */
+export function readFromLaptopImage(image: string, layout: LaptopImage['root'], path: string): Promise<string | null> {
+  return withImagePartition(image, layout, (mnt) => {
+    try {
+      return readFileSync(join(mnt, path), 'utf8');
+    } catch {
+      return null;
+    }
+  });
 }
 
 export async function runEndToEnd(options: EndToEndOptions): Promise<EndToEndResult> {

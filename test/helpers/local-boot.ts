@@ -11,7 +11,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { CLI } from './cli';
-import { e2eSecret } from './e2e';
+import { e2eSecret, withImagePartition } from './e2e';
 import { buildLaptopImage, type LaptopFamily } from './laptop-image';
 import { startVm, type QemuVm } from './qemu';
 
@@ -32,21 +32,6 @@ export interface LocalBootResult {
   totalSeconds: number;
 }
 
-/** Runs fn with partition `part` of `image` mounted read-only. */
-async function withPartition<T>(image: string, part: { offset: number; size: number }, fn: (dir: string) => T): Promise<T> {
-  const mnt = mkdtempSync(join(tmpdir(), 'stf-local-mnt-'));
-  try {
-    await run('mount', ['-o', `ro,loop,offset=${part.offset},sizelimit=${part.size}`, image, mnt]);
-    try {
-      return fn(mnt);
-    } finally {
-      await run('umount', [mnt]);
-    }
-  } finally {
-    rmSync(mnt, { recursive: true, force: true });
-  }
-}
-
 export async function bootLaptopLocally(options: LocalBootOptions): Promise<LocalBootResult> {
   const log = options.log ?? (() => undefined);
   const scale = options.timeScale ?? 1;
@@ -58,11 +43,11 @@ export async function bootLaptopLocally(options: LocalBootOptions): Promise<Loca
     await run('cp', ['--sparse=always', laptop.path, disk]);
     const kernel = join(work, 'vmlinuz');
     const initrd = join(work, 'initrd.img');
-    await withPartition(disk, laptop.boot, (dir) => {
+    await withImagePartition(disk, laptop.boot, (dir) => {
       copyFileSync(join(dir, `vmlinuz-${laptop.kernelVersion}`), kernel);
       copyFileSync(join(dir, `initrd.img-${laptop.kernelVersion}`), initrd);
     });
-    const cmdline = await withPartition(disk, laptop.root, (dir) => readFileSync(join(dir, 'etc/kernel/cmdline'), 'utf8').trim());
+    const cmdline = await withImagePartition(disk, laptop.root, (dir) => readFileSync(join(dir, 'etc/kernel/cmdline'), 'utf8').trim());
     const token = `local${Date.now().toString(16)}`;
     const started = Date.now();
     vm = startVm({
