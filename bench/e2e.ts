@@ -1,4 +1,4 @@
-// npm run bench:e2e [-- --runs N --family initramfs-tools|dracut --compare wireguard|mtu|local]
+// npm run bench:e2e [-- --runs N --family initramfs-tools|dracut --compare wireguard|mtu|connections|local]
 //
 // The end-to-end boot (test/helpers/e2e.ts), measured: time from the desktop
 // VM's start to the laptop OS's marker, split by stage, and the network
@@ -6,6 +6,10 @@
 // booted laptop OS, in two setups alternating in the same run:
 //   --compare wireguard (default): the disk link through WireGuard and without;
 //   --compare mtu: through WireGuard, link.mtu 9000 (jumbo frames) and 1500;
+//   --compare connections: through WireGuard, server.nbd.connections 1, 2 and 4
+//     (nbd-client -C), the desktop VM with two CPUs in each; besides one dd,
+//     two dd readers at once (the block layer gives each CPU's requests to
+//     one connection);
 //   --compare local: the boot a person waits for against its floor, the same
 //     laptop image booted locally in the same emulator (test/helpers/local-boot.ts):
 //     seconds to the marker, and their ratio (no dd: only the boot is timed).
@@ -22,7 +26,7 @@ const { values } = parseArgs({
     compare: { type: 'string', default: 'wireguard' },
   },
 });
-if (values.compare !== 'wireguard' && values.compare !== 'mtu' && values.compare !== 'local') throw new Error(`--compare takes wireguard, mtu or local, not '${values.compare}'`);
+if (!['wireguard', 'mtu', 'connections', 'local'].includes(values.compare)) throw new Error(`--compare takes wireguard, mtu, connections or local, not '${values.compare}'`);
 const compare = values.compare;
 const runs = Number(values.runs);
 const family = values.family === 'dracut' ? 'dracut' : 'initramfs-tools';
@@ -41,10 +45,18 @@ const median = (xs: number[]): number => {
   return s.length % 2 ? s[(s.length - 1) / 2]! : (s[s.length / 2 - 1]! + s[s.length / 2]!) / 2;
 };
 
+/** MB/s from the two readers' line: "268435456 bytes in 12345 ms". */
+function pairRate(line: string | undefined): number {
+  const m = /^(\d+) bytes in (\d+) ms/.exec(line ?? '');
+  return m ? Number(m[1]) / 1e3 / Number(m[2]) : NaN;
+}
+
 interface Setup {
   name: string;
   wireguard: boolean;
   mtu?: number;
+  nbdConnections?: number;
+  desktopCpus?: number;
 }
 
 const SETUPS: Setup[] =
@@ -53,6 +65,8 @@ const SETUPS: Setup[] =
         { name: 'MTU 9000', wireguard: true, mtu: 9000 },
         { name: 'MTU 1500', wireguard: true },
       ]
+    : compare === 'connections'
+    ? [1, 2, 4].map((n) => ({ name: `${n} connection${n > 1 ? 's' : ''}`, wireguard: true, nbdConnections: n, desktopCpus: 2 }))
     : [
         { name: 'with WireGuard', wireguard: true },
         { name: 'without', wireguard: false },
@@ -99,7 +113,9 @@ async function main(): Promise<void> {
         family,
         cacheDir: E2E_CACHE_DIR,
         wireguard: setup.wireguard,
-        ...(setup.mtu ? { mtu: setup.mtu } : {}),
+        mtu: setup.mtu,
+        nbdConnections: setup.nbdConnections,
+        desktopCpus: setup.desktopCpus,
         bench: true,
         timeScale: 3,
         log: (line) => process.stderr.write(`  ${line}\n`),
@@ -107,33 +123,39 @@ async function main(): Promise<void> {
       });
       process.stderr.write(`  the desktop's link and tunnel MTU: ${r.desktopMtu}\n`);
       if (setup.mtu && !r.desktopMtu.startsWith(`${setup.mtu} `)) throw new Error(`asked for MTU ${setup.mtu}, the desktop's link has ${r.desktopMtu}`);
+      if (r.diskConnections !== (setup.nbdConnections ?? 1)) throw new Error(`asked for ${setup.nbdConnections ?? 1} disk connections, the laptop admitted ${r.diskConnections}`);
       results[k]!.push(r);
     }
   }
-  const [a, b] = [SETUPS[0]!, SETUPS[1]!];
   const stageNames = results[0]![0]!.stages.map((s) => s.name);
+  const names = SETUPS.map((s) => s.name);
   const lines: string[] = [];
   lines.push(`End-to-end boot, ${family}, ${runs} run(s) each, medians (seconds from the desktop VM's start):`);
   lines.push('');
-  lines.push(`| stage | ${a.name} | ${b.name} |`);
-  lines.push('| --- | --- | --- |');
+  lines.push(`| stage | ${names.join(' | ')} |`);
+  lines.push(`| --- |${' --- |'.repeat(names.length)}`);
   for (const name of stageNames) {
     const m = (k: number): string => median(results[k]!.map((r) => r.stages.find((s) => s.name === name)!.seconds)).toFixed(1);
-    lines.push(`| ${name} | ${m(0)} | ${m(1)} |`);
+    lines.push(`| ${name} | ${SETUPS.map((_, k) => m(k)).join(' | ')} |`);
   }
   const total = (k: number): string => median(results[k]!.map((r) => r.totalSeconds)).toFixed(1);
-  lines.push(`| **total to the marker** | **${total(0)}** | **${total(1)}** |`);
+  lines.push(`| **total to the marker** | ${SETUPS.map((_, k) => `**${total(k)}**`).join(' | ')} |`);
   lines.push('');
-  const rate = (k: number, which: 'read' | 'write'): number => median(results[k]!.map((r) => ddRate(r.bench?.[which])));
-  lines.push(`| network disk, inside the laptop OS (dd, direct I/O) | ${a.name} | ${b.name} | ${a.name} / ${b.name} |`);
-  lines.push('| --- | --- | --- | --- |');
-  for (const which of ['read', 'write'] as const) {
-    const x = rate(0, which);
-    const y = rate(1, which);
-    lines.push(`| sequential ${which} | ${x.toFixed(1)} MB/s | ${y.toFixed(1)} MB/s | ${(x / y).toFixed(2)} |`);
+  // Each setup's rate, and its ratio to the first setup's.
+  const others = names.slice(1);
+  lines.push(`| network disk, inside the laptop OS (dd, direct I/O) | ${names.join(' | ')} | ${others.map((n) => `${n} / ${names[0]}`).join(' | ')} |`);
+  lines.push(`| --- |${' --- |'.repeat(names.length + others.length)}`);
+  const metrics: Array<[string, (r: EndToEndResult) => number]> = [
+    ['sequential read', (r) => ddRate(r.bench?.read)],
+    ['sequential write', (r) => ddRate(r.bench?.write)],
+    ...(compare === 'connections' ? [['two readers at once', (r: EndToEndResult) => pairRate(r.bench?.readPair)] as [string, (r: EndToEndResult) => number]] : []),
+  ];
+  for (const [label, of] of metrics) {
+    const rates = SETUPS.map((_, k) => median(results[k]!.map(of)));
+    lines.push(`| ${label} | ${rates.map((x) => `${x.toFixed(1)} MB/s`).join(' | ')} | ${rates.slice(1).map((x) => (x / rates[0]!).toFixed(2)).join(' | ')} |`);
   }
   lines.push('');
-  lines.push(`The desktop's link and tunnel MTU: ${a.name}: ${results[0]![0]!.desktopMtu}; ${b.name}: ${results[1]![0]!.desktopMtu}.`);
+  lines.push(`The desktop's link and tunnel MTU: ${SETUPS.map((s, k) => `${s.name}: ${results[k]![0]!.desktopMtu}`).join('; ')}.`);
   process.stdout.write(`${lines.join('\n')}\n`);
 }
 

@@ -161,7 +161,10 @@ stiefel_main() {
 	# partition tables count in those units.
 	set -- "$host" "$STIEFEL_NBD_PORT" "$STIEFEL_NBD_DEVICE" -b "${STIEFEL_NBD_BLOCK_SIZE:-512}" -systemd-mark
 	[ -n "$STIEFEL_NBD_EXPORT" ] && set -- "$@" -N "$STIEFEL_NBD_EXPORT"
-	stiefel_say "attaching $STIEFEL_NBD_DEVICE from $host port $STIEFEL_NBD_PORT"
+	# Several connections (server.nbd.connections; the server advertises
+	# CAN_MULTI_CONN): the kernel's block layer gives each CPU's requests to one.
+	[ "${STIEFEL_NBD_CONNECTIONS:-1}" -gt 1 ] && set -- "$@" -C "$STIEFEL_NBD_CONNECTIONS"
+	stiefel_say "attaching $STIEFEL_NBD_DEVICE from $host port $STIEFEL_NBD_PORT (connections: ${STIEFEL_NBD_CONNECTIONS:-1})"
 	tries=0
 	until nbd-client "$@"; do
 		tries=$((tries + 1))

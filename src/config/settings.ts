@@ -150,6 +150,12 @@ export const SETTINGS = section({
       nbd: section({
         port: port('TCP port of the NBD server.', DEFAULT_NBD_PORT),
         export: text({ doc: 'The export name.', default: 'disk', pattern: EXPORT_NAME, allowed: 'an export name (1 to 64 letters, digits, _ . : + -)' }),
+        connections: int({
+          doc: "TCP connections the desktop's kernel opens to the disk (nbd-client -C):\nits block layer spreads requests over them by CPU. More than one helps\nonly where the desktop has that many CPUs (see BENCHMARKS.md).",
+          default: 1,
+          min: 1,
+          max: 8,
+        }),
       }),
       handoff_timeout_s: int({
         doc: 'After a desktop fetched the payload, the laptop waits this long for its\ndisk connection before serving another desktop.',

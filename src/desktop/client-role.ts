@@ -198,6 +198,7 @@ export async function runBootClient(options: BootClientOptions, ctx: { log: Logg
       nbdPort: m.nbd.port,
       nbdExport: m.nbd.export,
       nbdBlockSize: m.nbd.blockSize,
+      ...(m.nbd.connections !== undefined ? { nbdConnections: m.nbd.connections } : {}),
       wireguard: wg,
       goodbye: m.link.goodbye,
       ...(m.link.mtu !== undefined ? { mtu: m.link.mtu } : {}),

@@ -23,6 +23,8 @@ export interface LinkConf {
   nbdExport: string;
   /** Logical block size to attach the disk with (the laptop disk's own). */
   nbdBlockSize: number;
+  /** TCP connections to open to the disk (nbd-client -C), when more than one. */
+  nbdConnections?: number;
   wireguard?: WireGuardLink;
   /** Where and with which token the laptop OS says goodbye as it shuts down. */
   goodbye?: GoodbyeLink;
@@ -42,6 +44,7 @@ export function encodeLinkConf(c: LinkConf): string {
     ['STIEFEL_NBD_EXPORT', c.nbdExport],
     ['STIEFEL_NBD_BLOCK_SIZE', c.nbdBlockSize],
   ];
+  if (c.nbdConnections !== undefined) pairs.push(['STIEFEL_NBD_CONNECTIONS', c.nbdConnections]);
   if (c.wireguard) {
     const w = c.wireguard;
     pairs.push(

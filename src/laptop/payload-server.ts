@@ -12,7 +12,7 @@ import type { Logger } from '../log';
 import type { AttachMode } from '../config/schema';
 import { busyMessage, ClientLock, peerHost } from './client-lock';
 import { readCappedBody } from '../payload/body';
-import { encodeManifest, PAYLOAD_FILE_NAMES, type Manifest, type ManifestLink, type PayloadFileName } from '../payload/manifest';
+import { encodeManifest, PAYLOAD_FILE_NAMES, type Manifest, type ManifestLink, type ManifestNbd, type PayloadFileName } from '../payload/manifest';
 import {
   API_PREFIX,
   MAX_ANSWER_BODY,
@@ -46,7 +46,7 @@ export interface PayloadServerOptions {
   host?: string;
   serverName: string;
   source: BootPayloadSource;
-  nbd: { port: number; export: string; blockSize: number };
+  nbd: ManifestNbd;
   /** How the laptop OS's initramfs attaches the disk. */
   attach: AttachMode;
   /** Words added to the laptop OS's command line (config server.cmdline_append). */

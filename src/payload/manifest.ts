@@ -51,6 +51,13 @@ export interface ManifestLink {
   mtu?: number;
 }
 
+export interface ManifestNbd {
+  port: number;
+  export: string;
+  blockSize: number;
+  connections?: number;
+}
+
 export interface Manifest {
   version: typeof MANIFEST_VERSION;
   /** The client's request nonce, hex: binds this manifest to one request. */
@@ -66,8 +73,12 @@ export interface Manifest {
   /** The laptop OS's own command line. */
   cmdline: string;
   files: ManifestFile[];
-  /** blockSize: the disk's logical block size, which its partition table counts in. */
-  nbd: { port: number; export: string; blockSize: number };
+  /**
+   * blockSize: the disk's logical block size, which its partition table
+   * counts in; connections: how many the desktop opens (server.nbd.connections,
+   * omitted for one).
+   */
+  nbd: ManifestNbd;
   link: ManifestLink;
 }
 
@@ -144,8 +155,9 @@ export function validateManifest(m: unknown): Manifest {
     for (const d of f.pieceSha256 as unknown[]) str(d, HEX(64), `a piece sha256 of ${f.name}`);
   }
   if (!isObject(m.nbd)) fail('nbd is missing');
-  checkKeys(m.nbd, ['port', 'export', 'blockSize'], 'nbd.');
+  checkKeys(m.nbd, ['port', 'export', 'blockSize', 'connections'], 'nbd.');
   safeInt(m.nbd.port, 1, 65535, 'nbd.port');
+  if (m.nbd.connections !== undefined) safeInt(m.nbd.connections, 1, 8, 'nbd.connections');
   const blockSize = safeInt(m.nbd.blockSize, 512, 65536, 'nbd.blockSize');
   if (!Number.isInteger(Math.log2(blockSize))) fail('nbd.blockSize must be a power of two');
   str(m.nbd.export, /^[A-Za-z0-9_.:+-]{1,64}$/, 'nbd.export');

@@ -79,6 +79,10 @@ export interface EndToEndOptions {
   untilPayload?: boolean;
   /** The laptop's link.mtu (both ends; 1500 when omitted). */
   mtu?: number;
+  /** The laptop's server.nbd.connections: the TCP connections the desktop's kernel opens to the disk (1 when omitted). */
+  nbdConnections?: number;
+  /** The desktop VM's CPUs (1 when omitted): its block layer gives each CPU's requests to one connection. */
+  desktopCpus?: number;
 }
 
 export interface PowerCutResult {
@@ -120,12 +124,14 @@ export interface EndToEndResult {
   /** From the client VM's start, in order. */
   stages: Stage[];
   totalSeconds: number;
-  /** dd's summary lines from inside the laptop OS (with `bench`). */
-  bench?: { read: string; write: string };
+  /** dd's summary lines from inside the laptop OS (with `bench`); readPair: two readers at once, "BYTES bytes in MS ms". */
+  bench?: { read: string; write: string; readPair: string };
   /** The MTUs of the desktop's link to the laptop and of its tunnel, as the laptop OS saw them ("9000 8920"). */
   desktopMtu: string;
   /** The address the disk was served to, as the server saw it. */
   diskPeer: string;
+  /** The disk connections the laptop admitted (each from diskPeer). */
+  diskConnections: number;
   cable?: CableResult;
   powerCut?: PowerCutResult;
 }
@@ -198,7 +204,7 @@ export async function makeCable(netns: string): Promise<void> {
 }
 
 /** The server VM's own config, put over the image's in a cpio appended to its initrd. */
-function serverConfigOverlay(token: string, options: { wireguard: boolean; bench: boolean; cableRecords?: number; services?: boolean; thenCut?: boolean; mtu?: number }): Buffer {
+function serverConfigOverlay(token: string, options: { wireguard: boolean; bench: boolean; cableRecords?: number; services?: boolean; thenCut?: boolean; mtu?: number; nbdConnections?: number }): Buffer {
   const append = [
     `stiefel_e2e.token=${token}`,
     options.bench ? 'stiefel_e2e.bench=1' : '',
@@ -217,6 +223,7 @@ function serverConfigOverlay(token: string, options: { wireguard: boolean; bench
     '  when_done: stay',
     '  wireguard:',
     `    enabled: ${options.wireguard}`,
+    ...(options.nbdConnections ? ['  nbd:', `    connections: ${options.nbdConnections}`] : []),
     ...(options.mtu ? ['link:', `  mtu: ${options.mtu}`] : []),
     '',
   ].join('\n');
@@ -424,7 +431,7 @@ export async function runEndToEnd(options: EndToEndOptions): Promise<EndToEndRes
     await run('cp', ['--sparse=always', laptop.path, disk]);
     const token = randomBytes(12).toString('hex');
     const serverInitrd = join(work, 'server-initrd.img');
-    await initrdWithOverlay(serverOs.initrd, serverConfigOverlay(token, { wireguard, bench: options.bench ?? false, cableRecords: options.cable?.records ?? (options.powerCut ? 0 : undefined), services: options.cable !== undefined, thenCut: options.powerCut !== undefined, ...(options.mtu ? { mtu: options.mtu } : {}) }), serverInitrd);
+    await initrdWithOverlay(serverOs.initrd, serverConfigOverlay(token, { wireguard, bench: options.bench ?? false, cableRecords: options.cable?.records ?? (options.powerCut ? 0 : undefined), services: options.cable !== undefined, thenCut: options.powerCut !== undefined, mtu: options.mtu, nbdConnections: options.nbdConnections }), serverInitrd);
     log(`prepared in ${((Date.now() - t0) / 1000).toFixed(1)} s; token ${token}`);
 
     // The cable: a bridge with one tap per VM, in a network namespace of
@@ -474,6 +481,7 @@ export async function runEndToEnd(options: EndToEndOptions): Promise<EndToEndRes
       name: `stf6-client-${options.family}`,
       ...boot,
       memoryMiB: 2048,
+      cpus: options.desktopCpus,
       nics: [{ netdev: { type: 'tap', ifname: 'stf6cli' }, mac: CLIENT_MAC, ...(pxe ? { bootIndex: 1 } : {}) }],
       netns,
       qmp: options.cable !== undefined || pxe,
@@ -498,16 +506,16 @@ export async function runEndToEnd(options: EndToEndOptions): Promise<EndToEndRes
       // Firmware, iPXE's DHCP (from the laptop's dnsmasq), the script, stiefelOS over HTTP.
       await stage('PXE', client, /Linux version \d/, 240);
       await stage('stiefelOS boot', client, /looking for the laptop at fe80::\S+ on .*\(it PXE-booted this desktop\)/, 180);
-      if (options.untilClient) return { token, stages, totalSeconds: (Date.now() - clientStart) / 1000, diskPeer: '', desktopMtu: '' };
+      if (options.untilClient) return { token, stages, totalSeconds: (Date.now() - clientStart) / 1000, diskPeer: '', diskConnections: 0, desktopMtu: '' };
       await pairByKeyboard(client, code, scale, log);
       await stage('pairing', client, /found the laptop '.*' at (\S+) on (\S+) after/, 120);
     } else {
       await stage('stiefelOS boot', client, /looking for the laptop on/, 120);
-      if (options.untilClient) return { token, stages, totalSeconds: (Date.now() - clientStart) / 1000, diskPeer: '', desktopMtu: '' };
+      if (options.untilClient) return { token, stages, totalSeconds: (Date.now() - clientStart) / 1000, diskPeer: '', diskConnections: 0, desktopMtu: '' };
       await stage('discovery', client, /found the laptop '.*' at (\S+) on (\S+) after/, 120);
     }
     await stage('payload', client, /payload verified: .*/, 180);
-    if (options.untilPayload) return { token, stages, totalSeconds: (Date.now() - clientStart) / 1000, diskPeer: '', desktopMtu: '' };
+    if (options.untilPayload) return { token, stages, totalSeconds: (Date.now() - clientStart) / 1000, diskPeer: '', diskConnections: 0, desktopMtu: '' };
     const kexecAt = client.console.length;
     await stage('kexec', client, /Linux version \d/, 120, kexecAt);
     await stage('laptop OS initramfs', client, /stiefelsystem: \/dev\/nbd0 attached/, 180, kexecAt);
@@ -520,12 +528,16 @@ export async function runEndToEnd(options: EndToEndOptions): Promise<EndToEndRes
     if (options.bench) {
       const read = /STIEFEL-E2E-BENCH read (.*)/.exec(client.console)?.[1] ?? '';
       const write = /STIEFEL-E2E-BENCH write (.*)/.exec(client.console)?.[1] ?? '';
-      bench = { read, write };
+      const readPair = /STIEFEL-E2E-BENCH read2 (.*)/.exec(client.console)?.[1] ?? '';
+      bench = { read, write, readPair };
     }
     const cable = options.cable && (await pullTheCable(options.cable, server, client, scale, kexecAt, log));
     const root = /STIEFEL-E2E-ROOT (\S+)/.exec(client.console)?.[1];
     if (root !== '/dev/nbd0p2') throw new Error(`the laptop OS's root was ${root ?? 'not reported'}, not /dev/nbd0p2`);
     const peer = /the desktop at (\S+) connected to the disk/.exec(server.console)?.[1] ?? '';
+    const connected = [...server.console.matchAll(/the desktop at (\S+) connected to the disk/g)];
+    if (connected.some((m) => m[1] !== peer)) throw new Error(`the disk was served to more than one address: ${connected.map((m) => m[1]).join(', ')}`);
+    const diskConnections = connected.length;
     if (options.powerCut) {
       const cut = await cutThePower(options.powerCut, server, client, scale, kexecAt, log);
       // First the check (a read-only mount cannot replay the journal), then the files.
@@ -535,7 +547,7 @@ export async function runEndToEnd(options: EndToEndOptions): Promise<EndToEndRes
       if (found?.trim() !== token) throw new Error(`the laptop's disk lost the marker written before the cut (found ${JSON.stringify(found)})`);
       cut.onDisk = await recordsOnDisk(disk, laptop.root);
       if (cable) cable.onDisk = cut.onDisk;
-      return { token, stages, totalSeconds, diskPeer: peer, cable, powerCut: cut, desktopMtu };
+      return { token, stages, totalSeconds, diskPeer: peer, diskConnections, cable, powerCut: cut, desktopMtu };
     }
 
     // The laptop OS powers the desktop off, saying goodbye as its last step;
@@ -559,7 +571,7 @@ export async function runEndToEnd(options: EndToEndOptions): Promise<EndToEndRes
     if (cable) {
       cable.onDisk = await recordsOnDisk(disk, laptop.root);
     }
-    return { token, stages, totalSeconds, bench, diskPeer: peer, cable, desktopMtu };
+    return { token, stages, totalSeconds, bench, diskPeer: peer, diskConnections, cable, desktopMtu };
   } catch (err) {
     for (const vm of vms) {
       log(`--- last lines of the ${vm.name} console ---\n${vm.tail(40)}`);

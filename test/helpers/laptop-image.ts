@@ -195,6 +195,14 @@ if [ "$bench" = 1 ]; then
   # Sequential throughput of the network disk, seen from the laptop OS.
   r=$(dd if=/dev/nbd0 of=/dev/null bs=1M count=256 iflag=direct 2>&1 | tail -n1)
   say "STIEFEL-E2E-BENCH read $r"
+  # Two readers at once, of the same 256 MiB (now in the laptop's page cache):
+  # with nbd-client -C, each CPU's requests go out on a connection of its own.
+  t0=$(date +%s%N)
+  dd if=/dev/nbd0 of=/dev/null bs=1M count=128 iflag=direct 2>/dev/null &
+  dd if=/dev/nbd0 of=/dev/null bs=1M count=128 skip=128 iflag=direct 2>/dev/null &
+  wait
+  t1=$(date +%s%N)
+  say "STIEFEL-E2E-BENCH read2 268435456 bytes in $(( (t1 - t0) / 1000000 )) ms"
   w=$(dd if=/dev/zero of=/var/tmp/stiefel-bench bs=1M count=128 oflag=direct conv=fsync 2>&1 | tail -n1)
   rm -f /var/tmp/stiefel-bench
   say "STIEFEL-E2E-BENCH write $w"

@@ -118,8 +118,8 @@ test('the client finds a server started after it on the one link of three that r
   await server.stop();
 });
 
-test('link.mtu 9000: the laptop sets it on its interfaces and hands it to the desktop, whose link.conf carries it to the laptop OS', async (t) => {
-  writeConfig(join(w.dir, 'server-mtu.yaml'), { secret: 'secret', kernel, initrd, family: 'initramfs-tools', extra: 'link:\n  mtu: 9000\n' });
+test('link.mtu 9000 and server.nbd.connections 2: the laptop sets the MTU on its interfaces and hands both to the desktop, whose link.conf carries them to the laptop OS', async (t) => {
+  writeConfig(join(w.dir, 'server-mtu.yaml'), { secret: 'secret', kernel, initrd, family: 'initramfs-tools', extra: '  nbd:\n    connections: 2\nlink:\n  mtu: 9000\n' });
   const server = startServer(t, 'server-mtu.yaml');
   await server.waitFor(/serving 'stf3-laptop'/);
   for (const name of ['stf3s1', 'stf3s2']) assert.match(await w.lab.ip(w.server, ['link', 'show', 'dev', name]), /\bmtu 9000\b/, name);
@@ -131,6 +131,7 @@ test('link.mtu 9000: the laptop sets it on its interfaces and hands it to the de
   const { entries } = decodeNewc(tail, initrdPadding(INITRD_SIZE).length);
   const conf = parseLinkConf(entries.find((e) => e.path === 'etc/stiefelsystem/link.conf')!.data.toString());
   assert.equal(conf.STIEFEL_LINK_MTU, '9000');
+  assert.equal(conf.STIEFEL_NBD_CONNECTIONS, '2');
   // The desktop's own interfaces are the laptop OS's to set (its attach script): stiefelOS on the desktop leaves them.
   assert.match(await w.lab.ip(w.client, ['link', 'show', 'dev', 'stf3c1']), /\bmtu 1500\b/);
   await server.stop();

@@ -46,6 +46,8 @@ test('link.conf is shell-sourceable KEY=VALUE and reads back', () => {
   assert.ok(!/WG/.test(encodeLinkConf({ ...conf, wireguard: undefined })));
   assert.ok(!/MTU/.test(text), 'no MTU unless the laptop asks for one');
   assert.equal(parseLinkConf(encodeLinkConf({ ...conf, mtu: 9000 })).STIEFEL_LINK_MTU, '9000');
+  assert.ok(!/CONNECTIONS/.test(text), 'one connection unless the laptop asks for more');
+  assert.equal(parseLinkConf(encodeLinkConf({ ...conf, nbdConnections: 4 })).STIEFEL_NBD_CONNECTIONS, '4');
   assert.throws(() => encodeLinkConf({ ...conf, nbdExport: 'a b' }), RangeError);
   // A shell sees the same values.
   const out = execFileSync('sh', ['-c', `${text}\nprintf '%s|%s' "$STIEFEL_WG_PRIVATE_KEY" "$STIEFEL_SERVER"`], { encoding: 'utf8' });

@@ -98,6 +98,8 @@ test('a well-signed manifest of the wrong shape is refused', () => {
   expectError(() => decodeManifest(signed({ ...manifest, link: { wireguard: { ...manifest.link.wireguard, clientPrivateKey: 'short' } } }), key, { nonce }), /clientPrivateKey/);
   for (const mtu of [1279, 9001, 1500.5, '9000']) expectError(() => decodeManifest(signed({ ...manifest, link: { ...manifest.link, mtu } }), key, { nonce }), /link\.mtu/);
   assert.equal(decodeManifest(signed({ ...manifest, link: { ...manifest.link, mtu: 9000 } }), key, { nonce }).link.mtu, 9000);
+  for (const connections of [0, 9, 1.5, '2']) expectError(() => decodeManifest(signed({ ...manifest, nbd: { ...manifest.nbd, connections } }), key, { nonce }), /nbd\.connections/);
+  assert.equal(decodeManifest(signed({ ...manifest, nbd: { ...manifest.nbd, connections: 4 } }), key, { nonce }).nbd.connections, 4);
 });
 
 test('property: decoding arbitrary bytes never throws anything but ManifestError', () => {

@@ -11,7 +11,10 @@
 // minutes more. The dracut laptop's cable carries jumbo frames (link.mtu 9000):
 // the laptop sets it from the start, the PXE ROM and the desktop's stiefelOS
 // stay at 1500 (TCP keeps to the smaller MSS), and the laptop OS sets 9000 on
-// its link and 8920 on its tunnel. See test/helpers/e2e.ts for the stages.
+// its link and 8920 on its tunnel; that laptop also asks for two disk
+// connections (server.nbd.connections: 2, nbd-client -C 2), and the desktop
+// has two CPUs, so that its block layer sends requests on both. See
+// test/helpers/e2e.ts for the stages.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { E2E_CACHE_DIR, runEndToEnd } from '../helpers/e2e';
@@ -30,7 +33,7 @@ for (const [family, desktopBoot] of [['dracut', 'bios-pxe'], ['initramfs-tools',
       cacheDir: E2E_CACHE_DIR,
       wireguard: true,
       desktopBoot,
-      ...(family === 'dracut' ? { mtu: 9000 } : {}),
+      ...(family === 'dracut' ? { mtu: 9000, nbdConnections: 2, desktopCpus: 2 } : {}),
       untilPayload: !whole,
       log: (line) => console.log(`[e2e pxe ${family} ${firmware} ${((Date.now() - started) / 1000).toFixed(0)}s] ${line}`),
       timeScale: 3,
@@ -43,6 +46,7 @@ for (const [family, desktopBoot] of [['dracut', 'bios-pxe'], ['initramfs-tools',
     if (whole) {
       assert.match(result.diskPeer, /^fd[0-9a-f]{2}:[0-9a-f:]+$/);
       assert.equal(result.desktopMtu, '9000 8920', "the MTUs of the desktop's link and tunnel");
+      assert.equal(result.diskConnections, 2, 'the desktop opened two connections to the disk (nbd-client -C 2), both admitted');
     }
     console.log(`[e2e pxe ${family} ${firmware}] ${result.stages.map((s) => `${s.name} ${s.seconds.toFixed(1)} s`).join(', ')}; total ${result.totalSeconds.toFixed(1)} s`);
   });
