@@ -12,6 +12,7 @@
 // (a tty, not on the disk); wall and the desktop notifications follow once
 // the laptop answers again.
 import { promises as fs, readFileSync } from 'node:fs';
+import { execFile } from 'node:child_process';
 import { connect } from 'node:net';
 import { StiefelError } from '../errors';
 import type { Logger } from '../log';
@@ -20,7 +21,7 @@ import { formatElapsed } from './disk-status';
 import type { Notifier } from './notify';
 import { mappedFiles, readIntoPageCache } from './resident';
 import { IFNAME_PATTERN } from '../config/settings';
-import { holdRetransmitsWhileUnplugged, startTcBatch, type TcBatch } from '../netif/retransmit-hold';
+import { holdRetransmitsWhileUnplugged, showsHold, startTcBatch, type TcBatch } from '../netif/retransmit-hold';
 import type { ServerStatus } from './status';
 
 /** Written by the attach script in the laptop OS's initramfs (assets/server-os/stiefel-attach.sh). */
@@ -183,11 +184,12 @@ export interface LaptopWatchOptions {
 async function mappedFilesOf(pid: number | undefined, timeoutMs: number): Promise<string[]> {
   if (pid === undefined) return [];
   const until = Date.now() + timeoutMs;
+  const node = await fs.realpath(process.execPath).catch(() => process.execPath);
   for (;;) {
     const exe = await fs.readlink(`/proc/${pid}/exe`).catch(() => undefined);
     const maps = await fs.readFile(`/proc/${pid}/maps`, 'utf8').catch(() => '');
     // Exec'd (no longer node's copy) and its libraries mapped by the loader.
-    if (exe !== undefined && exe !== process.execPath && /\/libc[.-]/.test(maps)) return mappedFiles(maps);
+    if (exe !== undefined && exe !== node && /\/libc[.-]/.test(maps)) return mappedFiles(maps);
     if (Date.now() >= until || exe === undefined) return [];
     await new Promise((r) => setTimeout(r, 20));
   }
@@ -229,11 +231,14 @@ export async function runLaptopWatch(o: LaptopWatchOptions, ctx: { log: Logger; 
   for (const f of kept.failed) ctx.log.warn(`cannot keep in memory ${f}: the watch may hang with the disk when the laptop is gone`);
   if (tc && address.link) {
     const { link, tunnel } = address.link;
+    // A hold left by a watch that died while the cable was out is let go once the carrier is there.
+    const shown = await new Promise<string>((resolve) => execFile('tc', ['qdisc', 'show', 'dev', tunnel], (err, stdout) => resolve(err ? '' : stdout)));
     const hold = holdRetransmitsWhileUnplugged(
       {
         tunnel,
         link: () => link,
         tc,
+        ...(showsHold(shown) ? { leftover: link } : {}),
         ...(o.sysClassNet ? { sysClassNet: o.sysClassNet } : {}),
         onEvent: (event) => {
           const text =

@@ -46,6 +46,14 @@ export class HoldTracker {
   #heldSince: number | undefined;
   #link = '';
 
+  /** `held`: a hold found in place at start (left by a watch that died), released once the carrier is there. */
+  constructor(held?: { link: string; since: number }) {
+    if (held) {
+      this.#heldSince = held.since;
+      this.#link = held.link;
+    }
+  }
+
   feed(link: string | undefined, carrier: boolean | undefined, nowMs: number): HoldEvent | undefined {
     if (this.#heldSince === undefined) {
       if (link === undefined || carrier !== false) return undefined;
@@ -63,6 +71,11 @@ export class HoldTracker {
   get held(): boolean {
     return this.#heldSince !== undefined;
   }
+}
+
+/** Whether `tc qdisc show dev TUNNEL` shows the hold (a root pfifo of limit 0). */
+export function showsHold(qdiscShow: string): boolean {
+  return /^qdisc pfifo \S+ root\b.*\blimit 0p?\b/m.test(qdiscShow);
 }
 
 /** Where the lines for tc go. */
@@ -108,6 +121,8 @@ export interface RetransmitHoldOptions {
   intervalMs?: number;
   now?: () => number;
   onEvent?: (event: HoldEvent) => void;
+  /** A hold is in place already (showsHold), on this link: released once it has carrier. */
+  leftover?: string;
 }
 
 async function readCarrier(sys: string, link: string): Promise<boolean | undefined> {
@@ -120,7 +135,7 @@ async function readCarrier(sys: string, link: string): Promise<boolean | undefin
 export function holdRetransmitsWhileUnplugged(o: RetransmitHoldOptions, deps: { signal: AbortSignal }): { stop(): void } {
   const sys = o.sysClassNet ?? '/sys/class/net';
   const now = o.now ?? Date.now;
-  const tracker = new HoldTracker();
+  const tracker = new HoldTracker(o.leftover !== undefined ? { link: o.leftover, since: now() } : undefined);
   let stopped = false;
   let timer: NodeJS.Timeout | undefined;
   const apply = (event: HoldEvent | undefined): void => {

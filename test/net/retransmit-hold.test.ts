@@ -16,8 +16,10 @@
 // in order afterwards, and the tunnel's queue must be back to the default.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { REPO_ROOT } from '../helpers/cli';
+import { cliPath, REPO_ROOT } from '../helpers/cli';
 import { NetnsLab, type LabProcess, type Namespace } from '../helpers/netns';
 import { requireTool } from '../helpers/tools';
 
@@ -97,4 +99,56 @@ test(`the cable out for ${OUT_S} s: with the hold, TCP's back-off stays where it
   const qdisc = (await held.lab.exec(held.desk, 'tc', ['qdisc', 'show', 'dev', 'stf9t0'])).stdout;
   assert.doesNotMatch(qdisc, /pfifo/, `the tunnel's queue is the default again: ${qdisc}`);
   assert.ok(held.sender.running && control.sender.running, 'neither connection failed');
+});
+
+test("the desktop's laptop watch (the real CLI) holds the tunnel named in goodbye.conf while the link has no carrier, and says so on its console", { timeout: 60_000 }, async (t) => {
+  requireTool('tc');
+  const lab = await NetnsLab.create('stf9w');
+  t.after(() => lab.cleanup());
+  const dir = mkdtempSync(join(tmpdir(), 'stf9-watch-'));
+  t.after(() => rmSync(dir, { recursive: true, force: true }));
+  const desk = await lab.namespace('desk');
+  const other = await lab.namespace('other');
+  await lab.veth({ ns: desk, name: 'stflink', up: true }, { ns: other, name: 'stflinkpeer', up: true });
+  await lab.veth({ ns: desk, name: 'stftun', up: true, addresses: ['10.78.0.1/24'] }, { ns: other, name: 'stftunpeer', up: true });
+  // Nobody answers status requests here: the hold does not depend on them.
+  const conf = join(dir, 'goodbye.conf');
+  writeFileSync(conf, `STIEFEL_GOODBYE_HOST=10.78.0.2\nSTIEFEL_GOODBYE_PORT=4645\nSTIEFEL_GOODBYE_TOKEN=${'0'.repeat(64)}\nSTIEFEL_LINK_IFNAME=stflink\nSTIEFEL_TUNNEL_IFNAME=stftun\n`);
+  writeFileSync(join(dir, 'config.yaml'), 'server: {}\n');
+  const consoleFile = join(dir, 'console');
+  writeFileSync(consoleFile, '');
+  const watch = lab.spawn(desk, process.execPath, [cliPath(), 'laptop-watch', '--every', '1', '--console', consoleFile, '--config', join(dir, 'config.yaml'), '--conf', conf], { label: 'laptop-watch' });
+  const onConsole = () => readFileSync(consoleFile, 'utf8');
+  const waitFor = async (re: RegExp, what: string): Promise<void> => {
+    for (let i = 0; i < 100 && !re.test(onConsole()); i++) await new Promise((r) => setTimeout(r, 100));
+    assert.match(onConsole(), re, `${what}; the watch said: ${watch.output}`);
+  };
+  const qdisc = async (): Promise<string> => (await lab.exec(desk, 'tc', ['qdisc', 'show', 'dev', 'stftun'])).stdout;
+  await waitFor(/watching the laptop at 10\.78\.0\.2 \(every 1 s\); stflink's carrier holds stftun's retransmissions\r\n/, 'it starts with the hold');
+  assert.doesNotMatch(await qdisc(), /pfifo/, 'no hold while the carrier is there');
+  await lab.ip(other, ['link', 'set', 'dev', 'stflinkpeer', 'down']);
+  await waitFor(/stiefelsystem: stflink lost its carrier \(the cable to the laptop is out\): the disk's connection in stftun tries again every 0\.5 s until it is back\r\n/, 'the hold');
+  assert.match(await qdisc(), /qdisc pfifo \S+: root .*limit 0p/, 'the tunnel drops what it is given');
+  await lab.ip(other, ['link', 'set', 'dev', 'stflinkpeer', 'up']);
+  await waitFor(/stiefelsystem: stflink has its carrier again, after \d+ s: the disk's connection goes on\r\n/, 'the release');
+  assert.doesNotMatch(await qdisc(), /pfifo/, "the tunnel's queue is the default again");
+  // Stopped while holding: the hold goes with it.
+  await lab.ip(other, ['link', 'set', 'dev', 'stflinkpeer', 'down']);
+  await waitFor(/(lost its carrier[^]*){2}/, 'the second hold');
+  watch.child.kill('SIGTERM');
+  await watch.exited;
+  assert.doesNotMatch(await qdisc(), /pfifo/, 'no hold outlives the watch');
+  // A watch killed while holding leaves the hold; the next one lets it go once the carrier is there.
+  writeFileSync(consoleFile, '');
+  const killed = lab.spawn(desk, process.execPath, [cliPath(), 'laptop-watch', '--every', '1', '--console', consoleFile, '--config', join(dir, 'config.yaml'), '--conf', conf], { label: 'laptop-watch' });
+  await waitFor(/lost its carrier/, 'the hold of the watch to be killed');
+  killed.child.kill('SIGKILL');
+  await killed.exited;
+  await new Promise((r) => setTimeout(r, 500));
+  assert.match(await qdisc(), /qdisc pfifo \S+: root .*limit 0p/, 'left in place');
+  await lab.ip(other, ['link', 'set', 'dev', 'stflinkpeer', 'up']);
+  writeFileSync(consoleFile, '');
+  lab.spawn(desk, process.execPath, [cliPath(), 'laptop-watch', '--every', '1', '--console', consoleFile, '--config', join(dir, 'config.yaml'), '--conf', conf], { label: 'laptop-watch' });
+  await waitFor(/stflink has its carrier again/, 'the leftover released');
+  assert.doesNotMatch(await qdisc(), /pfifo/, 'the leftover hold is gone');
 });

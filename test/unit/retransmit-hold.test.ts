@@ -8,7 +8,7 @@ import assert from 'node:assert/strict';
 import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { HoldTracker, holdCommand, holdRetransmitsWhileUnplugged, releaseCommand, type HoldEvent } from '../../src/netif/retransmit-hold';
+import { HoldTracker, holdCommand, holdRetransmitsWhileUnplugged, releaseCommand, showsHold, type HoldEvent } from '../../src/netif/retransmit-hold';
 import { parseGoodbyeConf } from '../../src/laptop/laptop-watch';
 import { endpointLinkOf } from '../../src/wireguard/link';
 
@@ -36,9 +36,20 @@ test('hold on carrier loss of the link, release on its return, with how long it 
   assert.deepEqual(u.feed(undefined, undefined, 7_000), { kind: 'release', link: 'eth1', afterMs: 1_000 });
 });
 
-test('the tc lines: a queue that drops every packet, and back to the default', () => {
+test('the tc lines: a queue that drops every packet, and back to the default; a hold seen in tc qdisc show', () => {
   assert.equal(holdCommand('stiefelwg'), 'qdisc replace dev stiefelwg root pfifo limit 0');
   assert.equal(releaseCommand('stiefelwg'), 'qdisc del dev stiefelwg root');
+  assert.equal(showsHold('qdisc pfifo 8001: root refcnt 2 limit 0p\n'), true);
+  assert.equal(showsHold('qdisc pfifo 8001: root refcnt 2 limit 1000p\n'), false);
+  assert.equal(showsHold('qdisc noqueue 0: root refcnt 2 \n'), false);
+  assert.equal(showsHold(''), false);
+});
+
+test('a hold left in place (by a watch that died) is released at the first reading with carrier, kept without', () => {
+  const t = new HoldTracker({ link: 'stiefellink', since: 0 });
+  assert.equal(t.held, true);
+  assert.equal(t.feed('stiefellink', false, 1_000), undefined);
+  assert.deepEqual(t.feed('stiefellink', true, 2_000), { kind: 'release', link: 'stiefellink', afterMs: 2_000 });
 });
 
 test('the watch reads the carrier from sysfs, sends tc the hold and the release, and releases when stopped', async (t) => {
