@@ -66,6 +66,9 @@ function sourcesList(suite: string, mirror: string): string {
 }
 
 /** The cached base system's directory, made with debootstrap when missing (a minute or two, once). */
+/** The package layer's laptop (test/package/deb-install.test.ts): minbase with systemd, a kernel and initramfs-tools. Also made by the prebuild. */
+export const PACKAGE_LAPTOP_BASE: Pick<DebianBaseOptions, 'name' | 'include'> = { name: 'laptop', include: ['systemd', 'linux-image-amd64', 'initramfs-tools'] };
+
 export async function debianBase(options: DebianBaseOptions): Promise<string> {
   const suite = options.suite ?? 'bookworm';
   const mirror = options.mirror ?? DEFAULT_MIRROR;
@@ -91,6 +94,8 @@ export async function debianBase(options: DebianBaseOptions): Promise<string> {
     await rename(tmp, dir);
   } catch (err) {
     await removeCopy(tmp).catch(() => undefined);
+    // Made meanwhile by another run (the prebuild, or the package layer beside it): that one is as good.
+    if (existsSync(join(dir, 'etc/apt/sources.list'))) return dir;
     throw err;
   }
   return dir;

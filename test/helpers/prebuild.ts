@@ -6,12 +6,17 @@
 // of debootstrap, dpkg and compression, which the VM tests would otherwise
 // wait for one after another. scripts/test.mjs starts it and waits for it
 // before the VM layer; whatever it could not build, the tests build (and
-// report) themselves. Run by hand: node --import tsx test/helpers/prebuild.ts
+// report) themselves. Beside the rest, from the start, it also debootstraps
+// the package layer's laptop (test/package/deb-install.test.ts), which
+// would otherwise be the slowest step before the VM layer can begin.
+// Run by hand: node --import tsx test/helpers/prebuild.ts
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { CLI } from './cli';
 import { buildDeb } from './deb';
+import { debianBase, PACKAGE_LAPTOP_BASE } from './debian-chroot';
+import { TEST_CACHE_DIR } from './test-cache';
 import { E2E_CACHE_DIR, e2eSecret, stiefelOsImage } from './e2e';
 import { buildJourneyImage } from './journey-image';
 import { buildLaptopImage } from './laptop-image';
@@ -20,6 +25,10 @@ const started = Date.now();
 const log = (line: string): void => console.log(`[prebuild ${((Date.now() - started) / 1000).toFixed(0)}s] ${line}`);
 
 async function main(): Promise<void> {
+  const packageBase = debianBase({ ...PACKAGE_LAPTOP_BASE, cacheDir: TEST_CACHE_DIR, log }).then(
+    () => log("the package layer's laptop base is ready"),
+    (err: Error) => log(`the package layer's laptop base failed (its test builds it): ${err.message}`),
+  );
   await stiefelOsImage(E2E_CACHE_DIR, log);
   await stiefelOsImage(E2E_CACHE_DIR, log, { pxe: true });
   for (const family of ['initramfs-tools', 'dracut'] as const) {
@@ -32,6 +41,7 @@ async function main(): Promise<void> {
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }
+  await packageBase;
   log('done');
 }
 

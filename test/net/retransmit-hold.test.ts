@@ -24,7 +24,7 @@ import { NetnsLab, type LabProcess, type Namespace } from '../helpers/netns';
 import { requireTool } from '../helpers/tools';
 
 const FIXTURE = join(REPO_ROOT, 'test/net/fixtures/hold-peer.ts');
-const OUT_S = 20;
+const OUT_S = 12;
 
 interface World {
   lab: NetnsLab;

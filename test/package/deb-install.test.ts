@@ -17,7 +17,7 @@ import { join } from 'node:path';
 import { BOOT_RECORD_PATH } from '../../src/server-os/plan';
 import { REPO_ROOT } from '../helpers/cli';
 import { buildDeb, debControl, dependsGroups } from '../helpers/deb';
-import { debianBase, withChroot, type Chroot } from '../helpers/debian-chroot';
+import { debianBase, PACKAGE_LAPTOP_BASE, withChroot, type Chroot } from '../helpers/debian-chroot';
 import { TEST_CACHE_DIR } from '../helpers/test-cache';
 import { requireRoot, requireTool } from '../helpers/tools';
 
@@ -47,8 +47,7 @@ before(async () => {
   dir = mkdtempSync(join(tmpdir(), 'stf14-install-'));
   deb = buildDeb(dir);
   base = await debianBase({
-    name: 'laptop',
-    include: ['systemd', 'linux-image-amd64', 'initramfs-tools'],
+    ...PACKAGE_LAPTOP_BASE,
     cacheDir: TEST_CACHE_DIR,
     log: (l) => process.stderr.write(`${l}\n`),
   });
