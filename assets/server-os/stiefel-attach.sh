@@ -188,12 +188,8 @@ stiefel_main() {
 	# /run survives the switch to the real root, and the token stays root-only.
 	if [ -n "$STIEFEL_GOODBYE_TOKEN" ]; then
 		mkdir -p /run/stiefelsystem
-		# The link and the tunnel, for the laptop watch (it holds the tunnel's
-		# retransmissions while the link has no carrier, retransmit-hold.ts).
-		tunnel=
-		[ -n "${STIEFEL_WG_PRIVATE_KEY:-}" ] && tunnel=$STIEFEL_WG_IFNAME
-		(umask 077 && printf 'STIEFEL_GOODBYE_HOST=%s\nSTIEFEL_GOODBYE_PORT=%s\nSTIEFEL_GOODBYE_TOKEN=%s\nSTIEFEL_LINK_IFNAME=%s\nSTIEFEL_TUNNEL_IFNAME=%s\n' \
-			"$host" "${STIEFEL_GOODBYE_PORT:-4645}" "$STIEFEL_GOODBYE_TOKEN" "$STIEFEL_IFNAME" "$tunnel" > /run/stiefelsystem/goodbye.conf)
+		(umask 077 && printf 'STIEFEL_GOODBYE_HOST=%s\nSTIEFEL_GOODBYE_PORT=%s\nSTIEFEL_GOODBYE_TOKEN=%s\n' \
+			"$host" "${STIEFEL_GOODBYE_PORT:-4645}" "$STIEFEL_GOODBYE_TOKEN" > /run/stiefelsystem/goodbye.conf)
 	fi
 	return 0
 }

@@ -20,10 +20,6 @@ wall and desktop notifications:
   - the laptop no longer serves this desktop.
 While the laptop is silent only the console hears it: wall and notify-send
 live on the disk that hangs, and follow when it answers.
-While the link to the laptop has no carrier (a pulled cable), it also holds
-the tunnel's TCP retransmissions (a tc queue that drops them, so that TCP
-does not back off), and lets them go when the carrier is back: the disk
-resumes within 0.5 s of the cable's return.
 
 Options:
   --every S          ask this often (default 5)

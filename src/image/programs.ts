@@ -19,8 +19,6 @@ export const IMAGE_PROGRAMS: readonly ProgramSpec[] = [
   { name: 'kexec', packages: PACKAGES.kexec },
   { name: 'ip', packages: PACKAGES.ip },
   { name: 'wg', packages: PACKAGES.wg },
-  // Holds the tunnel's retransmissions while the cable is out (retransmit-hold.ts).
-  { name: 'tc', packages: PACKAGES.ip },
   { name: 'cryptsetup', packages: PACKAGES.cryptsetup },
   {
     name: 'lvm',

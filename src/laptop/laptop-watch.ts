@@ -12,7 +12,6 @@
 // (a tty, not on the disk); wall and the desktop notifications follow once
 // the laptop answers again.
 import { promises as fs, readFileSync } from 'node:fs';
-import { execFile } from 'node:child_process';
 import { connect } from 'node:net';
 import { StiefelError } from '../errors';
 import type { Logger } from '../log';
@@ -20,8 +19,6 @@ import { warningInterval, warningText, type BatteryWarningOptions } from './batt
 import { formatElapsed } from './disk-status';
 import type { Notifier } from './notify';
 import { mappedFiles, readIntoPageCache } from './resident';
-import { IFNAME_PATTERN } from '../config/settings';
-import { holdRetransmitsWhileUnplugged, showsHold, startTcBatch, type TcBatch } from '../netif/retransmit-hold';
 import type { ServerStatus } from './status';
 
 /** Written by the attach script in the laptop OS's initramfs (assets/server-os/stiefel-attach.sh). */
@@ -31,24 +28,19 @@ export interface LaptopAddress {
   host: string;
   port: number;
   token: string;
-  /** The desktop's link to the laptop and the WireGuard tunnel over it, when the attach script named them. */
-  link?: { link: string; tunnel: string };
 }
 
 /** goodbye.conf: the shell assignments the attach script wrote (KEY=value lines). */
 export function parseGoodbyeConf(text: string): LaptopAddress | undefined {
   const v: Record<string, string> = {};
   for (const line of text.split('\n')) {
-    const m = /^(STIEFEL_(?:GOODBYE_[A-Z]+|LINK_IFNAME|TUNNEL_IFNAME))=['"]?([^'"\s]*)['"]?\s*$/.exec(line.trim());
+    const m = /^(STIEFEL_GOODBYE_[A-Z]+)=['"]?([^'"\s]*)['"]?\s*$/.exec(line.trim());
     if (m) v[m[1]!] = m[2]!;
   }
   const port = Number(v.STIEFEL_GOODBYE_PORT);
   const token = v.STIEFEL_GOODBYE_TOKEN ?? '';
   if (!v.STIEFEL_GOODBYE_HOST || !Number.isInteger(port) || port < 1 || port > 65535 || !/^[0-9a-f]{64}$/.test(token)) return undefined;
-  const ifname = (name: string | undefined): string | undefined => (name && IFNAME_PATTERN.test(name) ? name : undefined);
-  const link = ifname(v.STIEFEL_LINK_IFNAME);
-  const tunnel = ifname(v.STIEFEL_TUNNEL_IFNAME);
-  return { host: v.STIEFEL_GOODBYE_HOST, port, token, ...(link && tunnel ? { link: { link, tunnel } } : {}) };
+  return { host: v.STIEFEL_GOODBYE_HOST, port, token };
 }
 
 export type Answer = { status: ServerStatus } | { refused: true } | { error: string };
@@ -170,29 +162,6 @@ export interface LaptopWatchOptions {
    * when the disk hangs (resident.ts): /proc/self/maps's when left out.
    */
   residentMaps?: () => string;
-  /**
-   * Starts tc for holding the tunnel's retransmissions while the link has no
-   * carrier (retransmit-hold.ts), when goodbye.conf names the link and the
-   * tunnel; `tc -batch` when left out. False: no hold.
-   */
-  startTc?: ((log: Logger) => TcBatch) | false;
-  /** /sys/class/net, or a directory shaped like it (tests). */
-  sysClassNet?: string;
-}
-
-/** The files a newly started program maps once it runs (its own, libc...), within `timeoutMs`. */
-async function mappedFilesOf(pid: number | undefined, timeoutMs: number): Promise<string[]> {
-  if (pid === undefined) return [];
-  const until = Date.now() + timeoutMs;
-  const node = await fs.realpath(process.execPath).catch(() => process.execPath);
-  for (;;) {
-    const exe = await fs.readlink(`/proc/${pid}/exe`).catch(() => undefined);
-    const maps = await fs.readFile(`/proc/${pid}/maps`, 'utf8').catch(() => '');
-    // Exec'd (no longer node's copy) and its libraries mapped by the loader.
-    if (exe !== undefined && exe !== node && /\/libc[.-]/.test(maps)) return mappedFiles(maps);
-    if (Date.now() >= until || exe === undefined) return [];
-    await new Promise((r) => setTimeout(r, 20));
-  }
 }
 
 /** Reads goodbye.conf; a laptop OS not booted over the cable has none. */
@@ -220,41 +189,11 @@ export async function runLaptopWatch(o: LaptopWatchOptions, ctx: { log: Logger; 
   const tellPending = async (): Promise<void> => {
     for (const s of pending.splice(0)) await o.notifier.tell(s.warn ? 'the laptop needs you' : 'the laptop', s.text, { urgent: s.urgent }).catch((err: Error) => ctx.log.debug(`telling the users: ${err.message}`));
   };
-  // The tunnel's retransmissions held while the link to the laptop has no
-  // carrier, so that the disk resumes within 0.5 s of the cable's return.
-  let tc: TcBatch | undefined;
-  if (address.link && o.startTc !== false) tc = (o.startTc ?? ((log: Logger) => startTcBatch(log)))(ctx.log.child('hold'));
-  const tcFiles = await mappedFilesOf(tc?.pid, 3000);
-  // While the disk answers: the pages of node, tc and their libraries into memory (resident.ts).
-  const kept = readIntoPageCache([...new Set([...mappedFiles((o.residentMaps ?? (() => readFileSync('/proc/self/maps', 'utf8')))()), ...tcFiles])]);
+  // While the disk answers: the pages of node and its libraries into memory (resident.ts).
+  const kept = readIntoPageCache(mappedFiles((o.residentMaps ?? (() => readFileSync('/proc/self/maps', 'utf8')))()));
   ctx.log.debug(`read ${kept.files} mapped files (${(kept.bytes / 1048576).toFixed(1)} MiB) into memory, for the outages to come`);
   for (const f of kept.failed) ctx.log.warn(`cannot keep in memory ${f}: the watch may hang with the disk when the laptop is gone`);
-  if (tc && address.link) {
-    const { link, tunnel } = address.link;
-    // A hold left by a watch that died while the cable was out is let go once the carrier is there.
-    const shown = await new Promise<string>((resolve) => execFile('tc', ['qdisc', 'show', 'dev', tunnel], (err, stdout) => resolve(err ? '' : stdout)));
-    const hold = holdRetransmitsWhileUnplugged(
-      {
-        tunnel,
-        link: () => link,
-        tc,
-        ...(showsHold(shown) ? { leftover: link } : {}),
-        ...(o.sysClassNet ? { sysClassNet: o.sysClassNet } : {}),
-        onEvent: (event) => {
-          const text =
-            event.kind === 'hold'
-              ? `${link} lost its carrier (the cable to the laptop is out): the disk's connection in ${tunnel} tries again every 0.5 s until it is back`
-              : `${link} has its carrier again, after ${formatElapsed(event.afterMs)}: the disk's connection goes on`;
-          ctx.log.info(text);
-          void onConsole(text);
-        },
-      },
-      { signal: ctx.signal },
-    );
-    const t = tc;
-    ctx.signal.addEventListener('abort', () => (hold.stop(), void t.close()), { once: true });
-  }
-  const started = `watching the laptop at ${address.host} (every ${o.everyMs / 1000} s)${tc ? `; ${address.link!.link}'s carrier holds ${address.link!.tunnel}'s retransmissions` : ''}`;
+  const started = `watching the laptop at ${address.host} (every ${o.everyMs / 1000} s)`;
   ctx.log.info(started);
   await onConsole(started);
   while (!ctx.signal.aborted) {

@@ -15,7 +15,6 @@ import { FilesPayloadSource, type BootPayloadSource } from './payload-source';
 import { BootEntriesPayloadSource } from './boot-entries-source';
 import { startWireGuardServer, WG_INTERFACE, type WireGuardServer } from '../wireguard/link';
 import { watchSilence } from './silence-watch';
-import { holdRetransmitsWhileUnplugged, startTcBatch, type TcBatch } from '../netif/retransmit-hold';
 import { watchBattery, type Beeper } from './battery';
 import { watchDiskStatus } from './disk-status';
 import { formatStatus, STATUS_SOCKET, startStatusService, statusSampler, type DiskCounters, type StatusService } from './status';
@@ -93,12 +92,6 @@ export interface BootServerOptions {
   panel?: ConsolePanel;
   /** Where `stiefelctl status` asks; /run/stiefelsystem/status.sock. */
   statusSocket?: string;
-  /**
-   * Starts tc for holding the tunnel's retransmissions while the desktop's
-   * link has no carrier (retransmit-hold.ts); `tc -batch` when left out.
-   * False: no hold.
-   */
-  startTc?: ((log: Logger) => TcBatch) | false;
 }
 
 export interface BootServer {
@@ -304,37 +297,6 @@ export async function startBootServer(o: BootServerOptions, ctx: { log: Logger; 
         { signal },
       );
       closers.push(async () => silence.stop());
-      // While the link the desktop's endpoint is on has no carrier, the
-      // tunnel's retransmissions are held (retransmit-hold.ts): the reads in
-      // flight resume within 0.5 s of the cable's return.
-      if (o.startTc !== false) {
-        const tc = (o.startTc ?? ((l: Logger) => startTcBatch(l)))(log.child('hold'));
-        let endpointLink: string | undefined;
-        let lookedUpAt = 0;
-        const hold = holdRetransmitsWhileUnplugged(
-          {
-            tunnel: wg.ifname,
-            link: () => {
-              if (diskHolder === undefined) return undefined;
-              // The endpoint is looked up now and then, not at every carrier reading.
-              if (Date.now() - lookedUpAt >= 5000) {
-                lookedUpAt = Date.now();
-                wg.endpointLink().then((l) => void (endpointLink = l), () => undefined);
-              }
-              return endpointLink;
-            },
-            tc,
-            onEvent: (event) =>
-              log.info(
-                event.kind === 'hold'
-                  ? `${event.link} lost its carrier (the cable to the desktop is out): the disk's connection in ${wg.ifname} tries again every 0.5 s until it is back`
-                  : `${event.link} has its carrier again, after ${Math.round(event.afterMs / 1000)} s: the disk's connection goes on`,
-              ),
-          },
-          { signal },
-        );
-        closers.push(async () => (hold.stop(), await tc.close()));
-      }
     }
 
     let disk: DiskService | undefined;
@@ -395,7 +357,7 @@ export async function startBootServer(o: BootServerOptions, ctx: { log: Logger; 
         port: cfg.payload.port,
         serverName: o.serverName,
         source,
-        nbd: { port: disk?.port ?? cfg.server.nbd.port, export: cfg.server.nbd.export, blockSize: disk?.blockSize ?? 512, ...(cfg.server.nbd.connections > 1 ? { connections: cfg.server.nbd.connections } : {}) },
+        nbd: { port: disk?.port ?? cfg.server.nbd.port, export: cfg.server.nbd.export, blockSize: disk?.blockSize ?? 512 },
         attach: cfg.server.attach,
         cmdlineAppend: cfg.server.cmdlineAppend,
         lock,

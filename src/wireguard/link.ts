@@ -41,8 +41,6 @@ export interface WireGuardServer {
   addPeer(): Promise<WireGuardLink>;
   /** Bytes received from the current peer (`wg show IF transfer`); undefined without one. */
   received(): Promise<number | undefined>;
-  /** The interface the current peer's endpoint is on (the zone of its link-local address); undefined when unknown. */
-  endpointLink(): Promise<string | undefined>;
   /** Removes the interface. */
   close(): Promise<void>;
 }
@@ -52,16 +50,6 @@ export function receivedFrom(text: string, peer: string): number | undefined {
   for (const line of text.split('\n')) {
     const [key, rx] = line.trim().split('\t');
     if (key === peer && rx !== undefined && /^\d+$/.test(rx)) return Number(rx);
-  }
-  return undefined;
-}
-
-/** From `wg show IF endpoints` (PUBKEY<TAB>ENDPOINT per peer): the zone of `peer`'s link-local endpoint, `[fe80::1%eth0]:51820`. */
-export function endpointLinkOf(text: string, peer: string): string | undefined {
-  for (const line of text.split('\n')) {
-    const [key, endpoint] = line.trim().split('\t');
-    if (key !== peer || endpoint === undefined) continue;
-    return /^\[[0-9a-fA-F:]+%([A-Za-z0-9_.-]{1,15})\]:\d+$/.exec(endpoint)?.[1];
   }
   return undefined;
 }
@@ -138,11 +126,6 @@ export async function startWireGuardServer(
       if (!peerKey) return undefined;
       const r = await runner.run('wg', ['show', ifname, 'transfer']);
       return r.code === 0 ? receivedFrom(r.stdout, peerKey) : undefined;
-    },
-    async endpointLink() {
-      if (!peerKey) return undefined;
-      const r = await runner.run('wg', ['show', ifname, 'endpoints']);
-      return r.code === 0 ? endpointLinkOf(r.stdout, peerKey) : undefined;
     },
     async close() {
       const r = await runner.run('ip', ['link', 'del', ifname]);

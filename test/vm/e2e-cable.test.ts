@@ -8,10 +8,7 @@
 // error, no read-only remount, the connection not given up by either end,
 // every reported record on the laptop's disk; the laptop's console says it
 // lost the desktop and heard it again, and the desktop's console (the laptop
-// OS's stiefel-laptop-watch) that the laptop was gone and is back; both
-// ends held the tunnel's retransmissions while their link had no carrier
-// (src/netif/retransmit-hold.ts), so the writes resume about as soon as the
-// cable is back (the time is logged and goes to BENCHMARKS.md, not asserted).
+// OS's stiefel-laptop-watch) that the laptop was gone and is back.
 // Then a dying desktop, in the same run (a boot of its own would cost the
 // suite three minutes): the records go on, and after three more the desktop
 // VM is killed (a power cut). The laptop's console must say it no longer
@@ -51,7 +48,6 @@ test(`the cable pulled for ${OFF_SECONDS} s while the laptop OS writes: its I/O 
   );
   assert.match(result.diskPeer, /^fd[0-9a-f]{2}:[0-9a-f:]+$/);
   assert.equal(result.desktopMtu, '1500 1420', "the MTUs of the desktop's link and tunnel: Ethernet's, and WireGuard's default");
-  assert.equal(result.diskConnections, 1, 'one disk connection, kept through the pull (no reconnect)');
   console.log(`[e2e cable] ${result.stages.map((s) => `${s.name} ${s.seconds.toFixed(1)} s`).join(', ')}; total ${result.totalSeconds.toFixed(1)} s`);
   const cable = result.cable!;
   console.log(`[e2e cable] ${JSON.stringify({ ...cable, onDisk: `${cable.onDisk.length} records` })}`);
@@ -72,11 +68,6 @@ test(`the cable pulled for ${OFF_SECONDS} s while the laptop OS writes: its I/O 
   const desk = cable.desktopSaid.join('\n');
   assert.match(desk, /the laptop at \S+ has not answered for [3-5]\d s: the cable is out or the laptop is off; programs that use the disk wait until it is back/);
   assert.match(desk, /the laptop at \S+ answers again, after \d+ (s|min)/);
-  // Both ends held the tunnel's retransmissions while their link had no carrier (retransmit-hold.ts).
-  assert.match(desk, /stiefelsystem: stiefellink lost its carrier \(the cable to the laptop is out\): the disk's connection in stiefelwg tries again every 0\.5 s/);
-  assert.match(desk, /stiefelsystem: stiefellink has its carrier again, after \d+ (s|min)/);
-  assert.match(said, /\S+ lost its carrier \(the cable to the desktop is out\): the disk's connection in stiefelwg tries again every 0\.5 s/);
-  assert.match(said, /\S+ has its carrier again, after \d+ s/);
   // The power cut: every record reported (fsynced) before it is there, at most the one in flight more.
   const cut = result.powerCut!;
   console.log(`[e2e cable] power cut: ${JSON.stringify(cut)}`);
