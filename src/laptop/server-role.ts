@@ -357,7 +357,7 @@ export async function startBootServer(o: BootServerOptions, ctx: { log: Logger; 
         port: cfg.payload.port,
         serverName: o.serverName,
         source,
-        nbd: { port: disk?.port ?? cfg.server.nbd.port, export: cfg.server.nbd.export, blockSize: disk?.blockSize ?? 512 },
+        nbd: { port: disk?.port ?? cfg.server.nbd.port, export: cfg.server.nbd.export, blockSize: disk?.blockSize ?? 512, ...(cfg.server.nbd.connections > 1 ? { connections: cfg.server.nbd.connections } : {}) },
         attach: cfg.server.attach,
         cmdlineAppend: cfg.server.cmdlineAppend,
         lock,
