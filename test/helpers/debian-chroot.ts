@@ -65,10 +65,10 @@ function sourcesList(suite: string, mirror: string): string {
   return [`deb ${mirror} ${suite} main`, `deb ${mirror} ${suite}-updates main`, `deb ${DEFAULT_SECURITY} ${suite}-security main`, ''].join('\n');
 }
 
-/** The cached base system's directory, made with debootstrap when missing (a minute or two, once). */
 /** The package layer's laptop (test/package/deb-install.test.ts): minbase with systemd, a kernel and initramfs-tools. Also made by the prebuild. */
 export const PACKAGE_LAPTOP_BASE: Pick<DebianBaseOptions, 'name' | 'include'> = { name: 'laptop', include: ['systemd', 'linux-image-amd64', 'initramfs-tools'] };
 
+/** The cached base system's directory, made with debootstrap when missing (a minute or two, once). */
 export async function debianBase(options: DebianBaseOptions): Promise<string> {
   const suite = options.suite ?? 'bookworm';
   const mirror = options.mirror ?? DEFAULT_MIRROR;
