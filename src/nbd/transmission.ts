@@ -101,7 +101,6 @@ export class NbdTransmission {
     this.#budget.take(pooledSize(length));
   }
 
-
   request(req: NbdRequest, payload: readonly Buffer[] | null): void {
     const name = P.commandName(req.type);
     const stats = this.#stats;
@@ -129,7 +128,7 @@ export class NbdTransmission {
       case P.NBD_CMD_READ:
         return this.#read(req, backend);
       case P.NBD_CMD_WRITE:
-        return this.#write(req, payload!, backend, fua);
+        return this.#write(req, payload!, held, backend, fua);
       case P.NBD_CMD_FLUSH:
         return this.#simple(req, backend.flush());
       case P.NBD_CMD_TRIM:
@@ -261,9 +260,9 @@ export class NbdTransmission {
     this.#budget.give(cost);
   }
 
-  #write(req: NbdRequest, payload: readonly Buffer[], backend: Backend, fua: boolean): void {
+  /** `cost`: what the data counts in the budget (see request()), given back once written. */
+  #write(req: NbdRequest, payload: readonly Buffer[], cost: number, backend: Backend, fua: boolean): void {
     const bytes = req.length;
-    const cost = bytes > 0 ? pooledSize(bytes) : 0;
     backend.pwrite(payload, req.offset, { fua }).then(
       () => {
         this.#stats.bytesWritten += bytes;

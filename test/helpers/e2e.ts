@@ -534,8 +534,8 @@ export async function runEndToEnd(options: EndToEndOptions): Promise<EndToEndRes
     const cable = options.cable && (await pullTheCable(options.cable, server, client, scale, kexecAt, log));
     const root = /STIEFEL-E2E-ROOT (\S+)/.exec(client.console)?.[1];
     if (root !== '/dev/nbd0p2') throw new Error(`the laptop OS's root was ${root ?? 'not reported'}, not /dev/nbd0p2`);
-    const peer = /the desktop at (\S+) connected to the disk/.exec(server.console)?.[1] ?? '';
     const connected = [...server.console.matchAll(/the desktop at (\S+) connected to the disk/g)];
+    const peer = connected[0]?.[1] ?? '';
     if (connected.some((m) => m[1] !== peer)) throw new Error(`the disk was served to more than one address: ${connected.map((m) => m[1]).join(', ')}`);
     const diskConnections = connected.length;
     if (options.powerCut) {
