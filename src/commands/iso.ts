@@ -23,9 +23,13 @@ boot: downloads (or opens) an ISO, checks it and kexecs one of its entries
 default route, DHCP runs on every link (busybox udhcpc). https: is checked
 against Node's bundled CA roots; http: only with --sha256 or --sums. The download
 resumes after a dropped connection, stays in RAM (a tmpfs) and must fit in
-it; its SHA-256 is checked before anything boots. Works for ISOs that load
-whole into RAM (installers, Debian's netboot mini.iso); live systems that
-look for their ISO again after the kernel starts are refused (not yet).
+it; its SHA-256 is checked before anything boots. ISOs that load whole
+into RAM (installers, Debian's netboot mini.iso) boot from a URL or a file.
+Live systems, whose initramfs looks for the ISO again after the kernel
+starts (Debian live, Ubuntu, Arch, Fedora), boot from a file on a disk:
+their initramfs is told its path there (findiso=, iso-scan/filename=,
+img_dev= img_loop=). A downloaded live ISO is refused: keeping it in RAM
+across kexec is not built yet.
 
 Options:
   --json       inspect: print one JSON object on stdout (its fields are listed

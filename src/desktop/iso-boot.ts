@@ -5,12 +5,14 @@
 // was checked (the SHA-256 when one is given, always for http:) and the
 // entry's files were all found.
 //
-// What works today: ISOs whose kernel and initrd need nothing more once
-// they run (installers and rescue systems that load whole into RAM, such
-// as Debian's netboot mini.iso). Live systems whose initramfs looks for
-// the ISO again after the kernel starts (Debian live, Ubuntu casper, Arch,
-// Fedora live) are refused with that reason: keeping the ISO across kexec
-// (webboot's pmem through memmap=) is not built yet.
+// What boots: ISOs whose kernel and initrd need nothing more once they run
+// (installers and rescue systems that load whole into RAM, such as
+// Debian's netboot mini.iso), from anywhere; and live systems whose
+// initramfs looks for the ISO again after the kernel starts (Debian live,
+// Ubuntu casper, Arch, Fedora live) when the ISO is a file on a disk: their
+// initramfs is told its path there (findiso=, iso-scan/filename=, ...).
+// A live ISO in RAM (downloaded) is refused with the reason: keeping it
+// across kexec (webboot's pmem through memmap=) is not built yet.
 import { promises as fs } from 'node:fs';
 import { posix } from 'node:path';
 import { StiefelError } from '../errors';
@@ -19,7 +21,8 @@ import type { Kexec } from '../kexec/kexec';
 import { openIsoFile } from '../iso/file-source';
 import { inspectIso, requireEntries, type IsoBootEntry, type IsoInspection } from '../iso/inspect';
 import { IsoImage } from '../iso/reader';
-import { distroRule } from '../iso/distro';
+import { distroRule, isoBootParameters, withIsoParameters } from '../iso/distro';
+import type { IsoLocation } from '../iso/iso-on-disk';
 
 export interface IsoBootOptions {
   /** The ISO, in RAM or on a mounted disk. */
@@ -35,6 +38,8 @@ export interface IsoBootOptions {
   kexec: Kexec;
   /** Largest kernel or initrd read from the ISO. */
   maxFileBytes?: number;
+  /** Where the booted kernel's initramfs can find the ISO file again (a file on a disk), or why it cannot. */
+  location?: IsoLocation;
 }
 
 export interface IsoBootResult {
@@ -54,25 +59,34 @@ export function chooseEntry(entries: readonly IsoBootEntry[], wanted: number | u
   return entries.find((e) => e.default && e.kernelExists) ?? entries.find((e) => e.kernelExists) ?? entries[0]!;
 }
 
-/** Refuses what cannot boot this way, with the reason and what to use instead. */
-export function checkBootable(entry: IsoBootEntry, file: string): void {
+/**
+ * Refuses what cannot boot this way, with the reason and what to use
+ * instead; returns the parameters that tell a live entry's initramfs where
+ * the ISO file is (none for entries that load whole into RAM).
+ */
+export function checkBootable(entry: IsoBootEntry, file: string, location?: IsoLocation): string[] {
   if (!entry.kernelExists) throw new StiefelError('E_ISO_ENTRY', `entry ${entry.number} of ${file} names the kernel ${entry.kernel}, which is not on the ISO`);
   if (entry.initrds.length === 0) throw new StiefelError('E_ISO_ENTRY', `entry ${entry.number} of ${file} has no initrd; booting a kernel alone is not supported`);
   const missing = entry.initrds.filter((i) => !i.exists).map((i) => i.path);
   if (missing.length) throw new StiefelError('E_ISO_ENTRY', `entry ${entry.number} of ${file} names the initrd ${missing.join(', ')}, which is not on the ISO`);
   const rule = distroRule(entry.distro);
-  if (rule && rule.parameters.length > 0) {
-    throw new StiefelError(
-      'E_ISO_LIVE',
-      `entry ${entry.number} of ${file} is ${rule.name}: its initramfs (${rule.finder}) looks for the ISO again once the kernel runs, and stiefelOS cannot keep the ISO across kexec yet; use the distribution's netboot or installer image, which loads whole into RAM`,
-    );
-  }
+  if (!rule || rule.parameters.length === 0) return [];
+  if (location?.found) return isoBootParameters(entry.distro, location.path, { device: location.byId ?? location.device });
+  throw new StiefelError(
+    'E_ISO_LIVE',
+    `entry ${entry.number} of ${file} is ${rule.name}: its initramfs (${rule.finder}) looks for the ISO file again once the kernel runs, ${location ? `and ${location.why}` : 'and this ISO is not a file on a disk'}; copy the ISO to a USB disk and boot it from there (menu item f), or use the distribution's netboot or installer image, which loads whole into RAM (keeping a download across kexec is not built yet)`,
+  );
 }
 
-/** A command line with the ISO menu's own words, its consoles replaced by ours. */
+/**
+ * A command line with the ISO menu's own words, its consoles replaced by
+ * ours. A console named twice is kept once, at its last place: the last
+ * console= is the one /dev/console (and the ISO's init) uses.
+ */
 export function isoCmdline(entryCmdline: string, consoles: string): string {
   const words = entryCmdline.split(/\s+/).filter((w) => w && !/^(console|initrd|BOOT_IMAGE)=/.test(w));
-  return [...words, ...consoles.split(/\s+/).filter(Boolean)].join(' ');
+  const ours = consoles.split(/\s+/).filter(Boolean);
+  return [...words, ...ours.filter((w, i) => ours.lastIndexOf(w) === i)].join(' ');
 }
 
 export async function bootIso(o: IsoBootOptions, ctx: { log: Logger; signal?: AbortSignal }): Promise<IsoBootResult> {
@@ -83,9 +97,10 @@ export async function bootIso(o: IsoBootOptions, ctx: { log: Logger; signal?: Ab
     const inspection = await inspectIso(source);
     const entries = requireEntries(inspection);
     const entry = chooseEntry(entries, o.entry, o.iso);
-    checkBootable(entry, o.iso);
-    const cmdline = isoCmdline(entry.cmdline, o.consoles);
+    const finder = checkBootable(entry, o.iso, o.location);
+    const cmdline = withIsoParameters(isoCmdline(entry.cmdline, o.consoles), finder);
     log.info(`booting entry ${entry.number} of ${posix.basename(o.iso)}: ${entry.title} (${inspection.distro.name})`);
+    if (finder.length && o.location?.found) log.info(`its initramfs (${distroRule(entry.distro)!.finder}) finds the ISO again as ${o.location.path} on ${o.location.device}: ${finder.join(' ')}`);
 
     // The kernel and the initrds, concatenated (the kernel unpacks them in order).
     const iso = await IsoImage.open(source);

@@ -19,6 +19,7 @@ import { bootIso, type IsoBootResult } from './iso-boot';
 import { IsoDownloadError } from '../iso/download';
 import { parseSha256Sums, SIGNATURE_SUFFIXES, sumFor, verifySignedSums } from '../iso/signed-sums';
 import { CA_BUNDLE, ISO_KEYRING } from '../image/build';
+import { locateIsoFile, parseMountinfo, type IsoLocation } from '../iso/iso-on-disk';
 
 /** stiefelOS's /init marks it; there the ISO goes to a tmpfs and kexec is direct. */
 const STIEFELOS_RELEASE = '/etc/stiefelos/release';
@@ -83,6 +84,16 @@ async function sha256OfFile(path: string): Promise<string> {
   const h = createHash('sha256');
   for await (const chunk of createReadStream(path)) h.update(chunk as Buffer);
   return h.digest('hex');
+}
+
+/** Where the booted kernel's initramfs can find the ISO file again; with the file system's UUID when blkid knows it. */
+async function locationOf(iso: string): Promise<IsoLocation> {
+  const mounts = parseMountinfo(await fs.readFile('/proc/self/mountinfo', 'utf8').catch(() => ''));
+  const location = locateIsoFile(await fs.realpath(iso).catch(() => iso), mounts);
+  if (!location.found) return location;
+  const r = await systemRunner.run('blkid', ['-o', 'value', '-s', 'UUID', location.device]);
+  const uuid = r.code === 0 ? r.stdout.trim() : '';
+  return /^[0-9A-Za-z-]+$/.test(uuid) ? { ...location, byId: `/dev/disk/by-uuid/${uuid}` } : location;
 }
 
 const isUrl = (t: string): boolean => /^https?:\/\//i.test(t);
@@ -150,6 +161,7 @@ export async function runIsoBoot(request: IsoBootRequest, ctx: { log: Logger; si
 
   let iso: string;
   let downloaded = false;
+  let location: IsoLocation = { found: false, why: 'it was downloaded into RAM (a tmpfs), where the ISO\'s kernel cannot see it' };
   if (/^https?:\/\//i.test(r.target)) {
     let url: URL;
     try {
@@ -188,9 +200,10 @@ export async function runIsoBoot(request: IsoBootRequest, ctx: { log: Logger; si
       });
       if (actual !== r.sha256) throw new StiefelError('E_ISO_SHA256', `${iso} has SHA-256 ${actual}, not the ${r.sha256} you gave: nothing is booted`);
     }
+    location = await locationOf(iso);
   }
   try {
-    return await bootIso({ iso, entry: r.entry, consoles: r.consoles, workDir, outDir: r.outDir, kexec }, ctx);
+    return await bootIso({ iso, entry: r.entry, consoles: r.consoles, workDir, outDir: r.outDir, kexec, location }, ctx);
   } finally {
     // An ISO downloaded into RAM goes when it did not boot (or was only written out).
     if (downloaded) await fs.rm(iso, { force: true });

@@ -1,14 +1,15 @@
 // `stiefelctl iso boot FILE --no-kexec --out DIR` on the host, with an ISO
 // assembled from Debian's netboot installer (test/helpers/mini-iso.ts): what
 // would be kexec'd is written out; a wrong checksum, a missing entry, plain
-// HTTP without a checksum and a live ISO are refused with nothing written; a
+// HTTP without a checksum and a live ISO in RAM are refused with nothing
+// written, a live ISO on a disk gets its path there (findiso=); a
 // distribution's signed SHA256SUMS is checked with gpgv before the ISO is fetched.
 // The kexec itself and the download in stiefelOS: test/vm/iso-boot.test.ts.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { createReadStream, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { copyFileSync, createReadStream, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { createServer } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
@@ -63,10 +64,44 @@ test('refusals: a wrong checksum, no such entry, http without a checksum, a live
   writeFileSync(join(live, 'isolinux', 'isolinux.cfg'), 'default live\nlabel live\n  kernel /live/vmlinuz\n  append initrd=/live/initrd.img boot=live components\n');
   const liveIso = join(dir, 'live.iso');
   execFileSync('xorriso', ['-as', 'mkisofs', '-quiet', '-o', liveIso, '-J', '-R', live], { stdio: 'ignore' });
-  const l = await runCli(['iso', 'boot', liveIso, '--no-kexec', '--out', out]);
-  assert.equal(l.code, 1);
-  assert.match(l.stderr, /is Debian live: its initramfs \(live-boot\) looks for the ISO again once the kernel runs/);
-  assert.ok(!existsSync(out));
+  // In RAM (a tmpfs, as a download in stiefelOS is): its initramfs could not find it again.
+  const ram = join(dir, 'ram');
+  mkdirSync(ram);
+  execFileSync('mount', ['-t', 'tmpfs', '-o', 'size=16m', 'tmpfs', ram]);
+  try {
+    copyFileSync(liveIso, join(ram, 'live.iso'));
+    const l = await runCli(['iso', 'boot', join(ram, 'live.iso'), '--no-kexec', '--out', out]);
+    assert.equal(l.code, 1);
+    assert.match(l.stderr, /is Debian live: its initramfs \(live-boot\) looks for the ISO file again once the kernel runs, and .*live\.iso is in RAM \(tmpfs\), where the ISO's kernel cannot see it; copy the ISO to a USB disk/);
+    assert.ok(!existsSync(out));
+  } finally {
+    execFileSync('umount', [ram]);
+  }
+});
+
+test('a live ISO on a disk (ext4 on a loop device) boots with its path there for live-boot (findiso=)', async () => {
+  requireTool('mkfs.ext4');
+  const live = join(dir, 'live.iso');
+  const disk = join(dir, 'usb-disk.img');
+  const tree = join(dir, 'usb-tree');
+  mkdirSync(join(tree, 'isos'), { recursive: true });
+  copyFileSync(live, join(tree, 'isos', 'debian-live.iso'));
+  execFileSync('truncate', ['-s', '32M', disk]);
+  execFileSync('mkfs.ext4', ['-q', '-F', '-d', tree, '-U', '2b8f3c4e-6a7d-4c1b-9e2f-0123456789ab', disk]);
+  const mnt = join(dir, 'usb-mnt');
+  mkdirSync(mnt);
+  execFileSync('mount', ['-o', 'loop,ro', disk, mnt]);
+  const out = join(dir, 'live-out');
+  try {
+    const r = await runCli(['iso', 'boot', join(mnt, 'isos', 'debian-live.iso'), '--no-kexec', '--out', out]);
+    assert.equal(r.code, 0, r.stderr);
+    const cmdline = readFileSync(join(out, 'cmdline'), 'utf8').trim();
+    assert.match(cmdline, /^boot=live components( console=\S+)* findiso=\/isos\/debian-live\.iso$/);
+    assert.match(r.stderr, /its initramfs \(live-boot\) finds the ISO again as \/isos\/debian-live\.iso on \/dev\/loop\d+: findiso=\/isos\/debian-live\.iso/);
+    assert.equal(readFileSync(join(out, 'vmlinuz'), 'utf8'), 'kernel (made up for the test)');
+  } finally {
+    execFileSync('umount', [mnt]);
+  }
 });
 
 /** A signing key of the test's own (gpg, in a home of its own), and its public key exported as a keyring. */

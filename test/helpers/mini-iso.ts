@@ -7,8 +7,8 @@ import { copyFileSync, existsSync, mkdirSync, readdirSync, writeFileSync } from 
 import { join } from 'node:path';
 
 const DI_ROOT = '/usr/lib/debian-installer/images';
-const ISOLINUX_BIN = '/usr/lib/ISOLINUX/isolinux.bin';
-const LDLINUX = '/usr/lib/syslinux/modules/bios/ldlinux.c32';
+export const ISOLINUX_BIN = '/usr/lib/ISOLINUX/isolinux.bin';
+export const LDLINUX = '/usr/lib/syslinux/modules/bios/ldlinux.c32';
 
 /** The installer's text images for amd64 of the newest release the package ships (read from the host). */
 export function debianInstallerDir(): string {
@@ -36,10 +36,14 @@ export function makeMiniIso(dir: string): string {
     ['default install', 'prompt 0', 'timeout 0', 'label install', '\tmenu label ^Install', '\tkernel /linux', '\tappend vga=788 initrd=/initrd.gz --- quiet', ''].join('\n'),
   );
   writeFileSync(join(root, '.disk', 'info'), 'Debian GNU/Linux 12 "Bookworm" - Official NETBOOT amd64 (assembled by the test)\n');
-  const iso = join(dir, 'mini.iso');
+  return isolinuxIso(root, join(dir, 'mini.iso'), 'ISOIMAGE');
+}
+
+/** `tree` (with isolinux/isolinux.bin) as a BIOS-bootable ISO at `iso`, Rock Ridge and Joliet names, labelled `label`. */
+export function isolinuxIso(tree: string, iso: string, label: string): string {
   execFileSync(
     'xorriso',
-    ['-as', 'mkisofs', '-quiet', '-o', iso, '-J', '-R', '-V', 'ISOIMAGE', '-b', 'isolinux/isolinux.bin', '-c', 'isolinux/boot.cat', '-no-emul-boot', '-boot-load-size', '4', '-boot-info-table', root],
+    ['-as', 'mkisofs', '-quiet', '-o', iso, '-J', '-R', '-V', label, '-b', 'isolinux/isolinux.bin', '-c', 'isolinux/boot.cat', '-no-emul-boot', '-boot-load-size', '4', '-boot-info-table', tree],
     { stdio: ['ignore', 'ignore', 'pipe'] },
   );
   return iso;

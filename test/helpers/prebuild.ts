@@ -8,7 +8,9 @@
 // before the VM layer; whatever it could not build, the tests build (and
 // report) themselves. Beside the rest, from the start, it also debootstraps
 // the package layer's laptop (test/package/deb-install.test.ts), which
-// would otherwise be the slowest step before the VM layer can begin.
+// would otherwise be the slowest step before the VM layer can begin, and
+// the Debian system whose kernel and live-boot initramfs the live ISO test
+// carries (test/helpers/live-iso.ts).
 // Run by hand: node --import tsx test/helpers/prebuild.ts
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -20,6 +22,7 @@ import { TEST_CACHE_DIR } from './test-cache';
 import { E2E_CACHE_DIR, e2eSecret, stiefelOsImage } from './e2e';
 import { buildJourneyImage } from './journey-image';
 import { buildLaptopImage } from './laptop-image';
+import { LIVE_ISO_BASE } from './live-iso';
 
 const started = Date.now();
 const log = (line: string): void => console.log(`[prebuild ${((Date.now() - started) / 1000).toFixed(0)}s] ${line}`);
@@ -28,6 +31,10 @@ async function main(): Promise<void> {
   const packageBase = debianBase({ ...PACKAGE_LAPTOP_BASE, cacheDir: TEST_CACHE_DIR, log }).then(
     () => log("the package layer's laptop base is ready"),
     (err: Error) => log(`the package layer's laptop base failed (its test builds it): ${err.message}`),
+  );
+  const liveBase = debianBase({ ...LIVE_ISO_BASE, cacheDir: TEST_CACHE_DIR, log }).then(
+    () => log("the live ISO's Debian base is ready"),
+    (err: Error) => log(`the live ISO's Debian base failed (its test builds it): ${err.message}`),
   );
   await stiefelOsImage(E2E_CACHE_DIR, log);
   await stiefelOsImage(E2E_CACHE_DIR, log, { pxe: true });
@@ -42,6 +49,7 @@ async function main(): Promise<void> {
     rmSync(dir, { recursive: true, force: true });
   }
   await packageBase;
+  await liveBase;
   log('done');
 }
 

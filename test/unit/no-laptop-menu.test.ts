@@ -67,8 +67,21 @@ test('which entry boots: the asked one, else the default; live ISOs and missing 
   assert.throws(() => chooseEntry(entries, 7, 'x.iso'), /x\.iso has no entry 7 \(it has 1 to 3/);
   assert.throws(() => checkBootable(entries[2]!, 'x.iso'), /names the kernel \/linux, which is not on the ISO/);
   assert.throws(() => checkBootable(entry({ initrds: [{ path: '/i', exists: false }] }), 'x.iso'), /names the initrd \/i, which is not on the ISO/);
-  assert.throws(() => checkBootable(entry({ distro: 'debian-live' }), 'x.iso'), /is Debian live: its initramfs \(live-boot\) looks for the ISO again/);
-  checkBootable(entry({}), 'x.iso');
-  checkBootable(entry({ distro: 'unknown' }), 'x.iso');
+  assert.throws(() => checkBootable(entry({ distro: 'debian-live' }), 'x.iso'), /is Debian live: its initramfs \(live-boot\) looks for the ISO file again once the kernel runs, and this ISO is not a file on a disk; copy the ISO to a USB disk and boot it from there \(menu item f\)/);
+  const inRam = { found: false, why: 'it was downloaded into RAM (a tmpfs), where the ISO\'s kernel cannot see it' } as const;
+  assert.throws(() => checkBootable(entry({ distro: 'ubuntu-casper' }), 'x.iso', inRam), /is Ubuntu live \(casper\): .* and it was downloaded into RAM \(a tmpfs\)/);
+  // A live ISO on a disk: its initramfs is told the path there (and archiso the device).
+  const onDisk = { found: true, device: '/dev/sdb1', fsType: 'exfat', path: '/isos/x.iso', byId: '/dev/disk/by-uuid/1234-ABCD' } as const;
+  assert.deepEqual(checkBootable(entry({ distro: 'debian-live' }), 'x.iso', onDisk), ['findiso=/isos/x.iso']);
+  assert.deepEqual(checkBootable(entry({ distro: 'arch' }), 'x.iso', onDisk), ['img_dev=/dev/disk/by-uuid/1234-ABCD', 'img_loop=/isos/x.iso']);
+  assert.deepEqual(checkBootable(entry({ distro: 'arch' }), 'x.iso', { ...onDisk, byId: undefined }), ['img_dev=/dev/sdb1', 'img_loop=/isos/x.iso']);
+  assert.deepEqual(checkBootable(entry({ distro: 'fedora-live' }), 'x.iso', onDisk), ['iso-scan/filename=/isos/x.iso', 'rd.live.image']);
+  assert.throws(() => checkBootable(entry({ distro: 'debian-live' }), 'x.iso', { ...onDisk, path: '/my isos/x.iso' }), /must be absolute and without blanks/);
+  // Installers need nothing, wherever the ISO is.
+  assert.deepEqual(checkBootable(entry({}), 'x.iso'), []);
+  assert.deepEqual(checkBootable(entry({}), 'x.iso', onDisk), []);
+  assert.deepEqual(checkBootable(entry({ distro: 'unknown' }), 'x.iso'), []);
   assert.equal(isoCmdline('vga=788 initrd=/initrd.gz console=tty1 --- quiet', 'console=tty0 console=ttyS0,115200'), 'vga=788 --- quiet console=tty0 console=ttyS0,115200');
+  // The stick names the serial console, and its config's cmdline_append again: once, at its last place.
+  assert.equal(isoCmdline('boot=live', 'console=ttyS0,115200 console=tty0 console=ttyS0,115200'), 'boot=live console=tty0 console=ttyS0,115200');
 });
