@@ -37,9 +37,10 @@ Options:
                too instead of on stderr
   --sha256 HEX boot: the ISO's SHA-256 (required for http:, unless --sums)
   --sums URL   boot: the distribution's SHA256SUMS (a URL or a file); its
-               detached signature (SHA256SUMS.sign, .gpg or .asc beside it)
-               is checked with gpgv against the keyring first, then the ISO
-               must have the SHA-256 it lists for the ISO's file name
+               detached signature (SHA256SUMS.sign, .gpg or .asc beside it),
+               or the signature inside a clear-signed list (Fedora's
+               CHECKSUM), is checked with gpgv against the keyring first,
+               then the ISO must have the SHA-256 it lists for its file name
   --keyring F  boot: the public keys that may sign --sums (gpg --export KEY > F;
                default ${ISO_KEYRING}, which stiefelOS carries when the
                laptop has it)

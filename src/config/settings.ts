@@ -30,7 +30,7 @@ export const DEFAULT_PAYLOAD_PORT = 4644;
 export const DEFAULT_NBD_PORT = 10809;
 export const DEFAULT_PXE_HTTP_PORT = 4680;
 /** client.isos: a URL, and its SHA-256 after a space (required for http:). */
-export const ISO_ITEM = /^(https:\/\/[^\s]+(\s+sha256:[0-9a-fA-F]{64})?|http:\/\/[^\s]+\s+sha256:[0-9a-fA-F]{64})$/;
+export const ISO_ITEM = /^(https:\/\/[^\s]+(\s+(sha256:[0-9a-fA-F]{64}|sums:(https?:\/\/)?[^\s]+))?|http:\/\/[^\s]+\s+(sha256:[0-9a-fA-F]{64}|sums:(https?:\/\/)?[^\s]+))$/;
 export const DEFAULT_WIREGUARD_PORT = 51820;
 export const DEFAULT_GOODBYE_PORT = 4645;
 
@@ -264,9 +264,9 @@ export const SETTINGS = section({
       max: 86_400,
     }),
     isos: list({
-      doc: "ISOs the menu offers: 'URL' (https) or 'URL sha256:HEX' (needed for http:,\nchecked before anything boots).",
+      doc: "ISOs the menu offers: 'URL' (https), 'URL sha256:HEX' or 'URL sums:SUMS' (the\ndistribution's signed SHA256SUMS or CHECKSUM, a URL or a file, checked with gpgv\nagainst /etc/stiefelsystem/iso-keyring.gpg); http: needs one of the two.\nChecked before anything boots.",
       default: [],
-      item: { pattern: ISO_ITEM, allowed: "'https://… .iso' or 'URL sha256:<64 hex digits>'" },
+      item: { pattern: ISO_ITEM, allowed: "'https://… .iso', 'URL sha256:<64 hex digits>' or 'URL sums:<URL of SHA256SUMS>'" },
     }),
   }),
 });

@@ -3,7 +3,7 @@
 // stick's stiefelOS) and is downloaded into RAM, checked, then booted; a
 // file (another USB disk, a path on the desktop's own Linux) is checked
 // when a SHA-256 is given and read where it is.
-import { createHash } from 'node:crypto';
+import { createHash, randomBytes } from 'node:crypto';
 import { createReadStream, existsSync, promises as fs } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { posix, resolve } from 'node:path';
@@ -17,7 +17,7 @@ import { downloadIso } from '../iso/download';
 import { ProgressReporter } from '../progress';
 import { bootIso, type IsoBootResult } from './iso-boot';
 import { IsoDownloadError } from '../iso/download';
-import { parseSha256Sums, SIGNATURE_SUFFIXES, sumFor, verifySignedSums } from '../iso/signed-sums';
+import { isClearSigned, parseSha256Sums, SIGNATURE_SUFFIXES, sumFor, verifySignedSums } from '../iso/signed-sums';
 import { CA_BUNDLE, ISO_KEYRING } from '../image/build';
 import { locateIsoFile, parseMountinfo, type IsoLocation } from '../iso/iso-on-disk';
 
@@ -113,11 +113,23 @@ async function fetchSmall(target: string, dir: string, cwd: string, ca: Buffer |
   return dest;
 }
 
+/** The first line of a file (at most 4 KiB read). */
+async function readHead(path: string): Promise<string> {
+  const fh = await fs.open(path, 'r');
+  try {
+    const buf = Buffer.alloc(4096);
+    const { bytesRead } = await fh.read(buf, 0, buf.length, 0);
+    return buf.subarray(0, bytesRead).toString('utf8');
+  } finally {
+    await fh.close();
+  }
+}
+
 /**
  * The ISO's SHA-256 from a signed checksum list: the list and its detached
- * signature fetched (SUMS.sign, .gpg, .asc: the first there is), checked with
- * gpgv against the keyring, and the ISO's line read. Nothing is downloaded
- * before this succeeds.
+ * signature fetched (SUMS.sign, .gpg, .asc: the first there is), or a list
+ * clear-signed (Fedora's CHECKSUM), checked with gpgv against the keyring,
+ * and the ISO's line read. Nothing is downloaded before this succeeds.
  */
 async function sha256FromSignedSums(r: IsoBootRequest, isoName: string, workDir: string, ca: Buffer | undefined, log: Logger, signal: AbortSignal): Promise<string> {
   const keyring = resolve(r.cwd, r.keyring ?? ISO_KEYRING);
@@ -125,26 +137,46 @@ async function sha256FromSignedSums(r: IsoBootRequest, isoName: string, workDir:
     throw new StiefelError('E_ISO_SUMS', `a signed checksum list is checked against a keyring, and there is no ${keyring}: give --keyring FILE (the distribution's signing key: gpg --export KEY > FILE)`);
   }
   const sums = await fetchSmall(r.sums!, workDir, r.cwd, ca, log, signal);
-  let signature: string | undefined;
-  const tried: string[] = [];
-  for (const suffix of SIGNATURE_SUFFIXES) {
-    try {
-      signature = await fetchSmall(`${r.sums}${suffix}`, workDir, r.cwd, ca, log, signal);
-      break;
-    } catch (err) {
-      if (!(err instanceof IsoDownloadError || (err instanceof StiefelError && err.code === 'E_ISO_SUMS'))) throw err;
-      tried.push(`${posix.basename(r.sums!)}${suffix}`);
+  const fetched = isUrl(r.sums!) ? [sums] : [];
+  try {
+    let signedText: string;
+    let fingerprint: string;
+    if (isClearSigned(await readHead(sums))) {
+      // Fedora's CHECKSUM: the signature inside; only what it covers is read.
+      const output = posix.join(workDir, `signed-${randomBytes(4).toString('hex')}`);
+      try {
+        ({ fingerprint } = await verifySignedSums({ sums, output, keyring, runner: systemRunner }));
+        signedText = await fs.readFile(output, 'utf8');
+      } finally {
+        await fs.rm(output, { force: true });
+      }
+    } else {
+      let signature: string | undefined;
+      const tried: string[] = [];
+      for (const suffix of SIGNATURE_SUFFIXES) {
+        try {
+          signature = await fetchSmall(`${r.sums}${suffix}`, workDir, r.cwd, ca, log, signal);
+          break;
+        } catch (err) {
+          if (!(err instanceof IsoDownloadError || (err instanceof StiefelError && err.code === 'E_ISO_SUMS'))) throw err;
+          tried.push(`${posix.basename(r.sums!)}${suffix}`);
+        }
+      }
+      if (!signature) throw new StiefelError('E_ISO_SUMS', `no signature next to ${r.sums} (tried ${tried.join(', ')}; nor is it clear-signed): a checksum list without its signature proves nothing`);
+      if (isUrl(r.sums!)) fetched.push(signature);
+      ({ fingerprint } = await verifySignedSums({ sums, signature, keyring, runner: systemRunner }));
+      signedText = await fs.readFile(sums, 'utf8');
     }
+    const expected = sumFor(parseSha256Sums(signedText), isoName, posix.basename(r.sums!));
+    if (r.sha256 !== undefined && r.sha256 !== expected) {
+      throw new StiefelError('E_ISO_SHA256', `the --sha256 you gave (${r.sha256}) is not the one the signed list gives for ${isoName} (${expected}): nothing is booted`);
+    }
+    log.info(`${posix.basename(r.sums!)} is signed by ${fingerprint} (${posix.basename(keyring)}); it gives ${isoName} the SHA-256 ${expected}`);
+    return expected;
+  } finally {
+    // The list and its signature were only needed for this (files given by path stay).
+    for (const p of fetched) await fs.rm(p, { force: true });
   }
-  if (!signature) throw new StiefelError('E_ISO_SUMS', `no signature next to ${r.sums} (tried ${tried.join(', ')}): a checksum list without its signature proves nothing`);
-  const { fingerprint } = await verifySignedSums({ sums, signature, keyring, runner: systemRunner });
-  const expected = sumFor(parseSha256Sums(await fs.readFile(sums, 'utf8')), isoName, posix.basename(r.sums!));
-  if (r.sha256 !== undefined && r.sha256 !== expected) {
-    throw new StiefelError('E_ISO_SHA256', `the --sha256 you gave (${r.sha256}) is not the one the signed list gives for ${isoName} (${expected}): nothing is booted`);
-  }
-  log.info(`${posix.basename(r.sums!)} is signed by ${fingerprint} (${posix.basename(keyring)}); it gives ${isoName} the SHA-256 ${expected}`);
-  if (isUrl(r.sums!)) for (const p of [sums, signature]) await fs.rm(p, { force: true });
-  return expected;
 }
 
 export async function runIsoBoot(request: IsoBootRequest, ctx: { log: Logger; signal: AbortSignal }): Promise<IsoBootResult> {

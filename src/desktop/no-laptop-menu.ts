@@ -6,7 +6,7 @@
 
 export type MenuChoice =
   | { kind: 'look' }
-  | { kind: 'iso'; url: string; sha256?: string }
+  | { kind: 'iso'; url: string; sha256?: string; sums?: string }
   | { kind: 'url' }
   | { kind: 'usb' }
   | { kind: 'shell' };
@@ -21,11 +21,12 @@ const WIDTH = 80;
 /** Lines left for the config's ISOs once the heading, the fixed items and the prompt are drawn. */
 const MAX_ISO_ITEMS = 17;
 
-/** 'URL' or 'URL sha256:HEX' (config client.isos) as a choice. */
-export function isoItem(text: string): { url: string; sha256?: string } {
+/** 'URL', 'URL sha256:HEX' or 'URL sums:SUMS' (config client.isos) as a choice. */
+export function isoItem(text: string): { url: string; sha256?: string; sums?: string } {
   const [url, check] = text.trim().split(/\s+/);
-  const sha256 = check?.startsWith('sha256:') ? check.slice('sha256:'.length).toLowerCase() : undefined;
-  return sha256 ? { url: url!, sha256 } : { url: url! };
+  if (check?.startsWith('sha256:')) return { url: url!, sha256: check.slice('sha256:'.length).toLowerCase() };
+  if (check?.startsWith('sums:')) return { url: url!, sums: check.slice('sums:'.length) };
+  return { url: url! };
 }
 
 function fit(text: string, width: number): string {

@@ -19,7 +19,7 @@ export interface NoLaptopOptions {
   /** Draws on the console (stiefelOS copies it to every console). */
   print(text: string): void;
   /** Boots an ISO; returns only when it did not (the error says why). */
-  bootIso(request: Pick<IsoBootRequest, 'target' | 'sha256'>): Promise<void>;
+  bootIso(request: Pick<IsoBootRequest, 'target' | 'sha256' | 'sums'>): Promise<void>;
   runner: CommandRunner;
 }
 
@@ -69,7 +69,7 @@ export async function noLaptopMenu(o: NoLaptopOptions, ctx: { log: Logger; signa
         case 'shell':
           return 'shell';
         case 'iso':
-          await o.bootIso({ target: choice.url, sha256: choice.sha256 });
+          await o.bootIso({ target: choice.url, ...(choice.sha256 ? { sha256: choice.sha256 } : {}), ...(choice.sums ? { sums: choice.sums } : {}) });
           break;
         case 'url': {
           const url = await ask(o, 'URL of the ISO (https://…, or http://… with its SHA-256):', ctx.signal);

@@ -1,14 +1,25 @@
 // A distribution's signed checksum list: SHA256SUMS (GNU coreutils' lines,
 // `HEX  NAME` or `HEX *NAME`, as Debian and Ubuntu publish it; BSD's
 // `SHA256 (NAME) = HEX` too) and its detached OpenPGP signature
-// (SHA256SUMS.sign at Debian, SHA256SUMS.gpg at Ubuntu), checked with gpgv
-// against a keyring the user chose. The ISO's own SHA-256 is then taken
-// from the list, so a download is trusted as far as the keyring is.
+// (SHA256SUMS.sign at Debian, SHA256SUMS.gpg at Ubuntu), or one clear-signed
+// file (Fedora's CHECKSUM: the BSD lines inside an OpenPGP signed message),
+// checked with gpgv against a keyring the user chose. The ISO's own SHA-256
+// is then taken from the list (of a clear-signed one, from only the text
+// gpgv says the signature covers), so a download is trusted as far as the
+// keyring is.
 import { StiefelError } from '../errors';
 import type { CommandRunner } from '../disk/runner';
 
 /** Where the signature of SUMS is looked for, in this order (Debian's, Ubuntu's, an armored one). */
 export const SIGNATURE_SUFFIXES = ['.sign', '.gpg', '.asc'] as const;
+
+/** The first line of a clear-signed file (RFC 9580, section 7). */
+export const CLEARSIGNED_HEADER = '-----BEGIN PGP SIGNED MESSAGE-----';
+
+/** Pure: whether a checksum list carries its signature inside (Fedora's CHECKSUM), from its first line. */
+export function isClearSigned(text: string): boolean {
+  return text.split(/\r?\n/, 1)[0]!.trimEnd() === CLEARSIGNED_HEADER;
+}
 
 /** Pure: file name to SHA-256 (lower-case hex) from a checksum list; lines that are neither form are skipped. */
 export function parseSha256Sums(text: string): Map<string, string> {
@@ -41,11 +52,15 @@ export function validSignature(status: string): string | undefined {
 
 /**
  * Checks `signature` over `sums` with gpgv and only the keys in `keyring`
- * (a file of exported public keys, `gpg --export KEY > FILE`). Throws with
- * gpgv's reason when it does not verify.
+ * (a file of exported public keys, `gpg --export KEY > FILE`). Without a
+ * signature, `sums` is clear-signed: gpgv writes the text its signature
+ * covers to `output`, the only part to be read. Throws with gpgv's reason
+ * when it does not verify.
  */
-export async function verifySignedSums(o: { sums: string; signature: string; keyring: string; runner: CommandRunner }): Promise<{ fingerprint: string }> {
-  const r = await o.runner.run('gpgv', ['--status-fd', '1', '--keyring', o.keyring, o.signature, o.sums]).catch((err: Error) => ({ code: 127, stdout: '', stderr: err.message }));
+export async function verifySignedSums(o: { sums: string; signature?: string; output?: string; keyring: string; runner: CommandRunner }): Promise<{ fingerprint: string }> {
+  if (o.signature === undefined && o.output === undefined) throw new Error('verifySignedSums: a clear-signed list needs output');
+  const files = o.signature === undefined ? ['--output', o.output!, o.sums] : [o.signature, o.sums];
+  const r = await o.runner.run('gpgv', ['--status-fd', '1', '--keyring', o.keyring, ...files]).catch((err: Error) => ({ code: 127, stdout: '', stderr: err.message }));
   const fingerprint = r.code === 0 ? validSignature(r.stdout) : undefined;
   if (fingerprint) return { fingerprint };
   if (r.code === 127 && !r.stdout) throw new StiefelError('E_ISO_SIGNATURE', `gpgv is not here (${r.stderr.trim()}): install the gpgv package, or give --sha256 HEX instead of --sums`);

@@ -119,7 +119,7 @@ function detachSign(home: string, file: string, out: string): void {
   execFileSync('gpg', ['--homedir', home, '--batch', '--quiet', '--pinentry-mode', 'loopback', '--passphrase', '', '--yes', '--detach-sign', '-o', out, file]);
 }
 
-test('a signed SHA256SUMS (gpgv against the keyring) gives the checksum: a good signature boots; a changed list, another key, no signature, no listing, no keyring are refused before the ISO is fetched', async (t) => {
+test('a signed SHA256SUMS (gpgv against the keyring) gives the checksum: a good signature boots, detached or clear-signed (Fedora); a changed list, another key, no signature, no listing, a line outside the signature, no keyring are refused before the ISO is fetched', async (t) => {
   requireTool('gpg');
   requireTool('gpgv');
   const key = signingKey('cd');
@@ -139,7 +139,7 @@ test('a signed SHA256SUMS (gpgv against the keyring) gives the checksum: a good 
   const requests: string[] = [];
   const server = createServer((req, res) => {
     requests.push(req.url ?? '');
-    const [, d, name] = /^\/([a-z]+)\/([A-Za-z0-9._]+)$/.exec(req.url ?? '') ?? [];
+    const [, d, name] = /^\/([a-z-]+)\/([A-Za-z0-9._]+)$/.exec(req.url ?? '') ?? [];
     const file = name === 'mini.iso' ? iso : d && name ? join(web, d, name) : '';
     if (!file || !existsSync(file)) return void res.writeHead(404).end();
     res.writeHead(200, { 'content-length': statSync(file).size });
@@ -148,8 +148,8 @@ test('a signed SHA256SUMS (gpgv against the keyring) gives the checksum: a good 
   await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
   t.after(() => new Promise<void>((r) => server.close(() => r())));
   const base = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
-  const boot = (d: string, keyring = key.keyring, out = join(dir, `sums-${d}`)) =>
-    runCli(['iso', 'boot', `${base}/${d}/mini.iso`, '--sums', `${base}/${d}/SHA256SUMS`, '--keyring', keyring, '--no-kexec', '--out', out]);
+  const boot = (d: string, keyring = key.keyring, out = join(dir, `sums-${d}`), list = 'SHA256SUMS') =>
+    runCli(['iso', 'boot', `${base}/${d}/mini.iso`, '--sums', `${base}/${d}/${list}`, '--keyring', keyring, '--no-kexec', '--out', out]);
 
   const good = await boot('good');
   assert.equal(good.code, 0, good.stderr);
@@ -162,7 +162,7 @@ test('a signed SHA256SUMS (gpgv against the keyring) gives the checksum: a good 
   const refusals: Array<[string, string | undefined, RegExp]> = [
     ['changed', undefined, /the signature of the checksum list does not verify: the signature is bad \(the list was changed after it was signed\); nothing is booted$/],
     ['other', undefined, new RegExp(`the signature of the checksum list does not verify: it was not made by a key in ${key.keyring.replace(/[.]/g, '\\.')}; nothing is booted$`)],
-    ['unsigned', undefined, /no signature next to \S+\/unsigned\/SHA256SUMS \(tried SHA256SUMS\.sign, SHA256SUMS\.gpg, SHA256SUMS\.asc\): a checksum list without its signature proves nothing$/],
+    ['unsigned', undefined, /no signature next to \S+\/unsigned\/SHA256SUMS \(tried SHA256SUMS\.sign, SHA256SUMS\.gpg, SHA256SUMS\.asc; nor is it clear-signed\): a checksum list without its signature proves nothing$/],
     ['unlisted', undefined, /SHA256SUMS does not list mini\.iso \(it lists netinst\.iso\): give the checksum list of this ISO's directory$/],
     ['good', join(dir, 'no-such.gpg'), /a signed checksum list is checked against a keyring, and there is no \S+no-such\.gpg: give --keyring FILE/],
   ];
@@ -174,6 +174,34 @@ test('a signed SHA256SUMS (gpgv against the keyring) gives the checksum: a good 
     assert.match(r.stderr.trim().split('\n').at(-1)!, why, d);
     assert.ok(!existsSync(out), `${d}: nothing written`);
     assert.ok(!requests.some((u) => u.endsWith('/mini.iso')), `${d}: the ISO was not fetched`);
+  }
+
+  // Fedora's way: one clear-signed CHECKSUM file with BSD lines; only the signed text counts.
+  for (const d of ['fedora', 'fedora-changed', 'fedora-outside']) mkdirSync(join(web, d), { recursive: true });
+  const clearSign = (d: string, text: string): void => {
+    writeFileSync(join(web, d, 'plain'), text);
+    execFileSync('gpg', ['--homedir', key.home, '--batch', '--quiet', '--pinentry-mode', 'loopback', '--passphrase', '', '--yes', '--clearsign', '-o', join(web, d, 'CHECKSUM'), join(web, d, 'plain')]);
+  };
+  clearSign('fedora', `# mini.iso: ${statSync(iso).size} bytes\nSHA256 (mini.iso) = ${sha(iso)}\n`);
+  clearSign('fedora-changed', `SHA256 (mini.iso) = ${sha(iso)}\n`);
+  writeFileSync(join(web, 'fedora-changed', 'CHECKSUM'), readFileSync(join(web, 'fedora-changed', 'CHECKSUM'), 'utf8').replace(sha(iso), 'e'.repeat(64)));
+  // A line after the signature, outside what it covers, naming the ISO: not read.
+  clearSign('fedora-outside', `SHA256 (other.iso) = ${'0'.repeat(64)}\n`);
+  writeFileSync(join(web, 'fedora-outside', 'CHECKSUM'), `${readFileSync(join(web, 'fedora-outside', 'CHECKSUM'), 'utf8')}SHA256 (mini.iso) = ${sha(iso)}\n`);
+  const fedora = await boot('fedora', key.keyring, join(dir, 'sums-fedora'), 'CHECKSUM');
+  assert.equal(fedora.code, 0, fedora.stderr);
+  assert.match(fedora.stderr, new RegExp(`CHECKSUM is signed by ${key.fingerprint} \\(cd\\.gpg\\); it gives mini\\.iso the SHA-256 ${sha(iso)}`));
+  assert.ok(!requests.some((u) => /CHECKSUM\.(sign|gpg|asc)$/.test(u)), 'no detached signature looked for');
+  for (const [d, why] of [
+    ['fedora-changed', /the signature of the checksum list does not verify: the signature is bad \(the list was changed after it was signed\); nothing is booted$/],
+    ['fedora-outside', /CHECKSUM does not list mini\.iso \(it lists other\.iso\)/],
+  ] as const) {
+    requests.length = 0;
+    const out = join(dir, `refused-${d}`);
+    const r = await boot(d, key.keyring, out, 'CHECKSUM');
+    assert.equal(r.code, 1, `${d}: ${r.stderr}`);
+    assert.match(r.stderr.trim().split('\n').at(-1)!, why, d);
+    assert.ok(!existsSync(out) && !requests.some((u) => u.endsWith('/mini.iso')), `${d}: nothing fetched or written`);
   }
 
   // Files on a USB disk: the list and its signature beside it.

@@ -167,3 +167,12 @@ test('server.disk: a path (relative to the config) or PTUUID= and a partition-ta
   assert.equal(parseConfigText('server:\n  disk: laptop.img\n', '/srv/c.yaml').server.disk, '/srv/laptop.img');
   assert.match(err('server:\n  disk: PTUUID=xyz\n').message, /server\.disk must be PTUUID= and a partition-table id/);
 });
+
+test("client.isos: https alone, or with sha256: or a signed list's sums:; http only with one of the two", () => {
+  const H = 'c'.repeat(64);
+  const ok = parseConfigText(`client:\n  isos:\n    - https://a/x.iso\n    - "http://a/y.iso sha256:${H}"\n    - "http://a/F.iso sums:http://a/F-CHECKSUM"\n    - "https://a/d.iso sums:https://a/SHA256SUMS"\n`, F);
+  assert.equal(ok.client.isos.length, 4);
+  assert.match(err('client:\n  isos:\n    - http://a/y.iso\n').message, /client\.isos/);
+  assert.match(err('client:\n  isos:\n    - "http://a/y.iso sums:"\n').message, /client\.isos/);
+  assert.match(err('client:\n  isos:\n    - "https://a/y.iso md5:abc"\n').message, /client\.isos/);
+});

@@ -3,7 +3,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import fc from 'fast-check';
 import { StiefelError } from '../../src/errors';
-import { parseSha256Sums, sumFor, validSignature } from '../../src/iso/signed-sums';
+import { isClearSigned, parseSha256Sums, sumFor, validSignature } from '../../src/iso/signed-sums';
 
 const A = 'a'.repeat(64);
 const B = 'B'.repeat(64);
@@ -35,4 +35,13 @@ test("gpgv's status: a VALIDSIG line names the key; GOODSIG alone, or BADSIG, is
   assert.equal(validSignature('[GNUPG:] GOODSIG 89ABCDEF01234567 test\n'), undefined);
   assert.equal(validSignature('[GNUPG:] BADSIG 89ABCDEF01234567 test\n'), undefined);
   assert.equal(validSignature(`gpgv: [GNUPG:] VALIDSIG ${fpr}`), undefined, 'only at the start of a status line');
+});
+
+test("a clear-signed list (Fedora's CHECKSUM) is told from a plain one by its first line only", () => {
+  assert.equal(isClearSigned(`-----BEGIN PGP SIGNED MESSAGE-----\nHash: SHA256\n\nSHA256 (x.iso) = ${A}\n`), true);
+  assert.equal(isClearSigned('-----BEGIN PGP SIGNED MESSAGE-----\r\nHash: SHA256\r\n'), true);
+  assert.equal(isClearSigned(`${A}  x.iso\n`), false);
+  // Text before the header would be outside the signature: not taken as clear-signed (then a detached signature is needed).
+  assert.equal(isClearSigned(`SHA256 (x.iso) = ${A}\n-----BEGIN PGP SIGNED MESSAGE-----\n`), false);
+  assert.equal(isClearSigned(''), false);
 });

@@ -23,6 +23,8 @@ test('the menu fits 80x25 with the most ISOs it lists, and takes keys and Enter 
   assert.equal(parseChoice('', items), undefined);
   assert.equal(parseChoice('99', items), undefined);
   assert.deepEqual(isoItem('https://a/b.iso'), { url: 'https://a/b.iso' });
+  assert.deepEqual(isoItem('http://a/F.iso sums:http://a/F-CHECKSUM'), { url: 'http://a/F.iso', sums: 'http://a/F-CHECKSUM' });
+  assert.deepEqual(parseChoice('2', menuItems(['https://a/b.iso sums:https://a/SHA256SUMS'])), { kind: 'iso', url: 'https://a/b.iso', sums: 'https://a/SHA256SUMS' });
   assert.deepEqual(
     menuItems([]).map((i) => `${i.key} ${i.label}`),
     ['1 keep looking for the laptop', 'u boot an ISO from a URL (typed here)', 'f boot an ISO file from a USB disk', 's rescue shell'],
