@@ -5,7 +5,7 @@ import { configPath, loadConfig, parseConfigText, DEFAULT_CONFIG_PATH } from '..
 import { parsePairTarget } from '../desktop/pairing-client';
 import { readSecretFile } from '../crypto/secret-file';
 import { detectHandOff, kexecTools } from '../kexec/kexec';
-import { access } from 'node:fs/promises';
+import { access, readFile } from 'node:fs/promises';
 import { systemNetworkControl } from '../netif/interfaces';
 import { runBootClient } from '../desktop/client-role';
 import { ProgressReporter } from '../progress';
@@ -13,6 +13,7 @@ import { terminalAnswerer } from '../desktop/terminal-answerer';
 import { noLaptopMenu } from '../desktop/no-laptop';
 import { watchForKey } from '../desktop/key-watch';
 import { runIsoBoot, runningConsoles } from '../desktop/iso-source';
+import { pendingIsoBoot } from '../iso/pmem';
 import { systemRunner } from '../disk/runner';
 import { StiefelError, UsageError } from '../errors';
 
@@ -72,12 +73,28 @@ Examples:
     const answerer = terminalAnswerer();
     // The stick's stiefelOS shows a menu when no laptop answers for a while (not a PXE-booted one: it found its laptop already).
     const menuAfterMs = pair === undefined && (await pathExists(STIEFELOS_RELEASE)) ? config.client.menuAfterS * 1000 : 0;
+    // A stiefelOS restarted to keep a live ISO in RAM (iso boot by URL) goes on with that first.
+    let menuFirst: string | undefined;
+    const pending = menuAfterMs ? pendingIsoBoot(await readFile('/proc/cmdline', 'utf8').catch(() => '')) : undefined;
+    if (pending) {
+      try {
+        await runIsoBoot(
+          { target: pending.url, ...(pending.sha256 ? { sha256: pending.sha256 } : {}), entry: pending.entry, pmem: pending.region, cwd: ctx.cwd, consoles: await runningConsoles(), isTTY: ctx.isTTY, network: { interfaces: config.network.interfaces, exclude: config.network.exclude } },
+          { log: ctx.log.child('iso'), signal: ctx.signal },
+        );
+      } catch (err) {
+        if (ctx.signal.aborted) throw err;
+        ctx.log.warn(`not booted: ${(err as Error).message}`);
+        menuFirst = 'That did not boot (the reason is above; its RAM stays set aside). What now?';
+      }
+    }
     for (;;) {
       // A key pressed while it looks opens the menu at once.
       const menuKey = new AbortController();
       const keys = menuAfterMs ? watchForKey(CONSOLES, () => menuKey.abort(new StiefelError('E_MENU', 'a key was pressed'))) : undefined;
       if (keys) ctx.log.info(`press a key for the menu (it comes by itself after ${config.client.menuAfterS} s without a laptop)`);
       try {
+        if (menuFirst !== undefined) throw new StiefelError('E_MENU', menuFirst);
         await runBootClient(
           {
             config,
@@ -102,13 +119,13 @@ Examples:
         return;
       } catch (err) {
         const keyed = menuKey.signal.aborted && !ctx.signal.aborted;
-        if (!keyed && !(menuAfterMs && err instanceof StiefelError && err.code === 'E_DISCOVERY_TIMEOUT')) throw err;
+        if (menuFirst === undefined && !keyed && !(menuAfterMs && err instanceof StiefelError && err.code === 'E_DISCOVERY_TIMEOUT')) throw err;
       } finally {
         keys?.stop();
       }
       const outcome = await noLaptopMenu(
         {
-          why: menuKey.signal.aborted ? 'The menu, as asked (a key was pressed). What now?' : `No laptop answered within ${config.client.menuAfterS} s. What now?`,
+          why: menuFirst ?? (menuKey.signal.aborted ? 'The menu, as asked (a key was pressed). What now?' : `No laptop answered within ${config.client.menuAfterS} s. What now?`),
           isos: config.client.isos,
           answerer,
           print: (text) => process.stderr.write(`${text}\n`),
@@ -122,6 +139,7 @@ Examples:
         },
         { log: ctx.log, signal: ctx.signal },
       );
+      menuFirst = undefined;
       if (outcome === 'shell') {
         ctx.log.info('to the rescue shell, as asked');
         return;

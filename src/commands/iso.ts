@@ -26,10 +26,12 @@ resumes after a dropped connection, stays in RAM (a tmpfs) and must fit in
 it; its SHA-256 is checked before anything boots. ISOs that load whole
 into RAM (installers, Debian's netboot mini.iso) boot from a URL or a file.
 Live systems, whose initramfs looks for the ISO again after the kernel
-starts (Debian live, Ubuntu, Arch, Fedora), boot from a file on a disk:
-their initramfs is told its path there (findiso=, iso-scan/filename=,
-img_dev= img_loop=). A downloaded live ISO is refused: keeping it in RAM
-across kexec is not built yet.
+starts (Debian live, Ubuntu, Arch, Fedora): from a file on a disk, their
+initramfs is told its path there (findiso=, iso-scan/filename=, img_dev=
+img_loop=); by URL in stiefelOS, the menu is read over HTTP ranges first,
+stiefelOS restarts from its stick with RAM set aside (memmap=), downloads
+the ISO into it (/dev/pmem0) and kexecs the ISO's kernel with the same
+memmap= and the pmem modules from the ISO's own live system.
 
 Options:
   --json       inspect: print one JSON object on stdout (its fields are listed

@@ -11,8 +11,9 @@
 // initramfs looks for the ISO again after the kernel starts (Debian live,
 // Ubuntu casper, Arch, Fedora live) when the ISO is a file on a disk: their
 // initramfs is told its path there (findiso=, iso-scan/filename=, ...).
-// A live ISO in RAM (downloaded) is refused with the reason: keeping it
-// across kexec (webboot's pmem through memmap=) is not built yet.
+// A downloaded live ISO boots from RAM set aside across kexec (/dev/pmem0,
+// webboot's way: src/desktop/iso-pmem.ts); one in a tmpfs is refused with
+// the reason.
 import { promises as fs } from 'node:fs';
 import { posix } from 'node:path';
 import { StiefelError } from '../errors';
@@ -23,10 +24,16 @@ import { inspectIso, requireEntries, type IsoBootEntry, type IsoInspection } fro
 import { IsoImage } from '../iso/reader';
 import { distroRule, isoBootParameters, withIsoParameters } from '../iso/distro';
 import type { IsoLocation } from '../iso/iso-on-disk';
+import { memmapParameter, type PmemRegion } from '../iso/pmem';
+import { initrdPadding } from '../cpio/newc';
+import { readBzImageInfo } from '../image/bzimage';
+import { PMEM_INIT } from './iso-pmem';
 
 export interface IsoBootOptions {
   /** The ISO, in RAM or on a mounted disk. */
   iso: string;
+  /** How messages call it (the file name of a download); the ISO's own name by default. */
+  name?: string;
   /** 1-based, as `iso inspect` numbers them; the menu's default when omitted. */
   entry?: number;
   /** Words for the booted kernel's command line: the consoles stiefelOS runs on. */
@@ -40,6 +47,12 @@ export interface IsoBootOptions {
   maxFileBytes?: number;
   /** Where the booted kernel's initramfs can find the ISO file again (a file on a disk), or why it cannot. */
   location?: IsoLocation;
+  /**
+   * The ISO is in RAM set aside across kexec (/dev/pmem0): a live entry's
+   * kernel gets the same memmap= and, from `initrd`, the modules to see it
+   * (a cpio archive, empty when its kernel has them built in).
+   */
+  pmem?: { region: PmemRegion; initrd(entry: IsoBootEntry, release: string): Promise<Buffer> };
 }
 
 export interface IsoBootResult {
@@ -64,17 +77,19 @@ export function chooseEntry(entries: readonly IsoBootEntry[], wanted: number | u
  * instead; returns the parameters that tell a live entry's initramfs where
  * the ISO file is (none for entries that load whole into RAM).
  */
-export function checkBootable(entry: IsoBootEntry, file: string, location?: IsoLocation): string[] {
+export function checkBootable(entry: IsoBootEntry, file: string, location?: IsoLocation, keptInRam = false): string[] {
   if (!entry.kernelExists) throw new StiefelError('E_ISO_ENTRY', `entry ${entry.number} of ${file} names the kernel ${entry.kernel}, which is not on the ISO`);
   if (entry.initrds.length === 0) throw new StiefelError('E_ISO_ENTRY', `entry ${entry.number} of ${file} has no initrd; booting a kernel alone is not supported`);
   const missing = entry.initrds.filter((i) => !i.exists).map((i) => i.path);
   if (missing.length) throw new StiefelError('E_ISO_ENTRY', `entry ${entry.number} of ${file} names the initrd ${missing.join(', ')}, which is not on the ISO`);
   const rule = distroRule(entry.distro);
   if (!rule || rule.parameters.length === 0) return [];
+  // On /dev/pmem0 the ISO is a block device of its own, found as a CD would be.
+  if (keptInRam) return [];
   if (location?.found) return isoBootParameters(entry.distro, location.path, { device: location.byId ?? location.device });
   throw new StiefelError(
     'E_ISO_LIVE',
-    `entry ${entry.number} of ${file} is ${rule.name}: its initramfs (${rule.finder}) looks for the ISO file again once the kernel runs, ${location ? `and ${location.why}` : 'and this ISO is not a file on a disk'}; copy the ISO to a USB disk and boot it from there (menu item f), or use the distribution's netboot or installer image, which loads whole into RAM (keeping a download across kexec is not built yet)`,
+    `entry ${entry.number} of ${file} is ${rule.name}: its initramfs (${rule.finder}) looks for the ISO file again once the kernel runs, ${location ? `and ${location.why}` : 'and this ISO is not a file on a disk'}; copy the ISO to a USB disk and boot it from there (menu item f), or boot it by URL in stiefelOS from a server that answers byte ranges (it then stays in RAM across kexec)`,
   );
 }
 
@@ -97,9 +112,10 @@ export async function bootIso(o: IsoBootOptions, ctx: { log: Logger; signal?: Ab
     const inspection = await inspectIso(source);
     const entries = requireEntries(inspection);
     const entry = chooseEntry(entries, o.entry, o.iso);
-    const finder = checkBootable(entry, o.iso, o.location);
-    const cmdline = withIsoParameters(isoCmdline(entry.cmdline, o.consoles), finder);
-    log.info(`booting entry ${entry.number} of ${posix.basename(o.iso)}: ${entry.title} (${inspection.distro.name})`);
+    const finder = checkBootable(entry, o.iso, o.location, o.pmem !== undefined);
+    const live = (distroRule(entry.distro)?.parameters.length ?? 0) > 0;
+    let cmdline = withIsoParameters(isoCmdline(entry.cmdline, o.consoles), finder);
+    log.info(`booting entry ${entry.number} of ${o.name ?? posix.basename(o.iso)}: ${entry.title} (${inspection.distro.name})`);
     if (finder.length && o.location?.found) log.info(`its initramfs (${distroRule(entry.distro)!.finder}) finds the ISO again as ${o.location.path} on ${o.location.device}: ${finder.join(' ')}`);
 
     // The kernel and the initrds, concatenated (the kernel unpacks them in order).
@@ -114,10 +130,27 @@ export async function bootIso(o: IsoBootOptions, ctx: { log: Logger; signal?: Ab
     const paths = { kernel: posix.join(dir, 'vmlinuz'), initrd: posix.join(dir, 'initrd.img'), cmdline: posix.join(dir, 'cmdline') };
     const partial = (p: string): string => `${p}.partial`;
     try {
-      await fs.writeFile(partial(paths.kernel), await read(entry.kernel));
+      const kernel = await read(entry.kernel);
+      await fs.writeFile(partial(paths.kernel), kernel);
       const fh = await fs.open(partial(paths.initrd), 'w');
       try {
-        for (const i of entry.initrds) await fh.write(await read(i.path));
+        let size = 0;
+        for (const i of entry.initrds) size += (await fh.write(await read(i.path))).bytesWritten;
+        if (o.pmem && live) {
+          // The kernel needs the same region set aside, and the modules to see it.
+          let release: string;
+          try {
+            release = readBzImageInfo(kernel.subarray(0, 65536)).release;
+          } catch (err) {
+            throw new StiefelError('E_ISO_ENTRY', `${entry.kernel} on ${o.iso} is not an x86 kernel stiefelOS can read the release of: ${(err as Error).message}`, { cause: err });
+          }
+          const extra = await o.pmem.initrd(entry, release);
+          if (extra.length) {
+            await fh.write(Buffer.concat([initrdPadding(size), extra]));
+            cmdline = `${cmdline} rdinit=${PMEM_INIT}`;
+          }
+          cmdline = `${cmdline} ${memmapParameter(o.pmem.region)}`;
+        }
       } finally {
         await fh.close();
       }

@@ -9,17 +9,23 @@ import { tmpdir } from 'node:os';
 import { posix, resolve } from 'node:path';
 import { StiefelError } from '../errors';
 import type { Logger } from '../log';
-import { detectHandOff, kexecTools } from '../kexec/kexec';
+import { detectHandOff, kexecTools, type Kexec } from '../kexec/kexec';
 import { systemRunner } from '../disk/runner';
 import { systemNetworkControl, watchInterfaces, type InterfaceSelection } from '../netif/interfaces';
 import { dhcpOnAnyLink } from '../netif/dhcp-client';
 import { downloadIso } from '../iso/download';
 import { ProgressReporter } from '../progress';
-import { bootIso, type IsoBootResult } from './iso-boot';
+import { bootIso, chooseEntry, type IsoBootResult } from './iso-boot';
 import { IsoDownloadError } from '../iso/download';
 import { isClearSigned, parseSha256Sums, SIGNATURE_SUFFIXES, sumFor, verifySignedSums } from '../iso/signed-sums';
 import { CA_BUNDLE, ISO_KEYRING } from '../image/build';
 import { locateIsoFile, parseMountinfo, type IsoLocation } from '../iso/iso-on-disk';
+import { choosePmemRegion, parseIomemRam, type PmemRegion } from '../iso/pmem';
+import { openHttpIsoSource } from '../iso/http-source';
+import type { OpenedIsoSource } from '../iso/file-source';
+import { inspectIso, requireEntries, type IsoBootEntry } from '../iso/inspect';
+import { distroRule } from '../iso/distro';
+import { pmemDevice, pmemInitrd, restartWithRegion } from './iso-pmem';
 
 /** stiefelOS's /init marks it; there the ISO goes to a tmpfs and kexec is direct. */
 const STIEFELOS_RELEASE = '/etc/stiefelos/release';
@@ -40,6 +46,8 @@ export interface IsoBootRequest {
   isTTY: boolean;
   /** Which links DHCP may use (config network.interfaces, network.exclude); every one by default. */
   network?: InterfaceSelection;
+  /** The RAM set aside for the ISO (a restarted stiefelOS): downloaded into /dev/pmem0, kept there across kexec. */
+  pmem?: PmemRegion;
 }
 
 /** The consoles this system runs on (console= of its command line), for the booted kernel. */
@@ -94,6 +102,35 @@ async function locationOf(iso: string): Promise<IsoLocation> {
   const r = await systemRunner.run('blkid', ['-o', 'value', '-s', 'UUID', location.device]);
   const uuid = r.code === 0 ? r.stdout.trim() : '';
   return /^[0-9A-Za-z-]+$/.test(uuid) ? { ...location, byId: `/dev/disk/by-uuid/${uuid}` } : location;
+}
+
+/**
+ * Before a download in stiefelOS: reads the ISO's menus over HTTP ranges;
+ * when the entry to boot is a live system, restarts stiefelOS with RAM set
+ * aside for it (never returns then). A server without ranges, or an ISO
+ * that needs nothing, goes on to the download as before.
+ */
+async function restartIfLive(r: IsoBootRequest, ca: Buffer | undefined, kexec: Kexec, log: Logger, signal: AbortSignal): Promise<void> {
+  let entry: IsoBootEntry;
+  let size: number;
+  let remote: OpenedIsoSource | undefined;
+  try {
+    remote = await openHttpIsoSource(r.target, { ...(ca ? { ca } : {}), signal });
+    const inspection = await inspectIso(remote);
+    entry = chooseEntry(requireEntries(inspection), r.entry, posix.basename(new URL(r.target).pathname));
+    size = remote.size;
+  } catch (err) {
+    if (signal.aborted) throw err;
+    log.info(`could not look into the ISO before its download (${(err as Error).message}); downloading it into RAM`);
+    return;
+  } finally {
+    await remote?.close();
+  }
+  const rule = distroRule(entry.distro);
+  if (!rule || rule.parameters.length === 0) return;
+  const region = choosePmemRegion(parseIomemRam(await fs.readFile('/proc/iomem', 'utf8')), size);
+  log.info(`entry ${entry.number} is ${rule.name}, which looks for its ISO again once it runs: the ISO stays in RAM across kexec (webboot's way)`);
+  await restartWithRegion({ url: r.target, ...(r.sha256 ? { sha256: r.sha256 } : {}), entry: entry.number, region }, kexec, { log, runner: systemRunner, signal });
 }
 
 const isUrl = (t: string): boolean => /^https?:\/\//i.test(t);
@@ -205,15 +242,18 @@ export async function runIsoBoot(request: IsoBootRequest, ctx: { log: Logger; si
       throw new StiefelError('E_ISO_URL', 'an ISO over plain HTTP needs --sha256 HEX or a signed --sums (nothing else proves it is the one you meant)');
     }
     const name = posix.basename(url.pathname).replace(/[^A-Za-z0-9._-]/g, '_') || 'download.iso';
-    iso = posix.join(workDir, name);
+    // A live ISO in stiefelOS: restart with RAM set aside for it, then download it there.
+    if (inStiefelOs && r.outDir === undefined && r.pmem === undefined) await restartIfLive(r, ca, kexec, log, signal);
+    iso = r.pmem ? await pmemDevice(r.pmem, { log, runner: systemRunner, signal }) : posix.join(workDir, name);
     let progress: ProgressReporter | undefined;
     const got = await downloadIso(
       {
         url: r.target,
         ...(ca ? { ca } : {}),
         dest: iso,
+        inPlace: r.pmem !== undefined,
         sha256: r.sha256,
-        maxBytes: await roomFor(workDir, inStiefelOs),
+        maxBytes: r.pmem ? r.pmem.size : await roomFor(workDir, inStiefelOs),
         signal,
         onProgress: ({ received, total }) => {
           progress ??= new ProgressReporter({ write: (line) => log.info(line), tty: r.isTTY, label: 'downloading' });
@@ -222,8 +262,8 @@ export async function runIsoBoot(request: IsoBootRequest, ctx: { log: Logger; si
       },
       { log: log.child('download') },
     );
-    downloaded = true;
-    log.info(`downloaded ${name}: ${(got.bytes / 1e6).toFixed(1)} MB in ${got.seconds.toFixed(1)} s${got.resumed ? `, resumed ${got.resumed} times` : ''}; SHA-256 ${got.sha256}${r.sha256 ? ' (as given)' : ''}`);
+    downloaded = r.pmem === undefined;
+    log.info(`downloaded ${name}${r.pmem ? ` into the RAM set aside (${iso})` : ''}: ${(got.bytes / 1e6).toFixed(1)} MB in ${got.seconds.toFixed(1)} s${got.resumed ? `, resumed ${got.resumed} times` : ''}; SHA-256 ${got.sha256}${r.sha256 ? ' (as given)' : ''}`);
   } else {
     iso = resolve(r.cwd, r.target);
     if (r.sha256 !== undefined) {
@@ -235,7 +275,12 @@ export async function runIsoBoot(request: IsoBootRequest, ctx: { log: Logger; si
     location = await locationOf(iso);
   }
   try {
-    return await bootIso({ iso, entry: r.entry, consoles: r.consoles, workDir, outDir: r.outDir, kexec, location }, ctx);
+    const region = r.pmem;
+    const pmem = region && {
+      region,
+      initrd: (entry: IsoBootEntry, release: string) => pmemInitrd({ isoDevice: iso, distro: entry.distro, release, workDir: posix.join(workDir, 'pmem') }, { log, runner: systemRunner, signal }),
+    };
+    return await bootIso({ iso, ...(pmem ? { name: isoName, pmem } : {}), entry: r.entry, consoles: r.consoles, workDir, outDir: r.outDir, kexec, location }, ctx);
   } finally {
     // An ISO downloaded into RAM goes when it did not boot (or was only written out).
     if (downloaded) await fs.rm(iso, { force: true });

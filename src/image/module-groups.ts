@@ -52,6 +52,14 @@ export const MODULE_GROUPS: readonly ModuleGroup[] = [
     names: ['vfat', 'msdos', 'nls_cp437', 'nls_iso8859_1', 'nls_utf8', 'nls_ascii', 'ext4', 'xfs', 'btrfs', 'efivarfs'],
   },
   {
+    name: 'iso',
+    // Booting a distribution's ISO: ISO files on USB disks and CDs, the live
+    // system inside one (its kernel's pmem modules come from there), and the
+    // RAM set aside across kexec for a downloaded live ISO (memmap=, as
+    // /dev/pmem0 through nd_e820 and nd_pmem).
+    names: ['isofs', 'squashfs', 'nd_e820', 'nd_pmem'],
+  },
+  {
     name: 'device-mapper',
     // LVM's linear and striped volumes are in dm_mod; snapshots and thin pools
     // are common enough to carry. RAID volumes would pull in the whole md stack.

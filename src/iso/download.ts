@@ -33,6 +33,8 @@ export interface DownloadOptions {
   ca?: string | Buffer;
   /** A checksum list or its signature: proven by the signature, so plain HTTP needs no sha256. */
   signed?: boolean;
+  /** dest is a block device (the RAM set aside for the ISO, /dev/pmem0): written from its start, never created, truncated, renamed or removed. */
+  inPlace?: boolean;
 }
 
 export interface Downloaded {
@@ -162,11 +164,12 @@ class PartialFile {
   private constructor(
     readonly path: string,
     readonly fh: FileHandle,
+    readonly inPlace: boolean,
   ) {}
 
-  static async create(path: string): Promise<PartialFile> {
+  static async create(path: string, inPlace = false): Promise<PartialFile> {
     try {
-      return new PartialFile(path, await fs.open(path, 'w', 0o600));
+      return new PartialFile(path, await fs.open(path, inPlace ? 'r+' : 'w', 0o600), inPlace);
     } catch (err) {
       throw new IsoDownloadError('E_ISO_WRITE', `cannot write ${path}: ${isErrnoException(err) ? describeErrno(err) : String(err)}`, { cause: err });
     }
@@ -191,7 +194,7 @@ class PartialFile {
 
   /** Back to an empty file and a fresh hash: the server sends the file from its start. */
   async restart(): Promise<void> {
-    await this.fh.truncate(0);
+    if (!this.inPlace) await this.fh.truncate(0);
     this.#hash = createHash('sha256');
     this.position = 0;
   }
@@ -490,10 +493,10 @@ export async function downloadIso(o: DownloadOptions, ctx: { log: Logger }): Pro
   const checked = checkOptions(o);
   const started = performance.now();
   const retries = o.retries ?? DEFAULT_RETRIES;
-  const partial = `${o.dest}.partial`;
+  const partial = o.inPlace ? o.dest : `${o.dest}.partial`;
   // An older file at dest must not pass for this download, and on a tmpfs it holds the RAM this one needs.
-  await fs.rm(o.dest, { force: true });
-  const file = await PartialFile.create(partial);
+  if (!o.inPlace) await fs.rm(o.dest, { force: true });
+  const file = await PartialFile.create(partial, o.inPlace);
   const t = new Transfer(o, checked, file, ctx.log);
   try {
     let failures = 0;
@@ -525,13 +528,13 @@ export async function downloadIso(o: DownloadOptions, ctx: { log: Logger }): Pro
     if (t.sha256 !== undefined && sha256 !== t.sha256) {
       throw new IsoDownloadError('E_ISO_CHECKSUM', `the ISO from ${shown(t.url)} has SHA-256 ${sha256}, not the ${t.sha256} you gave: nothing is booted`);
     }
-    await fs.rename(partial, o.dest);
+    if (!o.inPlace) await fs.rename(partial, o.dest);
     const result = { path: o.dest, bytes: file.position, sha256, resumed: t.resumed, seconds: (performance.now() - started) / 1000 };
     ctx.log.debug(`${result.bytes} bytes in ${result.seconds.toFixed(1)} s, resumed ${result.resumed} times, SHA-256 ${sha256}`);
     return result;
   } catch (err) {
     await file.fh.close().catch(() => {});
-    await fs.rm(partial, { force: true });
+    if (!o.inPlace) await fs.rm(partial, { force: true });
     throw err;
   }
 }

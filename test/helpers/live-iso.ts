@@ -5,9 +5,13 @@
 // is the root in /live/filesystem.squashfs: instead of a whole desktop, a
 // busybox whose /sbin/init says on the console that it runs, with the
 // command line and the mounts live-boot left (so a test sees how the ISO
-// was found), then powers off. BIOS-bootable with isolinux, as Debian's.
+// was found), then powers off. Of the kernel's modules it holds what a
+// live system's /lib/modules has for nvdimm (the drivers/nvdimm modules
+// and the modules.* index files), which stiefelOS takes from there to keep
+// a downloaded ISO in RAM; the rest would only make the download longer.
+// BIOS-bootable with isolinux, as Debian's.
 import { execFileSync } from 'node:child_process';
-import { chmodSync, copyFileSync, mkdirSync, readdirSync, writeFileSync } from 'node:fs';
+import { chmodSync, copyFileSync, cpSync, mkdirSync, readdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { debianBase, type DebianBaseOptions } from './debian-chroot';
 import { isolinuxIso, ISOLINUX_BIN, LDLINUX } from './mini-iso';
@@ -54,6 +58,11 @@ export async function makeLiveIso(dir: string, cacheDir: string, log?: (line: st
   // etc/network: live-boot writes the interfaces file there.
   for (const d of ['bin', 'sbin', 'proc', 'sys', 'dev', 'run', 'tmp', 'etc/network']) mkdirSync(join(root, d), { recursive: true });
   copyFileSync(BUSYBOX, join(root, 'bin', 'busybox'));
+  const modules = join(base, 'lib', 'modules', release);
+  const liveModules = join(root, 'lib', 'modules', release);
+  mkdirSync(join(liveModules, 'kernel', 'drivers'), { recursive: true });
+  for (const f of readdirSync(modules).filter((n) => n.startsWith('modules.'))) copyFileSync(join(modules, f), join(liveModules, f));
+  cpSync(join(modules, 'kernel', 'drivers', 'nvdimm'), join(liveModules, 'kernel', 'drivers', 'nvdimm'), { recursive: true });
   writeFileSync(join(root, 'sbin', 'init'), LIVE_INIT);
   chmodSync(join(root, 'sbin', 'init'), 0o755);
   writeFileSync(join(root, 'etc', 'hostname'), 'debian-live-test\n');
