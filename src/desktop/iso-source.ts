@@ -230,7 +230,10 @@ export async function runIsoBoot(request: IsoBootRequest, ctx: { log: Logger; si
 
   let iso: string;
   let downloaded = false;
-  let location: IsoLocation = { found: false, why: 'it was downloaded into RAM (a tmpfs), where the ISO\'s kernel cannot see it' };
+  let location: IsoLocation = {
+    found: false,
+    why: inStiefelOs ? "it was downloaded into RAM (a tmpfs), where the ISO's kernel cannot see it" : 'it was downloaded to a temporary file, which is gone before that kernel starts (download it to a disk first and give its path)',
+  };
   if (/^https?:\/\//i.test(r.target)) {
     let url: URL;
     try {
