@@ -163,7 +163,14 @@ stiefel_main() {
 	[ -n "$STIEFEL_NBD_EXPORT" ] && set -- "$@" -N "$STIEFEL_NBD_EXPORT"
 	# Several connections (server.nbd.connections; the server advertises
 	# CAN_MULTI_CONN): the kernel's block layer gives each CPU's requests to one.
-	[ "${STIEFEL_NBD_CONNECTIONS:-1}" -gt 1 ] && set -- "$@" -C "$STIEFEL_NBD_CONNECTIONS"
+	# With more than one, the kernel's NBD driver counts a request that waits
+	# past the block layer's timeout (30 s when none is set) as a dead
+	# connection and fails it once all are "dead" (nbd_xmit_timeout): a pulled
+	# cable, or a 30 s stall, would be I/O errors. With one connection and no
+	# timeout it waits for ever. So with several: a day.
+	if [ "${STIEFEL_NBD_CONNECTIONS:-1}" -gt 1 ]; then
+		set -- "$@" -C "$STIEFEL_NBD_CONNECTIONS" -t "${STIEFEL_NBD_TIMEOUT_S:-86400}"
+	fi
 	stiefel_say "attaching $STIEFEL_NBD_DEVICE from $host port $STIEFEL_NBD_PORT (connections: ${STIEFEL_NBD_CONNECTIONS:-1})"
 	tries=0
 	until nbd-client "$@"; do
@@ -183,7 +190,9 @@ stiefel_main() {
 	for _p in /sys/block/nbd0/nbd0p*; do
 		[ -e "$_p" ] && parts="$parts ${_p##*/}"
 	done
-	stiefel_say "$STIEFEL_NBD_DEVICE attached: $(($(cat /sys/block/nbd0/size) / 2048)) MiB, partitions:${parts:- none}"
+	timeout=
+	[ "${STIEFEL_NBD_CONNECTIONS:-1}" -gt 1 ] && timeout="; requests wait up to $(($(cat /sys/block/nbd0/queue/io_timeout 2>/dev/null || echo 0) / 1000)) s"
+	stiefel_say "$STIEFEL_NBD_DEVICE attached: $(($(cat /sys/block/nbd0/size) / 2048)) MiB, partitions:${parts:- none}$timeout"
 	# For the goodbye at the very end of shutdown (systemd-shutdown's hook):
 	# /run survives the switch to the real root, and the token stays root-only.
 	if [ -n "$STIEFEL_GOODBYE_TOKEN" ]; then

@@ -128,6 +128,8 @@ export interface EndToEndResult {
   bench?: { read: string; write: string; readPair: string };
   /** The MTUs of the desktop's link to the laptop and of its tunnel, as the laptop OS saw them ("9000 8920"). */
   desktopMtu: string;
+  /** With several disk connections: how long the desktop's kernel lets a request wait (the attach script's line), in seconds. */
+  diskRequestTimeoutS: number | undefined;
   /** The address the disk was served to, as the server saw it. */
   diskPeer: string;
   /** The disk connections the laptop admitted (each from diskPeer). */
@@ -506,16 +508,16 @@ export async function runEndToEnd(options: EndToEndOptions): Promise<EndToEndRes
       // Firmware, iPXE's DHCP (from the laptop's dnsmasq), the script, stiefelOS over HTTP.
       await stage('PXE', client, /Linux version \d/, 240);
       await stage('stiefelOS boot', client, /looking for the laptop at fe80::\S+ on .*\(it PXE-booted this desktop\)/, 180);
-      if (options.untilClient) return { token, stages, totalSeconds: (Date.now() - clientStart) / 1000, diskPeer: '', diskConnections: 0, desktopMtu: '' };
+      if (options.untilClient) return { token, stages, totalSeconds: (Date.now() - clientStart) / 1000, diskPeer: '', diskConnections: 0, desktopMtu: '', diskRequestTimeoutS: undefined };
       await pairByKeyboard(client, code, scale, log);
       await stage('pairing', client, /found the laptop '.*' at (\S+) on (\S+) after/, 120);
     } else {
       await stage('stiefelOS boot', client, /looking for the laptop on/, 120);
-      if (options.untilClient) return { token, stages, totalSeconds: (Date.now() - clientStart) / 1000, diskPeer: '', diskConnections: 0, desktopMtu: '' };
+      if (options.untilClient) return { token, stages, totalSeconds: (Date.now() - clientStart) / 1000, diskPeer: '', diskConnections: 0, desktopMtu: '', diskRequestTimeoutS: undefined };
       await stage('discovery', client, /found the laptop '.*' at (\S+) on (\S+) after/, 120);
     }
     await stage('payload', client, /payload verified: .*/, 180);
-    if (options.untilPayload) return { token, stages, totalSeconds: (Date.now() - clientStart) / 1000, diskPeer: '', diskConnections: 0, desktopMtu: '' };
+    if (options.untilPayload) return { token, stages, totalSeconds: (Date.now() - clientStart) / 1000, diskPeer: '', diskConnections: 0, desktopMtu: '', diskRequestTimeoutS: undefined };
     const kexecAt = client.console.length;
     await stage('kexec', client, /Linux version \d/, 120, kexecAt);
     await stage('laptop OS initramfs', client, /stiefelsystem: \/dev\/nbd0 attached/, 180, kexecAt);
@@ -524,6 +526,8 @@ export async function runEndToEnd(options: EndToEndOptions): Promise<EndToEndRes
     log(`marker ${marker[1]} reached ${totalSeconds.toFixed(1)} s after the desktop started`);
 
     const desktopMtu = /STIEFEL-E2E-MTU (.*)/.exec(client.console)?.[1]?.trim() ?? '';
+    const waits = /attached: .*; requests wait up to (\d+) s/.exec(client.console)?.[1];
+    const diskRequestTimeoutS = waits === undefined ? undefined : Number(waits);
     let bench: EndToEndResult['bench'];
     if (options.bench) {
       const read = /STIEFEL-E2E-BENCH read (.*)/.exec(client.console)?.[1] ?? '';
@@ -547,7 +551,7 @@ export async function runEndToEnd(options: EndToEndOptions): Promise<EndToEndRes
       if (found?.trim() !== token) throw new Error(`the laptop's disk lost the marker written before the cut (found ${JSON.stringify(found)})`);
       cut.onDisk = await recordsOnDisk(disk, laptop.root);
       if (cable) cable.onDisk = cut.onDisk;
-      return { token, stages, totalSeconds, diskPeer: peer, diskConnections, cable, powerCut: cut, desktopMtu };
+      return { token, stages, totalSeconds, diskPeer: peer, diskConnections, cable, powerCut: cut, desktopMtu, diskRequestTimeoutS };
     }
 
     // The laptop OS powers the desktop off, saying goodbye as its last step;
@@ -571,7 +575,7 @@ export async function runEndToEnd(options: EndToEndOptions): Promise<EndToEndRes
     if (cable) {
       cable.onDisk = await recordsOnDisk(disk, laptop.root);
     }
-    return { token, stages, totalSeconds, bench, diskPeer: peer, diskConnections, cable, desktopMtu };
+    return { token, stages, totalSeconds, bench, diskPeer: peer, diskConnections, cable, desktopMtu, diskRequestTimeoutS };
   } catch (err) {
     for (const vm of vms) {
       log(`--- last lines of the ${vm.name} console ---\n${vm.tail(40)}`);

@@ -49,6 +49,7 @@ test(`the cable pulled for ${OFF_SECONDS} s while the laptop OS writes: its I/O 
   assert.match(result.diskPeer, /^fd[0-9a-f]{2}:[0-9a-f:]+$/);
   assert.equal(result.desktopMtu, '1500 1420', "the MTUs of the desktop's link and tunnel: Ethernet's, and WireGuard's default");
   assert.equal(result.diskConnections, 1, 'one disk connection, kept through the pull (no reconnect)');
+  assert.equal(result.diskRequestTimeoutS, undefined, 'one connection: no request timeout, the kernel waits');
   console.log(`[e2e cable] ${result.stages.map((s) => `${s.name} ${s.seconds.toFixed(1)} s`).join(', ')}; total ${result.totalSeconds.toFixed(1)} s`);
   const cable = result.cable!;
   console.log(`[e2e cable] ${JSON.stringify({ ...cable, onDisk: `${cable.onDisk.length} records` })}`);

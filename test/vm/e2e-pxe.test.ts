@@ -47,6 +47,8 @@ for (const [family, desktopBoot] of [['dracut', 'bios-pxe'], ['initramfs-tools',
       assert.match(result.diskPeer, /^fd[0-9a-f]{2}:[0-9a-f:]+$/);
       assert.equal(result.desktopMtu, '9000 8920', "the MTUs of the desktop's link and tunnel");
       assert.equal(result.diskConnections, 2, 'the desktop opened two connections to the disk (nbd-client -C 2), both admitted');
+      // With several connections the kernel fails a request that waits past its timeout: the attach script sets a day.
+      assert.equal(result.diskRequestTimeoutS, 86400, "the desktop kernel's request timeout (/sys/block/nbd0/queue/io_timeout)");
     }
     console.log(`[e2e pxe ${family} ${firmware}] ${result.stages.map((s) => `${s.name} ${s.seconds.toFixed(1)} s`).join(', ')}; total ${result.totalSeconds.toFixed(1)} s`);
   });
