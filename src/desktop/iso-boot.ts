@@ -22,7 +22,7 @@ import type { Kexec } from '../kexec/kexec';
 import { openIsoFile } from '../iso/file-source';
 import { inspectIso, requireEntries, type IsoBootEntry, type IsoInspection } from '../iso/inspect';
 import { IsoImage } from '../iso/reader';
-import { distroRule, isoBootParameters, withIsoParameters } from '../iso/distro';
+import { distroRule, isoBootParameters, liveRule, withIsoParameters } from '../iso/distro';
 import type { IsoLocation } from '../iso/iso-on-disk';
 import { memmapParameter, type PmemRegion } from '../iso/pmem';
 import { initrdPadding } from '../cpio/newc';
@@ -82,8 +82,8 @@ export function checkBootable(entry: IsoBootEntry, file: string, location?: IsoL
   if (entry.initrds.length === 0) throw new StiefelError('E_ISO_ENTRY', `entry ${entry.number} of ${file} has no initrd; booting a kernel alone is not supported`);
   const missing = entry.initrds.filter((i) => !i.exists).map((i) => i.path);
   if (missing.length) throw new StiefelError('E_ISO_ENTRY', `entry ${entry.number} of ${file} names the initrd ${missing.join(', ')}, which is not on the ISO`);
-  const rule = distroRule(entry.distro);
-  if (!rule || rule.parameters.length === 0) return [];
+  const rule = liveRule(entry.distro);
+  if (!rule) return [];
   // On /dev/pmem0 the ISO is a block device of its own, found as a CD would be.
   if (keptInRam) return [];
   if (location?.found) return isoBootParameters(entry.distro, location.path, { device: location.byId ?? location.device });
@@ -113,7 +113,6 @@ export async function bootIso(o: IsoBootOptions, ctx: { log: Logger; signal?: Ab
     const entries = requireEntries(inspection);
     const entry = chooseEntry(entries, o.entry, o.iso);
     const finder = checkBootable(entry, o.iso, o.location, o.pmem !== undefined);
-    const live = (distroRule(entry.distro)?.parameters.length ?? 0) > 0;
     let cmdline = withIsoParameters(isoCmdline(entry.cmdline, o.consoles), finder);
     log.info(`booting entry ${entry.number} of ${o.name ?? posix.basename(o.iso)}: ${entry.title} (${inspection.distro.name})`);
     if (finder.length && o.location?.found) log.info(`its initramfs (${distroRule(entry.distro)!.finder}) finds the ISO again as ${o.location.path} on ${o.location.device}: ${finder.join(' ')}`);
@@ -136,7 +135,7 @@ export async function bootIso(o: IsoBootOptions, ctx: { log: Logger; signal?: Ab
       try {
         let size = 0;
         for (const i of entry.initrds) size += (await fh.write(await read(i.path))).bytesWritten;
-        if (o.pmem && live) {
+        if (o.pmem && liveRule(entry.distro)) {
           // The kernel needs the same region set aside, and the modules to see it.
           let release: string;
           try {

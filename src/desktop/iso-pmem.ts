@@ -109,12 +109,12 @@ async function readModule(path: string, work: string, runner: CommandRunner): Pr
   if (path.endsWith('.ko.gz')) return gunzipSync(await fs.readFile(path));
   // xz and zstd: busybox and zstd decompress a copy (the squashfs is read-only).
   const copy = posix.join(work, posix.basename(path));
-  await fs.copyFile(path, copy);
-  const [tool, args] = path.endsWith('.ko.xz') ? ['busybox', ['unxz', '-f', copy]] : path.endsWith('.ko.zst') ? ['zstd', ['-d', '-q', '-f', '--rm', copy]] : ['', []];
-  if (!tool) throw new StiefelError('E_ISO_PMEM', `cannot read the module ${posix.basename(path)} (compressed in a way stiefelOS does not know)`);
-  await runChecked(runner, 'E_ISO_PMEM', tool, args as string[]);
+  const command: [string, string[]] | undefined = path.endsWith('.ko.xz') ? ['busybox', ['unxz', '-f', copy]] : path.endsWith('.ko.zst') ? ['zstd', ['-d', '-q', '-f', '--rm', copy]] : undefined;
+  if (!command) throw new StiefelError('E_ISO_PMEM', `cannot read the module ${posix.basename(path)} (compressed in a way stiefelOS does not know)`);
   const plain = copy.replace(/\.(xz|zst)$/, '');
   try {
+    await fs.copyFile(path, copy);
+    await runChecked(runner, 'E_ISO_PMEM', ...command);
     return await fs.readFile(plain);
   } finally {
     await fs.rm(plain, { force: true });

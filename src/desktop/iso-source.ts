@@ -24,7 +24,7 @@ import { choosePmemRegion, parseIomemRam, type PmemRegion } from '../iso/pmem';
 import { openHttpIsoSource } from '../iso/http-source';
 import type { OpenedIsoSource } from '../iso/file-source';
 import { inspectIso, requireEntries, type IsoBootEntry } from '../iso/inspect';
-import { distroRule } from '../iso/distro';
+import { liveRule } from '../iso/distro';
 import { pmemDevice, pmemInitrd, restartWithRegion } from './iso-pmem';
 
 /** stiefelOS's /init marks it; there the ISO goes to a tmpfs and kexec is direct. */
@@ -126,8 +126,8 @@ async function restartIfLive(r: IsoBootRequest, ca: Buffer | undefined, kexec: K
   } finally {
     await remote?.close();
   }
-  const rule = distroRule(entry.distro);
-  if (!rule || rule.parameters.length === 0) return;
+  const rule = liveRule(entry.distro);
+  if (!rule) return;
   const region = choosePmemRegion(parseIomemRam(await fs.readFile('/proc/iomem', 'utf8')), size);
   log.info(`entry ${entry.number} is ${rule.name}, which looks for its ISO again once it runs: the ISO stays in RAM across kexec (webboot's way)`);
   await restartWithRegion({ url: r.target, ...(r.sha256 ? { sha256: r.sha256 } : {}), entry: entry.number, region }, kexec, { log, runner: systemRunner, signal });

@@ -131,6 +131,12 @@ export function distroRule(id: IsoDistroId): IsoDistroRule | null {
   return ISO_DISTROS.find((r) => r.id === id) ?? null;
 }
 
+/** The rule of a live system, whose initramfs looks for the ISO again once its kernel runs; null for what loads whole into RAM. */
+export function liveRule(id: IsoDistroId): IsoDistroRule | null {
+  const rule = distroRule(id);
+  return rule && rule.parameters.length > 0 ? rule : null;
+}
+
 /**
  * The kernel parameters that make `distro`'s initramfs find the ISO at
  * `isoPath` (a path on a file system its initramfs mounts) after kexec;
