@@ -83,6 +83,9 @@ export class ClientStreamParser {
   #pendingOff = 0;
   #paused = false;
   #consuming = false;
+  /** A payload read directly was completed while paused. */
+  #directDone = false;
+  #lastWriteLength = 0;
   readonly #handler: ClientStreamHandler;
   readonly #options: ClientParserOptions;
 
@@ -123,6 +126,7 @@ export class ClientStreamParser {
   /** Stop parsing for good: everything after this is ignored and dropped. */
   stop(): void {
     this.#phase = Phase.Dead;
+    this.#directDone = false;
     this.#pending.length = 0;
     this.#pendingOff = 0;
   }
@@ -135,8 +139,40 @@ export class ClientStreamParser {
   resume(): void {
     if (!this.#paused) return;
     this.#paused = false;
+    if (this.#directDone) {
+      this.#directDone = false;
+      this.#finishData();
+      if (this.#paused) return;
+    }
     // Called from inside a handler, the running loop simply goes on.
     if (!this.#consuming) this.#drain();
+  }
+
+  /**
+   * Where the next received bytes may be read to directly, saving their
+   * copy: the unfilled rest of a write's payload, when the parser waits
+   * for exactly those bytes (nothing else received, not paused) and at
+   * least `minimum` of them. After a read into it, `filledDirect(n)`.
+   */
+  directTarget(minimum: number): Buffer | undefined {
+    if (this.#phase !== Phase.Payload || this.#paused || this.#pending.length > 0 || !this.#request || this.#remaining < minimum) return undefined;
+    this.#payload ??= this.#allocate(this.#request.length);
+    return this.#payload.subarray(this.#payload.length - this.#remaining);
+  }
+
+  /** The length of the last write request's data (0 before any). */
+  get lastWriteLength(): number {
+    return this.#lastWriteLength;
+  }
+
+  /** `n` bytes were read into the buffer directTarget() gave. */
+  filledDirect(n: number): void {
+    if (this.#phase !== Phase.Payload) return;
+    this.#remaining -= n;
+    if (this.#remaining > 0) return;
+    // Paused meanwhile: the request is delivered at resume(), as any message would be.
+    if (this.#paused) this.#directDone = true;
+    else this.#finishData();
   }
 
   push(chunk: Buffer): void {
@@ -231,6 +267,7 @@ export class ClientStreamParser {
         if (request.length === 0) return h.request(request, NO_PAYLOAD);
         this.#phase = Phase.Payload;
         this.#remaining = request.length;
+        this.#lastWriteLength = request.length;
         this.#collected = null;
         this.#payload = null;
         if (request.length <= this.#options.maxPayload) {

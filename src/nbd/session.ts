@@ -126,6 +126,9 @@ export class NbdSession {
     this.#transport.start({
       data: (chunk) => this.#parser.push(chunk),
       holding: () => this.#parser.holdsInput,
+      directTarget: (minimum) => this.#parser.directTarget(minimum),
+      filledDirect: (n) => this.#parser.filledDirect(n),
+      writesLarge: (minimum) => this.#parser.lastWriteLength >= minimum,
       buffered: (delta) => {
         if (delta > 0) this.#budget.take(delta);
         else this.#budget.give(-delta);

@@ -21,6 +21,15 @@ export interface TransportHandlers {
    * read; left out, it never does.
    */
   holding?(): boolean;
+  /**
+   * A buffer the next received bytes may be read into directly instead of
+   * being handed over in `data` (a write's payload, saving its copy), if it
+   * takes at least `minimum` bytes; then `filledDirect` says how many came.
+   */
+  directTarget?(minimum: number): Buffer | undefined;
+  filledDirect?(n: number): void;
+  /** Whether the client's last write carried at least `minimum` bytes of data (reads are then kept short). */
+  writesLarge?(minimum: number): boolean;
 }
 
 export interface NbdTransport {
@@ -56,7 +65,7 @@ export interface StreamTransportOptions {
    * The stream delivers no 'data' events but hands its received chunks to
    * the function this is given (a socket reading through `onread`).
    */
-  reads?: (deliver: (chunk: Buffer) => void, holding: () => boolean) => void;
+  reads?: (handlers: TransportHandlers) => void;
 }
 
 /**
@@ -130,10 +139,7 @@ export function streamTransport(stream: Duplex, options: StreamTransportOptions 
         h.end(error);
       };
       if (options.reads) {
-        options.reads(
-          (chunk) => h.data(chunk),
-          () => h.holding?.() ?? true,
-        );
+        options.reads(h);
         stream.resume();
       } else stream.on('data', (chunk: Buffer) => h.data(chunk));
       stream.on('end', () => finish());
@@ -189,6 +195,8 @@ export function streamTransport(stream: Duplex, options: StreamTransportOptions 
 export const SLAB_SIZE = 1024 * 1024;
 /** ...and a fresh slab is taken when less than one read of Node's (64 KiB) is left. */
 const MIN_READ = 64 * 1024;
+/** A write's data is read straight into its own buffer when this much or more of it is still to come. */
+const DIRECT_MIN = 64 * 1024;
 
 /**
  * A transport over a socket a net.Server accepted (TCP or unix, created with
@@ -217,8 +225,9 @@ export function acceptedSocketTransport(accepted: Socket, options: Omit<StreamTr
   if (!handle || accepted.readableFlowing !== false) return streamTransport(accepted, options);
   let slab = Buffer.allocUnsafeSlow(SLAB_SIZE);
   let used = 0;
-  let deliver: (chunk: Buffer) => void = () => undefined;
-  let holding: () => boolean = () => true;
+  let handlers: TransportHandlers | undefined;
+  /** The next read goes into the handler's buffer, not the slab. */
+  let direct = false;
   const socket = new Socket({
     handle,
     pauseOnCreate: true,
@@ -228,17 +237,29 @@ export function acceptedSocketTransport(accepted: Socket, options: Omit<StreamTr
     onread: {
       // Asked for the next read's memory right after each chunk was handed over.
       buffer: () => {
+        const target = handlers?.directTarget?.(DIRECT_MIN);
+        direct = target !== undefined;
+        if (target) return target;
         // Nothing handed over is held any more: the slab is free again (no allocation, nothing for the GC).
-        if (!holding()) used = 0;
+        if (!(handlers?.holding?.() ?? true)) used = 0;
         else if (SLAB_SIZE - used < MIN_READ) {
           slab = Buffer.allocUnsafeSlow(SLAB_SIZE);
           used = 0;
         }
-        return slab.subarray(used);
+        // While the client sends large writes, a read into the slab takes
+        // little more than the next header, so that the rest of the data
+        // is read straight into its buffer; else as much as has come.
+        const most = handlers?.writesLarge?.(DIRECT_MIN) ? MIN_READ : SLAB_SIZE;
+        return slab.subarray(used, used + most);
       },
       callback: (n: number, buf: Uint8Array) => {
+        if (direct) {
+          direct = false;
+          handlers?.filledDirect?.(n);
+          return true;
+        }
         used += n;
-        deliver(Buffer.from(buf.buffer, buf.byteOffset, n));
+        handlers?.data(Buffer.from(buf.buffer, buf.byteOffset, n));
         return true;
       },
     },
@@ -252,9 +273,8 @@ export function acceptedSocketTransport(accepted: Socket, options: Omit<StreamTr
   internals._handle = null;
   return streamTransport(socket, {
     ...options,
-    reads: (d, h) => {
-      deliver = d;
-      holding = h;
+    reads: (h) => {
+      handlers = h;
     },
   });
 }

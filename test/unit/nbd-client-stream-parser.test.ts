@@ -280,3 +280,75 @@ test('stopped from inside a handler (NBD_CMD_DISC), nothing after it is reported
   assert.equal(parser.pendingBytes, 0);
   assert.ok(parser.dead);
 });
+
+// Direct reads: the transport may read the rest of a write's data straight
+// into the payload buffer (directTarget / filledDirect) instead of pushing
+// chunks that are then copied.
+test('property: a write whose data partly arrives by direct reads gives the same request, in order with the next', () => {
+  fc.assert(
+    fc.property(fc.integer({ min: 1, max: 300_000 }), fc.integer({ min: 0, max: 300_000 }), fc.array(fc.integer({ min: 1, max: 70_000 }), { minLength: 1, maxLength: 20 }), fc.integer({ min: 1, max: 70_000 }), (length, pushedRaw, reads, minimum) => {
+      const data = Buffer.alloc(length);
+      for (let i = 0; i < length; i++) data[i] = (i * 31 + 7) & 0xff;
+      const write = encodeRequest({ flags: 0, type: P.NBD_CMD_WRITE, handleHi: 0, handleLo: 1, offset: 4096, length }, data);
+      const flush = encodeRequest({ flags: 0, type: P.NBD_CMD_FLUSH, handleHi: 0, handleLo: 2, offset: 0, length: 0 });
+      const stream = Buffer.concat([write, flush]);
+      const got: ClientMessage[] = [];
+      const parser = new ClientStreamParser({ maxOptionData: 1024, maxPayload: 1 << 20 }, recorder((m) => got.push(m)));
+      parser.startTransmission();
+      // The header and some of the data as a chunk, then direct reads while offered, then chunks.
+      let off = Math.min(stream.length, P.NBD_REQUEST_SIZE + Math.min(pushedRaw, length));
+      parser.push(Buffer.from(stream.subarray(0, off)));
+      let r = 0;
+      for (;;) {
+        const target = parser.directTarget(minimum);
+        if (!target) break;
+        assert.ok(target.length >= minimum, 'never offers less than asked');
+        assert.ok(target.length <= length, 'never more than the data still to come');
+        const n = Math.min(target.length, reads[r++ % reads.length]!);
+        stream.copy(target, 0, off, off + n);
+        off += n;
+        parser.filledDirect(n);
+      }
+      while (off < stream.length) {
+        const n = Math.min(stream.length - off, reads[r++ % reads.length]!);
+        parser.push(Buffer.from(stream.subarray(off, off + n)));
+        off += n;
+      }
+      const requests = got.filter((m) => m.kind === 'request');
+      assert.equal(requests.length, 2);
+      const first = requests[0]!;
+      assert.ok(first.kind === 'request' && first.request.type === P.NBD_CMD_WRITE && first.request.length === length);
+      assert.ok(first.kind === 'request' && Buffer.concat(first.payload!).equals(data), 'the data, whole and in place');
+      assert.ok(requests[1]!.kind === 'request' && requests[1]!.request.type === P.NBD_CMD_FLUSH);
+    }),
+    { numRuns: 150 },
+  );
+});
+
+test('no direct target while paused, with bytes waiting, or outside a write; a direct read completing while paused is delivered at resume', () => {
+  const got: ClientMessage[] = [];
+  const parser = new ClientStreamParser({ maxOptionData: 1024, maxPayload: 1 << 20 }, recorder((m) => got.push(m)));
+  parser.startTransmission();
+  assert.equal(parser.directTarget(1), undefined, 'waiting for a header');
+  const data = Buffer.alloc(200_000, 9);
+  const write = encodeRequest({ flags: 0, type: P.NBD_CMD_WRITE, handleHi: 0, handleLo: 1, offset: 0, length: data.length }, data);
+  parser.push(write.subarray(0, P.NBD_REQUEST_SIZE + 1000));
+  assert.equal(parser.directTarget(200_000), undefined, 'less than the minimum is still to come');
+  const target = parser.directTarget(65_536)!;
+  assert.equal(target.length, 199_000);
+  parser.pause();
+  assert.equal(parser.directTarget(1), undefined, 'paused');
+  write.copy(target, 0, P.NBD_REQUEST_SIZE + 1000);
+  parser.filledDirect(target.length);
+  assert.equal(got.filter((m) => m.kind === 'request').length, 0, 'nothing delivered while paused');
+  parser.resume();
+  const req = got.find((m) => m.kind === 'request');
+  assert.ok(req && req.kind === 'request' && Buffer.concat(req.payload!).equals(data));
+  // Bytes waiting (pushed while paused): no direct target until they are parsed.
+  parser.pause();
+  parser.push(encodeRequest({ flags: 0, type: P.NBD_CMD_WRITE, handleHi: 0, handleLo: 2, offset: 0, length: 100_000 }).subarray(0, P.NBD_REQUEST_SIZE));
+  assert.equal(parser.directTarget(1), undefined);
+  parser.resume();
+  assert.equal(parser.directTarget(1)!.length, 100_000);
+  assert.equal(parser.lastWriteLength, 100_000);
+});

@@ -146,3 +146,50 @@ test(`acceptedSocketTransport, a handler that ${keeps ? 'keeps every chunk' : 'c
   await new Promise<void>((resolve, reject) => server.close((err) => (err ? reject(err) : resolve())));
 });
 }
+
+// Direct reads: a handler that offers a buffer of its own gets the bytes
+// read straight into it (a write's data, without the copy out of the slab).
+test('acceptedSocketTransport reads into the handler\'s own buffer while it offers one, into slabs otherwise, every byte in order', async () => {
+  const total = 3 * 1024 * 1024 + 17;
+  const sent = Buffer.alloc(total);
+  for (let i = 0; i < total; i++) sent[i] = (i * 13 + (i >> 11)) & 0xff;
+  const into = Buffer.alloc(total);
+  let filled = 0;
+  let directReads = 0;
+  let chunkReads = 0;
+  let ended: (() => void) | undefined;
+  const endedP = new Promise<void>((r) => (ended = r));
+  const server = createServer({ pauseOnConnect: true }, (socket) => {
+    const t = acceptedSocketTransport(socket);
+    t.start({
+      data: (c: Buffer) => {
+        chunkReads++;
+        c.copy(into, filled);
+        filled += c.length;
+        if (filled === total) t.end();
+      },
+      // Offered only in the second half, so that both kinds of read happen.
+      directTarget: (minimum) => (filled > total / 2 && total - filled >= minimum ? into.subarray(filled) : undefined),
+      filledDirect: (n) => {
+        directReads++;
+        filled += n;
+        if (filled === total) t.end();
+      },
+      writesLarge: () => true,
+      end: () => ended?.(),
+      buffered: () => undefined,
+      holding: () => false,
+    });
+  });
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+  const port = (server.address() as { port: number }).port;
+  const client = connect(port, '127.0.0.1');
+  client.resume();
+  for (let off = 0; off < total; off += 200_000) client.write(sent.subarray(off, Math.min(total, off + 200_000)));
+  await new Promise<void>((r) => client.on('end', r));
+  client.end();
+  await endedP;
+  assert.ok(into.equals(sent), 'every byte, in order, where it belongs');
+  assert.ok(directReads > 0 && chunkReads > 0, `direct reads ${directReads}, slab reads ${chunkReads}`);
+  await new Promise<void>((resolve, reject) => server.close((err) => (err ? reject(err) : resolve())));
+});
