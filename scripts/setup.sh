@@ -13,7 +13,7 @@ cd "$(dirname "$0")/.."
 PACKAGES="
   ca-certificates iproute2 util-linux e2fsprogs zstd gzip cpio binutils file kmod
   curl isc-dhcp-client openssl tftp-hpa
-  libnbd-bin qemu-utils fio
+  libnbd-bin python3-libnbd qemu-utils fio
   nbdkit nbd-server
   qemu-system-x86 linux-image-amd64 ovmf
   busybox-static cryptsetup-bin dnsmasq-base ipxe kexec-tools lvm2 wireguard-tools gpgv gnupg

@@ -44,3 +44,35 @@ export function runFromProcess(commands: readonly Command[]): void {
     },
   );
 }
+
+/** A worker process's side of Node's IPC channel to the process that forked it. */
+export interface IpcWorkerChannel<In, Out> {
+  send(message: Out): void;
+  on(handler: (message: In, handle: unknown) => void): void;
+  onDisconnect(handler: () => void): void;
+  exit(code: number): void;
+}
+
+/**
+ * Started by a parent through child_process.fork with `envName` set: runs
+ * `worker` instead of the CLI and returns true. The worker ignores SIGINT
+ * and SIGTERM (a terminal's Ctrl-C reaches the whole process group; the
+ * parent decides when it ends) and must exit when the channel closes.
+ */
+export function runWorkerIfAsked<In, Out>(envName: string, worker: (ipc: IpcWorkerChannel<In, Out>) => void): boolean {
+  if (process.env[envName] !== '1' || !process.send) return false;
+  delete process.env[envName];
+  const send = process.send.bind(process);
+  process.on('SIGINT', () => undefined);
+  process.on('SIGTERM', () => undefined);
+  process.stderr.on('error', () => undefined);
+  worker({
+    send: (m) => {
+      if (process.connected) send(m);
+    },
+    on: (h) => process.on('message', (m, handle) => h(m as In, handle)),
+    onDisconnect: (h) => process.on('disconnect', h),
+    exit: (code) => process.exit(code),
+  });
+  return true;
+}

@@ -1,3 +1,4 @@
+import { fork } from 'node:child_process';
 import { basename } from 'node:path';
 import { parseCommandArgs, type Command } from '../cli/command';
 import { UsageError } from '../errors';
@@ -13,8 +14,10 @@ import {
   startNbdServer,
   type NbdConnectionInfo,
 } from '../nbd';
+import { NBD_WORKER_ENV } from '../nbd/worker-process';
 
 const help = `Usage: stiefelctl nbd-serve FILE [--name NAME] [--listen HOST:PORT | --listen unix:PATH] [--read-only]
+                            [--workers N]
 
 Serve one regular file or block device over NBD until stopped with Ctrl-C
 (SIGINT) or SIGTERM; then in-flight requests finish, the file is flushed and
@@ -27,6 +30,10 @@ Options:
                        HOST:PORT, [IPV6]:PORT, [fe80::1%wg0]:PORT, :: (all),
                        unix:PATH
   --read-only, -r    refuse writes (clients see a read-only export)
+  --workers N        serve the connections in N worker processes (1-64), so
+                     that a client's several connections (nbdcopy's,
+                     nbd-client -C) use several CPUs; default: none, every
+                     connection in this one process
   -h, --help         show this help
 
 Examples:
@@ -49,6 +56,7 @@ export const nbdServeCommand: Command = {
         name: { type: 'string' },
         listen: { type: 'string' },
         'read-only': { type: 'boolean', short: 'r' },
+        workers: { type: 'string' },
       },
       { min: 1, max: 1, names: 'FILE (the file or block device to serve)' },
     );
@@ -65,6 +73,10 @@ export const nbdServeCommand: Command = {
       throw new UsageError('--name must be at most 4096 bytes without NUL characters', { command: 'nbd-serve' });
     }
     const readOnly = values['read-only'] ?? false;
+    const workers = values.workers === undefined ? undefined : Number(values.workers);
+    if (workers !== undefined && !(Number.isInteger(workers) && workers >= 1 && workers <= 64) ) {
+      throw new UsageError(`--workers must be a whole number from 1 to 64, not '${values.workers}'`, { command: 'nbd-serve' });
+    }
     const log = ctx.log;
     const nbdLog = log.child('nbd');
     // A disk being served must outlive whoever reads our log: when that
@@ -80,8 +92,13 @@ export const nbdServeCommand: Command = {
     try {
       server = await startNbdServer(
         {
-          exports: [{ name, description: `stiefelsystem: ${backend.description}`, backend }],
+          exports: [{ name, description: `stiefelsystem: ${backend.description}`, backend, file: { path: file, readOnly } }],
           listen,
+          // Each worker is this same program, forked with the variable that makes it one.
+          workers: workers === undefined ? undefined : {
+            count: workers,
+            spawn: () => fork(process.argv[1]!, [], { env: { ...process.env, [NBD_WORKER_ENV]: '1' }, stdio: ['ignore', 'inherit', 'inherit', 'ipc'] }),
+          },
           onConnect: (c) => log.info(`${describe(c)} connected`),
           onDisconnect: (c, reason) =>
             log.info(`${describe(c)} disconnected (${reason}); read ${formatBinaryBytes(c.stats.bytesRead)}, wrote ${formatBinaryBytes(c.stats.bytesWritten)}`),

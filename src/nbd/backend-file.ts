@@ -383,7 +383,13 @@ export class FileBackend implements Backend {
     let map = this.#map;
     if (!map || Date.now() - map.takenAt > EXTENT_MAP_TTL_MS) {
       this.#map = undefined;
-      map = await (this.#probe ??= this.#probeMap().finally(() => (this.#probe = undefined)));
+      if (!this.#probe) {
+        const probe: Promise<ExtentMap | undefined> = this.#probeMap().finally(() => {
+          if (this.#probe === probe) this.#probe = undefined;
+        });
+        this.#probe = probe;
+      }
+      map = await this.#probe;
       if (!map) return [{ length, flags: 0 }];
     }
     return extentsFromRanges(map.ranges, offset, length, maxExtents);
@@ -410,9 +416,14 @@ export class FileBackend implements Backend {
     return map;
   }
 
-  /** Called before every change made to the file from outside this backend (tests). */
+  /**
+   * Called when the file was changed from outside this backend (another
+   * worker process of the server, tests): the map is dropped, and a map
+   * being taken now is neither kept nor given to later requests.
+   */
   invalidateExtents(): void {
     this.#map = undefined;
+    this.#probe = undefined;
     this.#generation++;
   }
 

@@ -27,6 +27,8 @@ export interface NbdExport {
   name: string;
   description?: string;
   backend: Backend;
+  /** The file or block device behind `backend`, for a server's worker processes to open again. */
+  file?: { path: string; readOnly: boolean };
 }
 
 export interface ExportTable {

@@ -1,5 +1,6 @@
 // Listens on TCP or a unix socket and runs one NbdSession per connection.
 // Library code: takes (options, { log, signal }), never prints or exits.
+import type { ChildProcess } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as net from 'node:net';
 import { dirname } from 'node:path';
@@ -10,8 +11,10 @@ import { MemoryBudget } from './budget';
 import { BufferPool } from './buffer-pool';
 import type { BlockSizeConstraints } from './codec';
 import { formatListenAddress, nbdUri, type ListenAddress } from './listen';
-import { NbdSession, type ExportTable, type NbdExport, type SessionStats } from './session';
-import { acceptedSocketTransport } from './transport';
+import { exportTable, serveSocket, type ConnectionSettings } from './connection';
+import type { NbdExport, NbdSession, SessionStats } from './session';
+import type { WorkerExport } from './worker-messages';
+import { NbdWorkerPool } from './worker-pool';
 
 export type { NbdExport, SessionStats };
 
@@ -74,6 +77,13 @@ export interface NbdServerOptions {
   handshakeTimeoutMs?: number;
   /** How long close() waits for in-flight requests before cutting connections. Default 10 s. */
   closeTimeoutMs?: number;
+  /**
+   * Serve the connections in this many worker processes instead of this
+   * one (worker-process.ts), so that one client's several connections use
+   * several CPUs. Every export then needs `file`: each worker opens it again.
+   * The memory budgets apply per worker (the server's divided among them).
+   */
+  workers?: { count: number; spawn: () => ChildProcess };
 }
 
 export interface NbdServerHandle {
@@ -106,47 +116,57 @@ export async function startNbdServer(options: NbdServerOptions, ctx: { log: Logg
   const handshakeTimeoutMs = options.handshakeTimeoutMs ?? 30_000;
   const keepAliveIdleMs = options.keepAliveIdleMs ?? DEFAULT_KEEPALIVE_IDLE_MS;
   const closeTimeoutMs = options.closeTimeoutMs ?? 10_000;
-  const sessions = new Map<NbdSession, NbdConnectionInfo>();
+  const settings: ConnectionSettings = { exports, blockSize, maxInflightBytes, serverBudget, pool, handshakeTimeoutMs };
+  /** Open connections, by id. */
+  const open = new Map<number, { info: NbdConnectionInfo; session?: NbdSession }>();
   let nextId = 1;
+  let closing = false;
+  let allSessionsDone: (() => void) | undefined;
+
+  const ended = (id: number, reason: string): void => {
+    const c = open.get(id);
+    if (!c) return;
+    open.delete(id);
+    log.debug(`connection ${id} closed: ${reason}`);
+    options.onDisconnect?.(c.info, reason);
+    if (closing && open.size === 0) allSessionsDone?.();
+  };
+  const workers = options.workers && (await startWorkers(options, settings, log, open, ended));
 
   // Paused on connect: acceptedSocketTransport takes the socket over before anything is read.
   const server = net.createServer({ noDelay: true, pauseOnConnect: true }, (socket) => {
     const peer = peerOf(socket, options.listen);
     const admission = options.admit ? options.admit(peer) : true;
     const refused = admission === true ? undefined : admission.refuse;
-    // Set on the handle, which the transport's socket takes over.
+    // Set on the handle, which the transport's socket (or a worker's) takes over.
     socket.setNoDelay(true);
     if (peer.family !== 'unix') socket.setKeepAlive(true, keepAliveIdleMs);
-    const session = new NbdSession(
-      acceptedSocketTransport(socket, { pool }),
-      { exports, blockSize, maxInflightBytes, serverBudget, pool, refusal: refused },
-      { log: log.child('conn') },
-    );
-    const info: NbdConnectionInfo = { id: nextId++, peer, connectedAt: Date.now(), stats: session.stats };
+    const info: NbdConnectionInfo = { id: nextId++, peer, connectedAt: Date.now(), stats: newStats() };
     if (refused !== undefined) info.refused = refused;
-    sessions.set(session, info);
     const who = peer.family === 'unix' ? 'unix socket' : formatListenAddress({ kind: 'tcp', host: peer.address, port: peer.port });
     log.debug(`connection ${info.id} from ${who}${refused !== undefined ? ` refused: ${refused}` : ''}`);
-    const timer = setTimeout(() => {
-      if (session.phase === 'handshake') session.destroy('handshake timed out');
-    }, handshakeTimeoutMs);
-    timer.unref();
-    session.done.then((reason) => {
-      clearTimeout(timer);
-      sessions.delete(session);
-      log.debug(`connection ${info.id} closed: ${reason}`);
-      options.onDisconnect?.(info, reason);
-      if (closing && sessions.size === 0) allSessionsDone?.();
-    });
+    if (workers) {
+      open.set(info.id, { info });
+      options.onConnect?.(info);
+      workers.assign(socket, info.id, refused);
+      return;
+    }
+    const session = serveSocket(socket, settings, refused, log.child('conn'));
+    info.stats = session.stats;
+    open.set(info.id, { info, session });
+    session.done.then((reason) => ended(info.id, reason));
     options.onConnect?.(info);
-    session.start();
   });
-  const address = await listen(server, options.listen);
+  let address: ListenAddress;
+  try {
+    address = await listen(server, options.listen);
+  } catch (err) {
+    await workers?.stop();
+    throw err;
+  }
   server.on('error', (err) => log.warn(`NBD listener: ${err.message}`));
   log.debug(`listening on ${formatListenAddress(address)}`);
 
-  let closing = false;
-  let allSessionsDone: (() => void) | undefined;
   let resolveClosed!: () => void;
   const closed = new Promise<void>((r) => (resolveClosed = r));
   let closePromise: Promise<void> | undefined;
@@ -157,15 +177,18 @@ export async function startNbdServer(options: NbdServerOptions, ctx: { log: Logg
       const stopped = new Promise<void>((r) => server.close(() => r()));
       const drained = new Promise<void>((r) => {
         allSessionsDone = r;
-        if (sessions.size === 0) r();
+        if (open.size === 0) r();
       });
-      for (const s of sessions.keys()) s.shutdown();
+      for (const c of open.values()) c.session?.shutdown();
+      workers?.shutdown();
       const timer = setTimeout(() => {
-        for (const s of sessions.keys()) s.destroy('server closing');
+        for (const c of open.values()) c.session?.destroy('server closing');
+        workers?.destroy('server closing');
       }, closeTimeoutMs);
       await drained;
       clearTimeout(timer);
       await stopped;
+      await workers?.stop();
       if (address.kind === 'unix') fs.rmSync(address.path, { force: true });
       log.debug('NBD server closed');
       resolveClosed();
@@ -179,18 +202,53 @@ export async function startNbdServer(options: NbdServerOptions, ctx: { log: Logg
   return {
     address,
     uri: nbdUri(address, ''),
-    connections: () => [...sessions.values()],
+    connections: () => [...open.values()].map((c) => c.info),
     close,
     closed,
   };
 }
 
-function exportTable(list: readonly NbdExport[]): ExportTable {
-  const byName = new Map(list.map((e) => [e.name, e]));
-  return {
-    lookup: (name) => byName.get(name) ?? (name === '' ? list[0] : undefined),
-    list: () => list,
-  };
+function newStats(): SessionStats {
+  return { phase: 'handshake', exportName: undefined, bytesRead: 0, bytesWritten: 0, requests: {}, inFlight: 0, errors: 0 };
+}
+
+/** The worker processes, started before the server listens; a connection's counters come from its worker. */
+async function startWorkers(
+  options: NbdServerOptions,
+  settings: ConnectionSettings,
+  log: Logger,
+  open: ReadonlyMap<number, { info: NbdConnectionInfo }>,
+  ended: (id: number, reason: string) => void,
+): Promise<NbdWorkerPool> {
+  const w = options.workers!;
+  if (!Number.isInteger(w.count) || w.count < 1) throw new StiefelError('E_NBD_WORKER', `the number of NBD worker processes must be a whole number of at least 1, not ${w.count}`);
+  const files: WorkerExport[] = options.exports.map((e) => {
+    const file = e.file;
+    if (!file) throw new StiefelError('E_NBD_WORKER', `export '${e.name}' is not a file or block device a worker process can open`);
+    return { name: e.name, description: e.description, path: file.path, readOnly: file.readOnly };
+  });
+  return NbdWorkerPool.start({
+    count: w.count,
+    spawn: w.spawn,
+    init: {
+      t: 'init',
+      exports: files,
+      blockSize: settings.blockSize,
+      maxInflightBytes: settings.maxInflightBytes,
+      maxServerInflightBytes: Math.max(settings.maxInflightBytes, Math.floor(settings.serverBudget.limit / w.count)),
+      handshakeTimeoutMs: settings.handshakeTimeoutMs,
+    },
+    log,
+    onStats: (id, stats) => {
+      const c = open.get(id);
+      if (c) Object.assign(c.info.stats, stats);
+    },
+    onDone: (id, reason, stats) => {
+      const c = open.get(id);
+      if (c && stats) Object.assign(c.info.stats, stats);
+      ended(id, reason);
+    },
+  });
 }
 
 function peerOf(socket: net.Socket, listen: ListenAddress): NbdPeer {

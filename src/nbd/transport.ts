@@ -271,6 +271,10 @@ export function acceptedSocketTransport(accepted: Socket, options: Omit<StreamTr
   internals._server = null;
   internals.server = null;
   internals._handle = null;
+  // Whoever watches the accepted socket for its end sees it: in a worker
+  // process, Node's channel tells the main process's server that the socket
+  // it handed over is closed (its close() waits for that).
+  socket.once('close', () => accepted.destroy());
   return streamTransport(socket, {
     ...options,
     reads: (h) => {
