@@ -1,5 +1,9 @@
 // npm run bench:nbd -- [--rounds N] [--seconds S] [--size-mib M] [--peers nbdkit,nbd-server]
 //                      [--workloads 'seq read,seq write,rand read,rand write'] [--baseline OLD.js]
+//                      [--workers N]
+//
+// --workers N adds our server once more as "ours-wN", serving its
+// connections in N worker processes (`nbd-serve --workers N`).
 //
 // --baseline OLD.js adds another build of stiefelctl (e.g. main's
 // dist/stiefelctl.js, copied aside) as the server "before", interleaved with
@@ -56,6 +60,7 @@ const { values } = parseArgs({
     workloads: { type: 'string', default: 'seq read,seq write,rand read,rand write,rand read qd1' },
     floods: { type: 'boolean', default: false },
     flood: { type: 'string' },
+    workers: { type: 'string' },
   },
 });
 const PEERS = values.peers.split(',').filter(Boolean);
@@ -105,16 +110,30 @@ async function waitPort(port: number): Promise<void> {
   throw new Error(`nothing listens on ${port}`);
 }
 
+/** CPU of the process, its reaped children and, recursively, its live ones (our worker processes). */
 function cpuSeconds(pid: number): number {
-  const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+  let stat: string;
+  try {
+    stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+  } catch {
+    return 0; // exited in between
+  }
   const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
   // fields 14-17 (1-based) are utime stime cutime cstime; f[0] is field 3.
-  return (Number(f[11]) + Number(f[12]) + Number(f[13]) + Number(f[14])) / CLK_TCK;
+  let total = (Number(f[11]) + Number(f[12]) + Number(f[13]) + Number(f[14])) / CLK_TCK;
+  let children = '';
+  try {
+    children = readFileSync(`/proc/${pid}/task/${pid}/children`, 'utf8');
+  } catch {
+    // no such file: no children counted
+  }
+  for (const c of children.split(' ').filter(Boolean)) total += cpuSeconds(Number(c));
+  return total;
 }
 
-async function startOurs(file: string, bundle = join(ROOT, 'dist', 'stiefelctl.js'), name = 'ours'): Promise<Server> {
+async function startOurs(file: string, bundle = join(ROOT, 'dist', 'stiefelctl.js'), name = 'ours', extra: string[] = []): Promise<Server> {
   const port = await freePort();
-  const proc = spawn(process.execPath, [bundle, 'nbd-serve', file, '--listen', `127.0.0.1:${port}`, '--name', 'bench'], {
+  const proc = spawn(process.execPath, [bundle, 'nbd-serve', file, '--listen', `127.0.0.1:${port}`, '--name', 'bench', ...extra], {
     stdio: ['ignore', 'ignore', 'ignore'],
   });
   await waitPort(port);
@@ -227,6 +246,7 @@ async function main(): Promise<void> {
       return f;
     };
     servers.push(await startOurs(copy('ours')));
+    if (values.workers) servers.push(await startOurs(copy('workers'), undefined, `ours-w${values.workers}`, ['--workers', values.workers]));
     for (const [name, bundle] of BASELINES) servers.push(await startOurs(copy(name), bundle, name));
     if (PEERS.includes('nbdkit')) servers.push(await startNbdkit(copy('nbdkit')));
     if (PEERS.includes('nbd-server')) servers.push(await startNbdServer(copy('nbd-server'), dir));
@@ -244,10 +264,14 @@ async function main(): Promise<void> {
         }
       }
     }
-    const others = servers.slice(1).map((x) => x.name);
+    // Ratios: "ours" against every other server, and "ours-wN" (if run) against the peers.
+    const names = servers.map((x) => x.name);
+    const pairs: Array<[string, string]> = names.slice(1).map((o) => ['ours', o]);
+    const withWorkers = names.find((n) => n.startsWith('ours-w'));
+    if (withWorkers) for (const o of names.filter((n) => !n.startsWith('ours'))) pairs.push([withWorkers, o]);
     console.log(`\n## medians of ${ROUNDS} rounds (min-max), ratios ours/peer (throughput: higher is better; CPU: lower is better)\n`);
-    console.log(`| workload | ${servers.map((x) => x.name).join(' | ')} | ${others.map((o) => `ours/${o}`).join(' | ')} |`);
-    console.log(`| --- | ${servers.map(() => '---').join(' | ')} | ${others.map(() => '---').join(' | ')} |`);
+    console.log(`| workload | ${names.join(' | ')} | ${pairs.map(([a, b]) => `${a}/${b}`).join(' | ')} |`);
+    console.log(`| --- | ${servers.map(() => '---').join(' | ')} | ${pairs.map(() => '---').join(' | ')} |`);
     for (const w of WORKLOADS) {
       const unit = w.startsWith('seq') ? 'GB/s' : 'IOPS';
       const cpuUnit = w.startsWith('seq') ? 'CPU s/GiB' : 'CPU us/op';
@@ -264,7 +288,7 @@ async function main(): Promise<void> {
       const rows: Array<[Key, string]> = [['value', unit], ['cpu', cpuUnit]];
       if (w === 'rand read qd1') rows.push(['p50', 'latency p50 us'], ['p99', 'latency p99 us']);
       for (const [k, u] of rows) {
-        const ratios = others.map((o) => (med('ours', k) / med(o, k)).toFixed(2));
+        const ratios = pairs.map(([a, b]) => (med(a, k) / med(b, k)).toFixed(2));
         console.log(`| ${w} ${u} | ${servers.map((x) => cell(x.name, k)).join(' | ')} | ${ratios.join(' | ')} |`);
       }
     }
