@@ -74,7 +74,7 @@ export const nbdServeCommand: Command = {
     }
     const readOnly = values['read-only'] ?? false;
     const workers = values.workers === undefined ? undefined : Number(values.workers);
-    if (workers !== undefined && !(Number.isInteger(workers) && workers >= 1 && workers <= 64) ) {
+    if (workers !== undefined && !(Number.isInteger(workers) && workers >= 1 && workers <= 64)) {
       throw new UsageError(`--workers must be a whole number from 1 to 64, not '${values.workers}'`, { command: 'nbd-serve' });
     }
     const log = ctx.log;

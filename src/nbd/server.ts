@@ -12,7 +12,7 @@ import { BufferPool } from './buffer-pool';
 import type { BlockSizeConstraints } from './codec';
 import { formatListenAddress, nbdUri, type ListenAddress } from './listen';
 import { exportTable, serveSocket, type ConnectionSettings } from './connection';
-import type { NbdExport, NbdSession, SessionStats } from './session';
+import { newSessionStats, type NbdExport, type NbdSession, type SessionStats } from './session';
 import type { WorkerExport } from './worker-messages';
 import { NbdWorkerPool } from './worker-pool';
 
@@ -141,7 +141,7 @@ export async function startNbdServer(options: NbdServerOptions, ctx: { log: Logg
     // Set on the handle, which the transport's socket (or a worker's) takes over.
     socket.setNoDelay(true);
     if (peer.family !== 'unix') socket.setKeepAlive(true, keepAliveIdleMs);
-    const info: NbdConnectionInfo = { id: nextId++, peer, connectedAt: Date.now(), stats: newStats() };
+    const info: NbdConnectionInfo = { id: nextId++, peer, connectedAt: Date.now(), stats: newSessionStats() };
     if (refused !== undefined) info.refused = refused;
     const who = peer.family === 'unix' ? 'unix socket' : formatListenAddress({ kind: 'tcp', host: peer.address, port: peer.port });
     log.debug(`connection ${info.id} from ${who}${refused !== undefined ? ` refused: ${refused}` : ''}`);
@@ -206,10 +206,6 @@ export async function startNbdServer(options: NbdServerOptions, ctx: { log: Logg
     close,
     closed,
   };
-}
-
-function newStats(): SessionStats {
-  return { phase: 'handshake', exportName: undefined, bytesRead: 0, bytesWritten: 0, requests: {}, inFlight: 0, errors: 0 };
 }
 
 /** The worker processes, started before the server listens; a connection's counters come from its worker. */

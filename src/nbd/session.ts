@@ -75,15 +75,7 @@ export class NbdSession {
     this.#parser.resume();
   };
 
-  readonly stats: SessionStats = {
-    phase: 'handshake',
-    exportName: undefined,
-    bytesRead: 0,
-    bytesWritten: 0,
-    requests: {},
-    inFlight: 0,
-    errors: 0,
-  };
+  readonly stats: SessionStats = newSessionStats();
 
   constructor(transport: NbdTransport, options: SessionOptions, ctx: { log: Logger }) {
     this.#transport = transport;
@@ -289,4 +281,9 @@ export class NbdSession {
       this.#resolveDone(this.#endReason);
     }
   }
+}
+
+/** A session's counters before anything happened (also a worker's connection's, until its first report). */
+export function newSessionStats(): SessionStats {
+  return { phase: 'handshake', exportName: undefined, bytesRead: 0, bytesWritten: 0, requests: {}, inFlight: 0, errors: 0 };
 }
