@@ -9,6 +9,8 @@ export interface Logger {
   warn(message: string): void;
   /** Developer detail, shown only when this logger's namespace is enabled. */
   debug(message: string): void;
+  /** Whether debug lines are shown: a logger that relays lines elsewhere sends none that nobody shows. */
+  readonly debugging: boolean;
   /** A logger for a subsystem; its debug output is enabled by that name. */
   child(namespace: string): Logger;
 }
@@ -17,6 +19,7 @@ export const silentLogger: Logger = {
   info() {},
   warn() {},
   debug() {},
+  debugging: false,
   child() {
     return silentLogger;
   },
@@ -52,6 +55,7 @@ export function createStreamLogger(options: StreamLoggerOptions, namespace = '')
     debug(message) {
       if (enabled) options.write(`[${namespace}] ${message}\n`);
     },
+    debugging: enabled,
     child(ns) {
       return createStreamLogger(options, namespace ? `${namespace}:${ns}` : ns);
     },

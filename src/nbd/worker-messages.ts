@@ -21,7 +21,17 @@ export interface WorkerInit {
   /** This worker's part of the server's budget. */
   maxServerInflightBytes: number;
   handshakeTimeoutMs: number;
+  /** Which of the worker's loggers ('' for its root, or a name of WORKER_LOGGERS) the main process shows debug lines of. */
+  debugging: string[];
 }
+
+/**
+ * The loggers a worker makes below its root. Its debug lines travel to the
+ * main process only for those whose lines are shown there: a client that
+ * makes every request fail would otherwise fill the channel with lines
+ * nobody reads (a logger below one of these follows its parent).
+ */
+export const WORKER_LOGGERS = ['backend', 'conn'] as const;
 
 export type ToWorker =
   | WorkerInit

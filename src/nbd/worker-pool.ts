@@ -9,13 +9,14 @@ import type { Socket } from 'node:net';
 import { StiefelError } from '../errors';
 import type { Logger } from '../log';
 import type { SessionStats } from './transmission';
-import type { FromWorker, ToWorker, WorkerInit } from './worker-messages';
+import { WORKER_LOGGERS, type FromWorker, type ToWorker, type WorkerInit } from './worker-messages';
 
 export interface WorkerPoolOptions {
   count: number;
   /** Starts one worker process, with an IPC channel (child_process.fork). */
   spawn: () => ChildProcess;
-  init: WorkerInit;
+  /** What every worker is told first; which of its debug lines are shown is read from `log`. */
+  init: Omit<WorkerInit, 'debugging'>;
   log: Logger;
   /** A connection's counters, about twice a second while it is open. */
   onStats(id: number, stats: SessionStats): void;
@@ -140,7 +141,8 @@ export class NbdWorkerPool {
         fail(`it exited (${signal ?? `code ${code}`})`);
         this.#onExit(worker, signal ?? `code ${code}`);
       });
-      worker.send(this.#o.init);
+      const debugging = ['', ...WORKER_LOGGERS].filter((name) => this.#logger(name ? [name] : []).debugging);
+      worker.send({ ...this.#o.init, debugging });
     });
   }
 

@@ -23,7 +23,7 @@ import { MemoryBudget } from './budget';
 import { BufferPool } from './buffer-pool';
 import { exportTable, serveSocket, type ConnectionSettings } from './connection';
 import type { NbdExport, NbdSession } from './session';
-import type { FromWorker, ToWorker, WorkerInit } from './worker-messages';
+import { WORKER_LOGGERS, type FromWorker, type ToWorker, type WorkerInit } from './worker-messages';
 
 /** How often at most a worker says it changed a file (between flushes). */
 export const CHANGED_EVERY_MS = 100;
@@ -41,7 +41,10 @@ export interface WorkerIpc {
 
 /** Serves what the main process hands over until its channel closes. */
 export function runNbdWorker(ipc: WorkerIpc): void {
-  const log = ipcLogger(ipc, []);
+  // Until the init message says which are shown, no debug lines are sent.
+  let debugging: ReadonlySet<string> = new Set();
+  const log = ipcLogger(ipc, [], () => debugging.has(''));
+  const [backendLog, connLog] = WORKER_LOGGERS.map((name) => ipcLogger(ipc, [name], () => debugging.has(name))) as [Logger, Logger];
   const sessions = new Map<number, NbdSession>();
   const files: FileBackend[] = [];
   let settings: ConnectionSettings | undefined;
@@ -63,9 +66,10 @@ export function runNbdWorker(ipc: WorkerIpc): void {
     });
 
   const init = async (m: WorkerInit): Promise<void> => {
+    debugging = new Set(m.debugging);
     const list: NbdExport[] = [];
     for (const e of m.exports) {
-      const file = await FileBackend.open(e.path, { readOnly: e.readOnly, exclusive: false }, { log: log.child('backend') });
+      const file = await FileBackend.open(e.path, { readOnly: e.readOnly, exclusive: false }, { log: backendLog });
       files.push(file);
       const backend = sharedBackend(e.readOnly ? readOnlyBackend(file) : file, changed, othersForgot);
       list.push({ name: e.name, description: e.description, backend });
@@ -106,7 +110,7 @@ export function runNbdWorker(ipc: WorkerIpc): void {
         if (!socket || !settings) return;
         // Nothing may be read before the session's transport takes the handle over.
         socket.pause();
-        const session = serveSocket(socket, settings, m.refusal, log.child('conn'));
+        const session = serveSocket(socket, settings, m.refusal, connLog);
         sessions.set(m.id, session);
         void session.done.then((reason) => {
           sessions.delete(m.id);
@@ -165,12 +169,17 @@ function sharedBackend(inner: Backend, changed: () => void, othersForgot: () => 
   };
 }
 
-/** Log lines go to the main process, which prints them through its own logger. */
-function ipcLogger(ipc: WorkerIpc, ns: string[]): Logger {
+/** Log lines go to the main process, which prints them through its own logger; debug lines only while `shown` says it shows them. */
+function ipcLogger(ipc: WorkerIpc, ns: string[], shown: () => boolean): Logger {
   return {
     info: (message) => ipc.send({ t: 'log', level: 'info', ns, message }),
     warn: (message) => ipc.send({ t: 'log', level: 'warn', ns, message }),
-    debug: (message) => ipc.send({ t: 'log', level: 'debug', ns, message }),
-    child: (name) => ipcLogger(ipc, [...ns, name]),
+    debug: (message) => {
+      if (shown()) ipc.send({ t: 'log', level: 'debug', ns, message });
+    },
+    get debugging() {
+      return shown();
+    },
+    child: (name) => ipcLogger(ipc, [...ns, name], shown),
   };
 }

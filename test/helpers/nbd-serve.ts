@@ -17,10 +17,11 @@ export interface ServeProcess {
   exited: Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
 }
 
-/** `node`: the Node.js that runs the bundle (default: the one running the tests). */
-export async function serve(file: string, args: string[] = [], options: { listen?: string; node?: string } = {}): Promise<ServeProcess> {
+/** `node`: the Node.js that runs the bundle (default: the one running the tests); `env`: variables added to the test's. */
+export async function serve(file: string, args: string[] = [], options: { listen?: string; node?: string; env?: Record<string, string> } = {}): Promise<ServeProcess> {
   const listen = options.listen ?? '127.0.0.1:0';
-  const proc = spawn(options.node ?? process.execPath, [cliPath(), 'nbd-serve', file, '--listen', listen, ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
+  const env = { ...process.env, ...options.env };
+  const proc = spawn(options.node ?? process.execPath, [cliPath(), 'nbd-serve', file, '--listen', listen, ...args], { stdio: ['ignore', 'pipe', 'pipe'], env });
   let err = '';
   proc.stderr!.setEncoding('utf8').on('data', (d: string) => (err += d));
   proc.stdout!.resume();
