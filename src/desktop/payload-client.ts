@@ -7,6 +7,7 @@ import { promises as fs } from 'node:fs';
 import { Agent, request as httpsRequest } from 'node:https';
 import type { IncomingMessage } from 'node:http';
 import { join } from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { StiefelError } from '../errors';
 import type { Logger } from '../log';
 import { FileSink, HashWorkerPool, PayloadVerifyError } from './file-sink';
@@ -33,6 +34,8 @@ export interface FetchPayloadOptions {
   connectTimeoutMs?: number;
   /** Gives up a download that receives nothing for this long; default 30 s. */
   stallTimeoutMs?: number;
+  /** How long a failed question poll waits before the next; default 500 ms. */
+  questionRetryMs?: number;
 }
 
 export interface FetchedPayload {
@@ -169,16 +172,19 @@ class PayloadConnection {
   }
 }
 
-const pause = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
+/** Waits `ms`, or less when `signal` aborts first. */
+const pause = (ms: number, signal: AbortSignal): Promise<void> => sleep(ms, undefined, { signal }).catch(() => undefined);
 
 /** The next question, or undefined when there is none yet (or the poll failed: the loop retries). */
-async function nextQuestion(conn: PayloadConnection, log: Logger): Promise<Question | undefined> {
+async function nextQuestion(conn: PayloadConnection, retryMs: number, log: Logger): Promise<Question | undefined> {
   let res: IncomingMessage;
   try {
     res = await conn.request('GET', `/question?wait=${QUESTION_POLL_MS}`);
   } catch (err) {
-    if (!conn.stop.signal.aborted) log.debug(`question poll failed: ${(err as Error).message}`);
-    await pause(RETRY_PAUSE_MS);
+    // The end of the session aborts the poll: that is no failure to wait after.
+    if (conn.stop.signal.aborted) return undefined;
+    log.debug(`question poll failed: ${(err as Error).message}`);
+    await pause(retryMs, conn.stop.signal);
     return undefined;
   }
   if (res.statusCode === 204) {
@@ -188,7 +194,7 @@ async function nextQuestion(conn: PayloadConnection, log: Logger): Promise<Quest
   if (res.statusCode !== 200) {
     res.resume();
     log.debug(`question poll: HTTP ${res.statusCode}`);
-    await pause(RETRY_PAUSE_MS);
+    await pause(retryMs, conn.stop.signal);
     return undefined;
   }
   let q: unknown;
@@ -217,11 +223,11 @@ async function answerFor(q: Question, answerer: QuestionAnswerer | undefined, si
  * server may need a passphrase before it can list the files), until the
  * session stops.
  */
-async function answerQuestions(conn: PayloadConnection, answerer: QuestionAnswerer | undefined, log: Logger): Promise<void> {
+async function answerQuestions(conn: PayloadConnection, options: FetchPayloadOptions, log: Logger): Promise<void> {
   while (!conn.stop.signal.aborted) {
-    const q = await nextQuestion(conn, log);
+    const q = await nextQuestion(conn, options.questionRetryMs ?? RETRY_PAUSE_MS, log);
     if (!q) continue;
-    const body = await answerFor(q, answerer, conn.stop.signal);
+    const body = await answerFor(q, options.answerer, conn.stop.signal);
     if (conn.stop.signal.aborted) return;
     const r = await conn.request('POST', `/answer/${q.id}`, Buffer.from(body)).catch((err: Error) => {
       log.debug(`posting an answer failed: ${err.message}`);
@@ -301,7 +307,7 @@ export async function fetchPayload(options: FetchPayloadOptions, ctx: { log: Log
   };
   // Verification workers start now, while the handshake and the manifest are under way.
   const pool = new HashWorkerPool();
-  const questions = answerQuestions(conn, options.answerer, log).catch((err: Error) => log.debug(`question polling stopped: ${err.message}`));
+  const questions = answerQuestions(conn, options, log).catch((err: Error) => log.debug(`question polling stopped: ${err.message}`));
   try {
     const manifest = await fetchManifest(conn, options, log);
     const total = manifest.files.reduce((a, f) => a + f.size, 0);

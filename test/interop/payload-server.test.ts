@@ -170,3 +170,36 @@ test('a TLS client naming another PSK identity is one plain warning line, not Op
   assert.deepEqual(lines, ['warning: refused a payload connection from 127.0.0.1: TLS handshake failed (the client named an unknown key (another program, or another stiefelsystem version))\n']);
   assert.equal(tlsFailureReason(new Error('80:error:0A0000DF:SSL routines:some_function:some reason text:../x.c:1:\n')), 'some reason text');
 });
+
+test('a download ends when its last file is verified: the question poll it stops waits out no retry pause', { timeout: 30_000 }, async (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'stf3-interop-'));
+  t.after(() => rmSync(dir, { recursive: true, force: true }));
+  writeFileSync(join(dir, 'k'), randomBytes(64 * 1024));
+  writeFileSync(join(dir, 'i'), randomBytes(1024 * 1024));
+  const psk = randomBytes(32);
+  const manifestKey = randomBytes(32);
+  const source = new FilesPayloadSource({ kernel: join(dir, 'k'), initrd: join(dir, 'i'), cmdline: 'ro', family: 'dracut' });
+  await source.prepare();
+  const server = await startPayloadServer(
+    { psk, manifestKey, port: 0, serverName: 'lap', source, nbd: { port: 10809, export: 'disk', blockSize: 512 }, attach: 'stiefelsystem', lock: new ClientLock({ handoffMs: 60_000, idleMs: 200 }) },
+    { log: createStreamLogger({ write: () => {} }) },
+  );
+  t.after(() => server.close());
+  const out = join(dir, 'out');
+  mkdirSync(out);
+  // The end of the session aborts the poll that is waiting for a question.
+  // Were that taken for a failed poll, the loop would pause for
+  // questionRetryMs before it saw the session end, and so would the fetch.
+  const fetched = fetchPayload(
+    { address: '127.0.0.1', port: server.port, psk, manifestKey, dir: out, maxFileBytes: 2 ** 30, questionRetryMs: 60_000 },
+    { log: createStreamLogger({ write: () => {} }), signal: new AbortController().signal },
+  );
+  let timer: NodeJS.Timeout | undefined;
+  const late = new Promise<'late'>((r) => (timer = setTimeout(() => r('late'), 20_000)));
+  const first = await Promise.race([fetched, late]);
+  clearTimeout(timer);
+  assert.notEqual(first, 'late', 'fetchPayload still waiting 20 s after a 1 MiB download');
+  const b = await fetched;
+  assert.equal(b.bytes, 64 * 1024 + 1024 * 1024);
+  await b.discard();
+});
