@@ -181,9 +181,8 @@ async function nextQuestion(conn: PayloadConnection, retryMs: number, log: Logge
   try {
     res = await conn.request('GET', `/question?wait=${QUESTION_POLL_MS}`);
   } catch (err) {
-    // The end of the session aborts the poll: that is no failure to wait after.
-    if (conn.stop.signal.aborted) return undefined;
-    log.debug(`question poll failed: ${(err as Error).message}`);
+    if (!conn.stop.signal.aborted) log.debug(`question poll failed: ${(err as Error).message}`);
+    // The end of the session aborts the poll, and ends this pause at once.
     await pause(retryMs, conn.stop.signal);
     return undefined;
   }
