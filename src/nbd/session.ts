@@ -145,6 +145,9 @@ export class NbdSession {
   shutdown(): void {
     if (this.#shuttingDown) return;
     this.#shuttingDown = true;
+    // Already ending (the client's NBD_CMD_DISC): it answers what is in
+    // flight and waits for the client's end, which pausing would hide.
+    if (this.#phase === 'closing' || this.#phase === 'closed') return;
     if (this.#phase === 'handshake') return this.#close('server shut down');
     this.#transmission?.shutDown();
     this.#transport.pause();

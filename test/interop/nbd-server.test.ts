@@ -108,3 +108,21 @@ test('the abort signal closes the server: new connections are refused, open ones
   await client.waitClosed();
   await assert.rejects(connectClient({ port }), /ECONNREFUSED/);
 });
+
+test("close() just after a client's NBD_CMD_DISC ends with that connection, without waiting out the close timeout", async () => {
+  const server = await startNbdServer(
+    { exports: [{ name: 'd', backend: new MemoryBackend({ size: MiB }) }], listen: { kind: 'tcp', host: '127.0.0.1', port: 0 }, closeTimeoutMs: 60_000 },
+    { log: silentLogger },
+  );
+  const { client, socket } = await connectClient({ port: server.address.kind === 'tcp' ? server.address.port : 0 });
+  await client.handshake({ name: 'd' });
+  client.disconnect();
+  await client.waitClosed();
+  socket.destroy();
+  // The server's end of it is still closing (it waits for the client's end): the moment a shutdown used to hide that end.
+  const closed = server.close().then(() => 'closed');
+  let timer: NodeJS.Timeout | undefined;
+  const late = new Promise((r) => (timer = setTimeout(r, 20_000, 'late')));
+  assert.equal(await Promise.race([closed, late]), 'closed', 'close() did not wait for the 60 s close timeout');
+  clearTimeout(timer);
+});
