@@ -16,7 +16,7 @@ import { chmodSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSyn
 import { tmpdir } from 'node:os';
 import { dirname, join, posix } from 'node:path';
 import { gzipSync } from 'node:zlib';
-import { ATTACH_PATH } from '../src/server-os/plan';
+import { ATTACH_PATH, RECONNECT_PATH } from '../src/server-os/plan';
 
 const ROOT = join(__dirname, '..');
 const DEB_DIR = join(ROOT, 'packaging', 'deb');
@@ -331,12 +331,14 @@ function packageFiles(inputs: Inputs): PackageFile[] {
     // Executable as in dist/: its first line is a #! line, and lintian wants such files executable.
     { path: `/usr/lib/${PACKAGE}/stiefelctl.js`, mode: EXEC, data: read(BUNDLE) },
     { path: ATTACH_PATH, mode: EXEC, data: asset('server-os/stiefel-attach.sh') },
+    { path: RECONNECT_PATH, mode: EXEC, data: asset('server-os/stiefel-nbd-reconnect') },
     { path: '/usr/share/initramfs-tools/hooks/stiefelsystem', mode: EXEC, data: asset('server-os/initramfs-tools/hook') },
     { path: '/usr/share/initramfs-tools/scripts/local-top/stiefelsystem', mode: EXEC, data: asset('server-os/initramfs-tools/local-top') },
     { path: '/usr/lib/dracut/modules.d/90stiefelsystem/module-setup.sh', mode: EXEC, data: asset('server-os/dracut/module-setup.sh') },
     { path: '/usr/lib/dracut/modules.d/90stiefelsystem/stiefel-cmdline.sh', mode: EXEC, data: asset('server-os/dracut/stiefel-cmdline.sh') },
     { path: '/lib/systemd/system/stiefel-autokexec.service', mode: TEXT, data: asset('laptop/stiefel-autokexec.service') },
     { path: '/lib/systemd/system/stiefel-laptop-watch.service', mode: TEXT, data: asset('laptop/stiefel-laptop-watch.service') },
+    { path: '/lib/systemd/system/stiefel-nbd-reconnect.service', mode: TEXT, data: asset('laptop/stiefel-nbd-reconnect.service') },
     { path: `${DOC_DIR}/copyright`, mode: TEXT, data: Buffer.from(copyrightFile(inputs)) },
     // A native package (its version has no Debian revision): policy 12.7 names its one changelog changelog.gz.
     { path: `${DOC_DIR}/changelog.gz`, mode: TEXT, data: gzip(read(join(DEB_DIR, 'changelog'))) },

@@ -18,7 +18,7 @@ PACKAGES="
   qemu-system-x86 linux-image-amd64 ovmf
   busybox-static cryptsetup-bin dnsmasq-base ipxe kexec-tools lvm2 wireguard-tools gpgv gnupg
   systemd-boot-efi dosfstools mtools fdisk gdisk isolinux syslinux syslinux-common xorriso
-  debootstrap patch squashfs-tools
+  debootstrap patch squashfs-tools python3 strace
   lintian
 "
 

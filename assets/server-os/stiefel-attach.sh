@@ -15,7 +15,9 @@
 #   4. attaches the laptop's disk as /dev/nbd0 with nbd-client (netlink, marked
 #      so that systemd leaves it alone through switch-root and shutdown),
 #   5. waits for its partitions, so that the usual root= (UUID, PARTUUID, LVM,
-#      LUKS) is found as if the disk were local.
+#      LUKS) is found as if the disk were local,
+#   6. writes /run/stiefelsystem/nbd.conf for stiefel-nbd-reconnect, which
+#      reconnects the disk in the booted OS when its connection dies.
 # Exit status: 0 when not asked for or attached; 1 with a message otherwise.
 
 STIEFEL_WG_IFNAME=stiefelwg
@@ -193,6 +195,14 @@ stiefel_main() {
 	timeout=
 	[ "${STIEFEL_NBD_CONNECTIONS:-1}" -gt 1 ] && timeout="; requests wait up to $(($(cat /sys/block/nbd0/queue/io_timeout 2>/dev/null || echo 0) / 1000)) s"
 	stiefel_say "$STIEFEL_NBD_DEVICE attached: $(($(cat /sys/block/nbd0/size) / 2048)) MiB, partitions:${parts:- none}$timeout"
+	# For stiefel-nbd-reconnect in the booted OS (a new connection when this
+	# one dies): where the disk is, and the request timeout set here, which
+	# it puts back when it stops.
+	mkdir -p /run/stiefelsystem
+	attach_timeout=0
+	[ "${STIEFEL_NBD_CONNECTIONS:-1}" -gt 1 ] && attach_timeout=${STIEFEL_NBD_TIMEOUT_S:-86400}
+	printf 'STIEFEL_NBD_HOST=%s\nSTIEFEL_NBD_PORT=%s\nSTIEFEL_NBD_EXPORT=%s\nSTIEFEL_NBD_DEVICE=%s\nSTIEFEL_NBD_TIMEOUT_S=%s\n' \
+		"$host" "$STIEFEL_NBD_PORT" "$STIEFEL_NBD_EXPORT" "$STIEFEL_NBD_DEVICE" "$attach_timeout" > /run/stiefelsystem/nbd.conf
 	# For the goodbye at the very end of shutdown (systemd-shutdown's hook):
 	# /run survives the switch to the real root, and the token stays root-only.
 	if [ -n "$STIEFEL_GOODBYE_TOKEN" ]; then

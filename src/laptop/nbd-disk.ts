@@ -38,6 +38,7 @@ export const startNbdDiskService: StartDiskService = async (o, ctx) => {
       {
         exports: [{ name: o.exportName, description: "the laptop's disk", backend }],
         listen: { kind: 'tcp', host: o.host ?? '::', port: o.port },
+        maxConnectionsPerPeer: o.connections,
         admit: (peer: NbdPeer) => {
           const d = o.admit(peerHost(peer.address));
           return d.ok ? true : { refuse: d.message };

@@ -56,6 +56,12 @@ export interface DiskServiceOptions {
   host?: string;
   port: number;
   exportName: string;
+  /**
+   * The connections the desktop's kernel keeps (server.nbd.connections): a
+   * new one beyond them replaces the desktop's oldest, which its kernel
+   * gave up and reconnected (after a pulled cable).
+   */
+  connections: number;
   /** Called for every new connection: may this peer host use the disk now? */
   admit(peerHost: string): { ok: true } | { ok: false; message: string };
   /** Called when an admitted connection ends. */
@@ -307,6 +313,7 @@ export async function startBootServer(o: BootServerOptions, ctx: { log: Logger; 
           host: wireguard?.address,
           port: cfg.server.nbd.port,
           exportName: cfg.server.nbd.export,
+          connections: cfg.server.nbd.connections,
           admit: (peer) => {
             const d = lock.admitDisk(peer);
             if (d.ok) {

@@ -73,6 +73,17 @@ export interface NbdServerOptions {
    * default, 11 min, outlasts the 10 min a pulled cable is to be survived.
    */
   keepAliveIdleMs?: number;
+  /**
+   * A new connection from a peer address that already has this many open
+   * (admitted) ones replaces the oldest of them: the client gave that one
+   * up and reconnected (the desktop's kernel after a pulled cable, through
+   * stiefel-nbd-reconnect), while the server's end still looks alive. The
+   * old one is cut, and the new one is served only once the old one's
+   * requests have finished, so that nothing it still carries (a
+   * retransmitted write) lands after what the new one writes. Default: no
+   * limit. Not with `workers`.
+   */
+  maxConnectionsPerPeer?: number;
   /** A connection still negotiating after this long is closed. Default 30 s. */
   handshakeTimeoutMs?: number;
   /** How long close() waits for in-flight requests before cutting connections. Default 10 s. */
@@ -131,7 +142,16 @@ export async function startNbdServer(options: NbdServerOptions, ctx: { log: Logg
     options.onDisconnect?.(c.info, reason);
     if (closing && open.size === 0) allSessionsDone?.();
   };
+  const perPeer = options.maxConnectionsPerPeer;
+  if (perPeer !== undefined && (!Number.isInteger(perPeer) || perPeer < 1)) throw new StiefelError('E_NBD_CONNECTIONS', `the connections per peer must be a whole number of at least 1, not ${perPeer}`);
+  if (perPeer !== undefined && options.workers) throw new StiefelError('E_NBD_WORKER', 'a limit of connections per peer cannot be kept with worker processes; use one or the other');
   const workers = options.workers && (await startWorkers(options, settings, log, open, ended));
+  /** The peer's open admitted connections beyond the limit, once a new one comes: oldest first. */
+  const replaced = (peer: NbdPeer): NbdSession[] => {
+    if (perPeer === undefined || peer.family === 'unix') return [];
+    const same = [...open.values()].filter((c) => c.info.refused === undefined && c.info.peer.address === peer.address && c.session);
+    return same.slice(0, Math.max(0, same.length - perPeer + 1)).map((c) => c.session!);
+  };
 
   // Paused on connect: acceptedSocketTransport takes the socket over before anything is read.
   const server = net.createServer({ noDelay: true, pauseOnConnect: true }, (socket) => {
@@ -151,11 +171,29 @@ export async function startNbdServer(options: NbdServerOptions, ctx: { log: Logg
       workers.assign(socket, info.id, refused);
       return;
     }
-    const session = serveSocket(socket, settings, refused, log.child('conn'));
-    info.stats = session.stats;
-    open.set(info.id, { info, session });
-    session.done.then((reason) => ended(info.id, reason));
+    const serve = (): void => {
+      const session = serveSocket(socket, settings, refused, log.child('conn'));
+      info.stats = session.stats;
+      open.set(info.id, { info, session });
+      session.done.then((reason) => ended(info.id, reason));
+    };
+    const old = refused === undefined ? replaced(peer) : [];
+    if (old.length === 0) {
+      serve();
+      options.onConnect?.(info);
+      return;
+    }
+    // Counted as open from now on; its socket stays paused until the old ones are gone.
+    open.set(info.id, { info });
     options.onConnect?.(info);
+    log.info(`connection ${info.id} from ${who} replaces its older connection${old.length > 1 ? 's' : ''}, which the client gave up`);
+    for (const o of old) o.destroy(`replaced by connection ${info.id} from the same peer`);
+    void Promise.all(old.map((o) => o.done)).then(() => {
+      if (closing) {
+        socket.destroy();
+        ended(info.id, 'server closing');
+      } else serve();
+    });
   });
   let address: ListenAddress;
   try {

@@ -10,6 +10,8 @@ import { BLS_ENTRY_NAME, blsEntry, ESP_STIEFELOS_DIR, GRUB_SNIPPET_PATH, grubSni
 
 /** The shared attach script, run by every family's adapter in the initramfs. */
 export const ATTACH_PATH = '/usr/lib/stiefelsystem/stiefel-attach';
+/** In the booted laptop OS on the desktop: a new connection for the disk when its connection dies. */
+export const RECONNECT_PATH = '/usr/lib/stiefelsystem/stiefel-nbd-reconnect';
 /** What the server needs to know about this OS, in the boot partition. */
 export const BOOT_RECORD_FILE = 'stiefelsystem-os.json';
 export const BOOT_RECORD_PATH = `/boot/${BOOT_RECORD_FILE}`;
@@ -24,10 +26,12 @@ export const PACKAGED_UNIT_PATH = `/lib/systemd/system/${AUTOKEXEC_UNIT}`;
 export const LOCAL_UNIT_PATH = `/etc/systemd/system/${AUTOKEXEC_UNIT}`;
 /** In the laptop OS on the desktop: the laptop's battery and silence, told to the desktop's users. */
 export const WATCH_UNIT = 'stiefel-laptop-watch.service';
+export const RECONNECT_UNIT = 'stiefel-nbd-reconnect.service';
 /** The units setup-server-os installs and enables, with their assets. */
 export const UNITS: readonly { name: string; asset: string }[] = [
   { name: AUTOKEXEC_UNIT, asset: `laptop/${AUTOKEXEC_UNIT}` },
   { name: WATCH_UNIT, asset: `laptop/${WATCH_UNIT}` },
+  { name: RECONNECT_UNIT, asset: `laptop/${RECONNECT_UNIT}` },
 ];
 export const packagedUnitPath = (unit: string): string => `/lib/systemd/system/${unit}`;
 export const localUnitPath = (unit: string): string => `/etc/systemd/system/${unit}`;
@@ -91,6 +95,7 @@ function ownedFiles(): Record<InitramfsFamily | 'common' | 'nm' | 'networkd', Ar
   return {
     common: [
       { path: ATTACH_PATH, asset: 'server-os/stiefel-attach.sh', mode: EXEC },
+      { path: RECONNECT_PATH, asset: 'server-os/stiefel-nbd-reconnect', mode: EXEC },
       { path: KERNEL_POSTINST_PATH, asset: 'server-os/kernel-postinst', mode: EXEC },
       { path: SHUTDOWN_HOOK_PATH, asset: 'server-os/system-shutdown', mode: EXEC },
     ],

@@ -105,6 +105,10 @@ export interface CableResult {
   onDisk: number[];
   rootOptions: string;
   diskErrors: number;
+  /** What the laptop OS's NBD driver logged of its connection: requests timed out (connection given up), sockets replaced. */
+  nbdEvents: { timedOut: number; reconnected: number };
+  /** What stiefel-nbd-reconnect said on the desktop's console: armed, connection lost, reconnected. */
+  reconnectSaid: string[];
   /** What the laptop's console said meanwhile: the silence, the return, the status lines. */
   laptopSaid: string[];
   /** What the desktop's console said (the laptop OS's laptop watch): the laptop's silence and its return. */
@@ -314,6 +318,11 @@ async function pullTheCable(
   const nm = await client.waitFor(/STIEFEL-E2E-NM ([^\r\n]*)\r?\n/, (cable.records + 120) * 1000 * scale, from);
   const options = await client.waitFor(/STIEFEL-E2E-ROOT-OPTIONS (\S+)\r?\n/, (cable.records + 120) * 1000 * scale, from);
   const errors = await client.waitFor(/STIEFEL-E2E-DISK-ERRORS (\d+)\r?\n/, 60_000 * scale, from);
+  const events = await client.waitFor(/STIEFEL-E2E-NBD-EVENTS timed-out=(\d+) reconnected=(\d+)\r?\n/, 60_000 * scale, from);
+  const reconnectSaid = client.console
+    .slice(from)
+    .split(/\r?\n/)
+    .filter((l) => /stiefelsystem: nbd\d+ (reconnects by itself|lost its connection|reconnected)|stiefelsystem: nbd\d+: the laptop is still unreachable/.test(l));
   // The cable's records come before the reports (with a power cut to come, more follow them).
   const reported = reportedRecords(client.console.slice(0, client.console.indexOf('STIEFEL-E2E-NM ', from)), from).length;
   // The laptop noticed the silence (30 s) and the return (polled every 5 s).
@@ -328,7 +337,7 @@ async function pullTheCable(
     .slice(pulledAt)
     .split(/\r?\n/)
     .filter((l) => /stiefelsystem: the laptop at \S+ (has not answered|answers again)/.test(l));
-  return { offSeconds: cable.offSeconds, resumedAfterSeconds, reported, onDisk: [], rootOptions: options[1]!, diskErrors: Number(errors[1]), laptopSaid, desktopSaid, networkManager: nm[1]!.trim() };
+  return { offSeconds: cable.offSeconds, resumedAfterSeconds, reported, onDisk: [], rootOptions: options[1]!, diskErrors: Number(errors[1]), nbdEvents: { timedOut: Number(events[1]), reconnected: Number(events[2]) }, reconnectSaid, laptopSaid, desktopSaid, networkManager: nm[1]!.trim() };
 }
 
 /**

@@ -84,6 +84,8 @@ const BASE_PACKAGES = [
   // The PXE boot services stiefelOS carries (DHCP/TFTP, iPXE's first stages).
   'dnsmasq-base',
   'ipxe',
+  // stiefel-nbd-reconnect, in the laptop OS on the desktop (the package depends on it).
+  'python3',
 ];
 
 /**
@@ -221,7 +223,7 @@ if [ -n "$cable" ]; then
     # seconds under emulation, and Node takes a while to start: its first
     # line is looked for every 5 s only once its unit runs.
     i=0
-    until systemctl is-active --quiet NetworkManager && systemctl is-active --quiet stiefel-laptop-watch; do
+    until systemctl is-active --quiet NetworkManager && systemctl is-active --quiet stiefel-laptop-watch && systemctl is-active --quiet stiefel-nbd-reconnect; do
       i=$((i + 1))
       [ "$i" -ge 300 ] && break
       sleep 1
@@ -231,7 +233,7 @@ if [ -n "$cable" ]; then
       [ "$i" -ge 300 ] && break
       sleep 5
     done
-    say "STIEFEL-E2E-SERVICES after $i s: NetworkManager $(systemctl is-active NetworkManager), stiefel-laptop-watch $(systemctl is-active stiefel-laptop-watch)"
+    say "STIEFEL-E2E-SERVICES after $i s: NetworkManager $(systemctl is-active NetworkManager), stiefel-laptop-watch $(systemctl is-active stiefel-laptop-watch), stiefel-nbd-reconnect $(systemctl is-active stiefel-nbd-reconnect)"
   fi
   n=0
   record() {
@@ -245,7 +247,9 @@ if [ -n "$cable" ]; then
   # NetworkManager ran meanwhile, and left the link and the tunnel alone.
   say "STIEFEL-E2E-NM $(systemctl is-active NetworkManager) $(nmcli -t -f DEVICE,STATE device 2>&1 | tr '\\n' ' ')"
   say "STIEFEL-E2E-ROOT-OPTIONS $(findmnt -n -o OPTIONS /)"
-  say "STIEFEL-E2E-DISK-ERRORS $(dmesg | grep -c -E 'I/O error|EXT4-fs (error|warning)|Remounting filesystem read-only|nbd[0-9]+: (Dead connection|Connection timed out|Receive control failed)')"
+  say "STIEFEL-E2E-DISK-ERRORS $(dmesg | grep -c -E 'I/O error|EXT4-fs (error|warning)|Remounting filesystem read-only')"
+  # What the NBD driver saw of the connection: given up (request timeout) and replaced (stiefel-nbd-reconnect).
+  say "STIEFEL-E2E-NBD-EVENTS timed-out=$(dmesg | grep -c -E 'nbd[0-9]+: Connection timed out') reconnected=$(dmesg | grep -c -E 'nbd[0-9]+: reconnected socket')"
   if [ "$afterwards" = cut ]; then
     while :; do record; done
   fi

@@ -324,8 +324,8 @@ export function blockStatusExtents(reply: Reply): Array<[number, number]> {
 }
 
 /** A client over a real socket (TCP or unix). */
-export async function connectClient(where: { port: number; host?: string } | { path: string }): Promise<{ client: NbdTestClient; socket: net.Socket }> {
-  const socket = 'path' in where ? net.connect({ path: where.path }) : net.connect({ port: where.port, host: where.host ?? '127.0.0.1' });
+export async function connectClient(where: { port: number; host?: string; localAddress?: string } | { path: string }): Promise<{ client: NbdTestClient; socket: net.Socket }> {
+  const socket = 'path' in where ? net.connect({ path: where.path }) : net.connect({ port: where.port, host: where.host ?? '127.0.0.1', ...(where.localAddress ? { localAddress: where.localAddress } : {}) });
   await new Promise<void>((resolve, reject) => {
     socket.once('connect', resolve);
     socket.once('error', reject);

@@ -10,7 +10,7 @@ import { mkdtempSync, readFileSync, rmSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { gunzipSync } from 'node:zlib';
-import { ATTACH_PATH, BOOT_RECORD_PATH, desiredFiles } from '../../src/server-os/plan';
+import { ATTACH_PATH, BOOT_RECORD_PATH, RECONNECT_PATH, desiredFiles } from '../../src/server-os/plan';
 import { BUSYBOX, IMAGE_PROGRAMS } from '../../src/image/programs';
 import { PACKAGES } from '../../src/image/packages';
 import { CLI, REPO_ROOT, run } from '../helpers/cli';
@@ -70,10 +70,12 @@ test('files: exactly these, owned by root, with these modes; the bundle is dist/
   assert.deepEqual(files, [
     '-rw-r--r-- root/root /lib/systemd/system/stiefel-autokexec.service',
     '-rw-r--r-- root/root /lib/systemd/system/stiefel-laptop-watch.service',
+    '-rw-r--r-- root/root /lib/systemd/system/stiefel-nbd-reconnect.service',
     '-rwxr-xr-x root/root /usr/bin/stiefelctl',
     '-rwxr-xr-x root/root /usr/lib/dracut/modules.d/90stiefelsystem/module-setup.sh',
     '-rwxr-xr-x root/root /usr/lib/dracut/modules.d/90stiefelsystem/stiefel-cmdline.sh',
     `-rwxr-xr-x root/root ${ATTACH_PATH}`,
+    `-rwxr-xr-x root/root ${RECONNECT_PATH}`,
     '-rwxr-xr-x root/root /usr/lib/stiefelsystem/stiefelctl.js',
     `-rw-r--r-- root/root ${DOC}/README.md.gz`,
     `-rw-r--r-- root/root ${DOC}/changelog.gz`,
@@ -87,6 +89,7 @@ test('files: exactly these, owned by root, with these modes; the bundle is dist/
   assert.match(fromDeb('usr/bin/stiefelctl').toString(), /^exec \/usr\/bin\/node \/usr\/lib\/stiefelsystem\/stiefelctl\.js "\$@"$/m);
   assert.ok(fromDeb('lib/systemd/system/stiefel-autokexec.service').equals(readFileSync(join(REPO_ROOT, 'assets/laptop/stiefel-autokexec.service'))));
   assert.ok(fromDeb('lib/systemd/system/stiefel-laptop-watch.service').equals(readFileSync(join(REPO_ROOT, 'assets/laptop/stiefel-laptop-watch.service'))));
+  assert.ok(fromDeb('lib/systemd/system/stiefel-nbd-reconnect.service').equals(readFileSync(join(REPO_ROOT, 'assets/laptop/stiefel-nbd-reconnect.service'))));
 });
 
 test('the adapters are byte for byte and mode for mode what setup-server-os writes, so its plan finds nothing to change on shared paths', () => {
@@ -99,6 +102,7 @@ test('the adapters are byte for byte and mode for mode what setup-server-os writ
   };
   const initramfsTools = want('initramfs-tools');
   check(ATTACH_PATH, initramfsTools.get(ATTACH_PATH));
+  check(RECONNECT_PATH, initramfsTools.get(RECONNECT_PATH));
   // initramfs-tools reads hooks and scripts from /usr/share as from /etc.
   check('/usr/share/initramfs-tools/hooks/stiefelsystem', initramfsTools.get('/etc/initramfs-tools/hooks/stiefelsystem'));
   check('/usr/share/initramfs-tools/scripts/local-top/stiefelsystem', initramfsTools.get('/etc/initramfs-tools/scripts/local-top/stiefelsystem'));
@@ -124,7 +128,7 @@ test('maintainer scripts: valid sh; prerm undoes setup-server-os on removal when
   assert.ok(prerm.includes(`BOOT_RECORD=${BOOT_RECORD_PATH}`), 'prerm looks for the record setup-server-os writes');
   assert.match(prerm, /stiefelctl setup-server-os --uninstall --yes/);
   assert.match(readFileSync(join(control, 'postrm'), 'utf8'), /purge\)[^]*rm -rf \/etc\/stiefelsystem \/var\/lib\/stiefelsystem/);
-  for (const s of ['postinst', 'prerm', 'postrm']) assert.match(readFileSync(join(control, s), 'utf8'), /UNIT=stiefel-autokexec\.service\nWATCH_UNIT=stiefel-laptop-watch\.service\n/, s);
+  for (const s of ['postinst', 'prerm', 'postrm']) assert.match(readFileSync(join(control, s), 'utf8'), /UNIT=stiefel-autokexec\.service\nWATCH_UNIT=stiefel-laptop-watch\.service\nRECONNECT_UNIT=stiefel-nbd-reconnect\.service\n/, s);
   const triggers = readFileSync(join(control, 'triggers'), 'utf8').split('\n').filter((l) => l && !l.startsWith('#'));
   assert.deepEqual(triggers, ['activate-noawait update-initramfs']);
 });

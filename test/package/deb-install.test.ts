@@ -24,6 +24,7 @@ import { requireRoot, requireTool } from '../helpers/tools';
 const PKG_VERSION = (JSON.parse(readFileSync(join(REPO_ROOT, 'package.json'), 'utf8')) as { version: string }).version;
 const UNIT = '/lib/systemd/system/stiefel-autokexec.service';
 const WATCH_UNIT = '/lib/systemd/system/stiefel-laptop-watch.service';
+const RECONNECT_UNIT = '/lib/systemd/system/stiefel-nbd-reconnect.service';
 const MADE_UP_RELEASE = '6.1.0-99-amd64'; // made-up release: the files boot-entries lists
 /**
  * Every path of the chroot's own file system is compared (find -xdev: /proc,
@@ -142,7 +143,8 @@ async function unitInPlace(c: Chroot): Promise<void> {
   assert.equal((await c.sh('systemctl is-enabled stiefel-autokexec.service')).stdout, 'disabled\n', 'the package does not enable autokexec');
   assert.ok(readFileSync(join(c.root, WATCH_UNIT)).equals(readFileSync(join(REPO_ROOT, 'assets/laptop/stiefel-laptop-watch.service'))));
   assert.equal((await c.sh('systemctl is-enabled stiefel-laptop-watch.service')).stdout, 'disabled\n', 'nor the laptop watch');
-  const verify = await c.sh(`systemd-analyze verify ${UNIT} ${WATCH_UNIT}`);
+  assert.equal((await c.sh('systemctl is-enabled stiefel-nbd-reconnect.service')).stdout, 'disabled\n', 'nor the reconnect helper');
+  const verify = await c.sh(`systemd-analyze verify ${UNIT} ${WATCH_UNIT} ${RECONNECT_UNIT}`);
   assert.equal(verify.code, 0, verify.stderr);
   assert.equal(verify.stderr, '', 'systemd-analyze has nothing to say');
 }
@@ -168,6 +170,11 @@ async function setUpThenPurge(c: Chroot, t: { diagnostic: (m: string) => void })
   assert.ok(existsSync(join(c.root, '/boot/stiefelsystem/initrd.img')), 'stiefelOS for this laptop, built under nodejs 18');
   assert.equal(readlinkSync(join(c.root, '/etc/systemd/system/multi-user.target.wants/stiefel-autokexec.service')), '/lib/systemd/system/stiefel-autokexec.service', 'autokexec enabled');
   assert.equal(readlinkSync(join(c.root, '/etc/systemd/system/multi-user.target.wants/stiefel-laptop-watch.service')), WATCH_UNIT, 'the laptop watch enabled');
+  assert.equal(readlinkSync(join(c.root, '/etc/systemd/system/multi-user.target.wants/stiefel-nbd-reconnect.service')), RECONNECT_UNIT, 'the reconnect helper enabled');
+  // Its Python runs under the python3 the package pulled in (Debian 12's).
+  const helper = await c.sh('STIEFEL_NBD_CONF=/nonexistent /usr/lib/stiefelsystem/stiefel-nbd-reconnect --check');
+  assert.equal(helper.code, 1);
+  assert.match(helper.stderr.trim(), /^stiefelsystem: cannot read \/nonexistent \(No such file or directory\): this OS was not attached by stiefel-attach$/);
   // An upgrade runs prerm too, and must leave the set-up laptop as it is.
   await c.must(`/var/lib/dpkg/info/stiefelsystem.prerm upgrade ${PKG_VERSION}`);
   assert.ok(existsSync(join(c.root, BOOT_RECORD_PATH)), 'prerm upgrade keeps the setup');
@@ -179,7 +186,7 @@ async function setUpThenPurge(c: Chroot, t: { diagnostic: (m: string) => void })
   const purge = await c.sh('apt-get purge -y -q stiefelsystem');
   assert.equal(purge.code, 0, `${purge.stdout}\n${purge.stderr}`);
   assert.match(purge.stdout, /running 'stiefelctl setup-server-os --uninstall --yes'/, 'prerm undid the setup');
-  for (const gone of [BOOT_RECORD_PATH, '/etc/stiefelsystem', '/var/lib/stiefelsystem', '/boot/stiefelsystem', '/etc/initramfs-tools/hooks/stiefelsystem', '/usr/bin/stiefelctl', '/etc/kernel/postinst.d/zz-stiefelsystem', '/usr/lib/systemd/system-shutdown/stiefelsystem', '/etc/systemd/system/multi-user.target.wants/stiefel-autokexec.service', '/etc/systemd/system/multi-user.target.wants/stiefel-laptop-watch.service']) {
+  for (const gone of [BOOT_RECORD_PATH, '/etc/stiefelsystem', '/var/lib/stiefelsystem', '/boot/stiefelsystem', '/etc/initramfs-tools/hooks/stiefelsystem', '/usr/bin/stiefelctl', '/etc/kernel/postinst.d/zz-stiefelsystem', '/usr/lib/systemd/system-shutdown/stiefelsystem', '/etc/systemd/system/multi-user.target.wants/stiefel-autokexec.service', '/etc/systemd/system/multi-user.target.wants/stiefel-laptop-watch.service', '/etc/systemd/system/multi-user.target.wants/stiefel-nbd-reconnect.service']) {
     assert.throws(() => lstatSync(join(c.root, gone)), /ENOENT/, `${gone} is gone`);
   }
   assert.equal((await c.sh('dpkg-query -W stiefelsystem')).code, 1, 'dpkg forgot the package');

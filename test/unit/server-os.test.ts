@@ -8,6 +8,7 @@ import fc from 'fast-check';
 import { unifiedDiff } from '../../src/server-os/diff';
 import {
   ATTACH_PATH,
+  RECONNECT_PATH,
   BOOT_RECORD_PATH,
   KERNEL_POSTINST_PATH,
   LOCAL_UNIT_PATH,
@@ -90,6 +91,7 @@ test('each family gets the shared attach script, its own adapter, and the boot r
     '/etc/initramfs-tools/hooks/stiefelsystem',
     '/etc/initramfs-tools/scripts/local-top/stiefelsystem',
     ATTACH_PATH,
+    RECONNECT_PATH,
     KERNEL_POSTINST_PATH,
     SHUTDOWN_HOOK_PATH,
   ].sort());
@@ -97,6 +99,7 @@ test('each family gets the shared attach script, its own adapter, and the boot r
     BOOT_RECORD_PATH,
     '/etc/dracut.conf.d/stiefelsystem.conf',
     ATTACH_PATH,
+    RECONNECT_PATH,
     '/usr/lib/dracut/modules.d/90stiefelsystem/module-setup.sh',
     '/usr/lib/dracut/modules.d/90stiefelsystem/stiefel-cmdline.sh',
     KERNEL_POSTINST_PATH,
@@ -108,6 +111,7 @@ test('each family gets the shared attach script, its own adapter, and the boot r
     '/etc/initcpio/install/stiefelsystem',
     '/etc/mkinitcpio.conf',
     ATTACH_PATH,
+    RECONNECT_PATH,
     KERNEL_POSTINST_PATH,
     SHUTDOWN_HOOK_PATH,
   ].sort());
@@ -233,7 +237,7 @@ test('apply: writes files with their modes, regenerates in a chroot and unmounts
     const plan = await planServerOs({ root, uninstall: false });
     assert.equal(plan.record?.family, 'initramfs-tools');
     assert.equal(plan.record?.cmdline, 'root=UUID=feed ro console=ttyS0');
-    assert.deepEqual(plan.actions, ['build stiefelOS from /boot/vmlinuz-6.1.0-0-stf into /boot/stiefelsystem', 'enable stiefel-autokexec.service', 'enable stiefel-laptop-watch.service']); // made-up release
+    assert.deepEqual(plan.actions, ['build stiefelOS from /boot/vmlinuz-6.1.0-0-stf into /boot/stiefelsystem', 'enable stiefel-autokexec.service', 'enable stiefel-laptop-watch.service', 'enable stiefel-nbd-reconnect.service']); // made-up release
     const runner = scriptedRunner();
     const result = await applyServerOs(plan, deps(runner));
     assert.deepEqual(result.regenerated, ['update-initramfs', '-u', '-k', 'all']);
@@ -262,7 +266,7 @@ test('apply: writes files with their modes, regenerates in a chroot and unmounts
     assert.deepEqual([again.changes, again.actions], [[], []]);
     // Uninstalling takes it all away again: files, stiefelOS, the service.
     const un = await planServerOs({ root, uninstall: true });
-    assert.deepEqual(un.actions, ['remove stiefelOS (/boot/stiefelsystem)', 'disable stiefel-autokexec.service', 'disable stiefel-laptop-watch.service']);
+    assert.deepEqual(un.actions, ['remove stiefelOS (/boot/stiefelsystem)', 'disable stiefel-autokexec.service', 'disable stiefel-laptop-watch.service', 'disable stiefel-nbd-reconnect.service']);
     await applyServerOs(un, deps(scriptedRunner()));
     assert.ok(!existsSync(join(root, 'boot/stiefelsystem')));
     assert.ok(!existsSync(join(root, 'etc/systemd/system/multi-user.target.wants/stiefel-autokexec.service')));
@@ -300,7 +304,7 @@ test('CLI: --dry-run shows the diffs and changes nothing; mistakes are one line'
     assert.equal(dry.code, 0, dry.stderr);
     assert.match(dry.stdout, /^\+\+\+ b\/etc\/initramfs-tools\/hooks\/stiefelsystem$/m);
     assert.match(dry.stdout, /^\+\+\+ b\/boot\/stiefelsystem-os\.json$/m);
-    assert.match(dry.stderr, /dry run: \d+ file\(s\) to write .*, then: update-initramfs -u -k all; build stiefelOS from \/boot\/vmlinuz-\S+ into \/boot\/stiefelsystem; enable stiefel-autokexec\.service; enable stiefel-laptop-watch\.service; nothing was changed/);
+    assert.match(dry.stderr, /dry run: \d+ file\(s\) to write .*, then: update-initramfs -u -k all; build stiefelOS from \/boot\/vmlinuz-\S+ into \/boot\/stiefelsystem; enable stiefel-autokexec\.service; enable stiefel-laptop-watch\.service; enable stiefel-nbd-reconnect\.service; nothing was changed/);
     assert.equal(execFileSync('find', [root, '-newer', mark, '-type', 'f'], { encoding: 'utf8' }), '');
 
     const noTty = await runCli(['setup-server-os', '--root', root], { detached: true });
