@@ -145,12 +145,11 @@ export class NbdSession {
   shutdown(): void {
     if (this.#shuttingDown) return;
     this.#shuttingDown = true;
-    // Already ending (the client's NBD_CMD_DISC): it answers what is in
-    // flight and waits for the client's end, which pausing would hide.
-    if (this.#phase === 'closing' || this.#phase === 'closed') return;
     if (this.#phase === 'handshake') return this.#close('server shut down');
     this.#transmission?.shutDown();
-    this.#transport.pause();
+    // Already ending (the client's NBD_CMD_DISC): it waits for the client's
+    // end, which pausing the socket would hide until the close timeout.
+    if (this.#phase !== 'closing' && this.#phase !== 'closed') this.#transport.pause();
     this.#unhold();
     this.#parser.resume();
     this.#parser.stop();
