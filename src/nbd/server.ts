@@ -80,10 +80,15 @@ export interface NbdServerOptions {
    * stiefel-nbd-reconnect), while the server's end still looks alive. The
    * old one is cut, and the new one is served only once the old one's
    * requests have finished, so that nothing it still carries (a
-   * retransmitted write) lands after what the new one writes. Default: no
-   * limit. Not with `workers`.
+   * retransmitted write) lands after what the new one writes. Only a
+   * connection that received no request for `replaceSilentMs` is replaced
+   * (the client gives a connection up only after its requests went
+   * unanswered that long), so a client that simply opens more connections
+   * (nbdcopy's four) keeps them all. Default: no limit. Not with `workers`.
    */
   maxConnectionsPerPeer?: number;
+  /** See maxConnectionsPerPeer. Default 10 s. */
+  replaceSilentMs?: number;
   /** A connection still negotiating after this long is closed. Default 30 s. */
   handshakeTimeoutMs?: number;
   /** How long close() waits for in-flight requests before cutting connections. Default 10 s. */
@@ -146,11 +151,13 @@ export async function startNbdServer(options: NbdServerOptions, ctx: { log: Logg
   if (perPeer !== undefined && (!Number.isInteger(perPeer) || perPeer < 1)) throw new StiefelError('E_NBD_CONNECTIONS', `the connections per peer must be a whole number of at least 1, not ${perPeer}`);
   if (perPeer !== undefined && options.workers) throw new StiefelError('E_NBD_WORKER', 'a limit of connections per peer cannot be kept with worker processes; use one or the other');
   const workers = options.workers && (await startWorkers(options, settings, log, open, ended));
-  /** The peer's open admitted connections beyond the limit, once a new one comes: oldest first. */
+  const replaceSilentMs = options.replaceSilentMs ?? 10_000;
+  /** The peer's open admitted connections beyond the limit, once a new one comes, of those silent long enough: oldest first. */
   const replaced = (peer: NbdPeer): NbdSession[] => {
     if (perPeer === undefined || peer.family === 'unix') return [];
     const same = [...open.values()].filter((c) => c.info.refused === undefined && c.info.peer.address === peer.address && c.session);
-    return same.slice(0, Math.max(0, same.length - perPeer + 1)).map((c) => c.session!);
+    const silent = same.filter((c) => Date.now() - c.info.stats.lastRequestAt >= replaceSilentMs);
+    return silent.slice(0, Math.max(0, same.length - perPeer + 1)).map((c) => c.session!);
   };
 
   // Paused on connect: acceptedSocketTransport takes the socket over before anything is read.

@@ -287,5 +287,5 @@ export class NbdSession {
 
 /** A session's counters before anything happened (also a worker's connection's, until its first report). */
 export function newSessionStats(): SessionStats {
-  return { phase: 'handshake', exportName: undefined, bytesRead: 0, bytesWritten: 0, requests: {}, inFlight: 0, errors: 0 };
+  return { phase: 'handshake', exportName: undefined, bytesRead: 0, bytesWritten: 0, requests: {}, inFlight: 0, errors: 0, lastRequestAt: Date.now() };
 }

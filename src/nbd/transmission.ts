@@ -35,6 +35,8 @@ export interface SessionStats {
   inFlight: number;
   /** Replies that carried an error. */
   errors: number;
+  /** Date.now() of the last request received (of the connection's start before any). */
+  lastRequestAt: number;
 }
 
 export interface TransmissionHost {
@@ -105,6 +107,7 @@ export class NbdTransmission {
     const name = P.commandName(req.type);
     const stats = this.#stats;
     stats.requests[name] = (stats.requests[name] ?? 0) + 1;
+    stats.lastRequestAt = Date.now();
     if (req.type === P.NBD_CMD_DISC) {
       // "The server MUST handle all outstanding requests ... and close the
       // TCP session. A client MUST NOT send anything to the server after

@@ -41,7 +41,7 @@ const port = (a: { kind: string; port?: number }): number => (a.kind === 'tcp' ?
 
 test("a second connection from the same desktop replaces its first, and is served only once the first one's write has finished", async () => {
   const backend = new HeldWrites({ size: MiB });
-  const server = await startNbdServer({ exports: [{ name: 'd', backend }], listen: { kind: 'tcp', host: '127.0.0.1', port: 0 }, maxConnectionsPerPeer: 1 }, { log: silentLogger });
+  const server = await startNbdServer({ exports: [{ name: 'd', backend }], listen: { kind: 'tcp', host: '127.0.0.1', port: 0 }, maxConnectionsPerPeer: 1, replaceSilentMs: 0 }, { log: silentLogger });
   try {
     const first = await connectClient({ port: port(server.address), host: '127.0.0.1' });
     await first.client.handshake({ name: 'd' });
@@ -86,7 +86,7 @@ test("a second connection from the same desktop replaces its first, and is serve
 
 test('a connection from another address does not replace the first desktop’s, and several allowed connections are all kept', async () => {
   const server = await startNbdServer(
-    { exports: [{ name: 'd', backend: new MemoryBackend({ size: MiB }) }], listen: { kind: 'tcp', host: '127.0.0.1', port: 0 }, maxConnectionsPerPeer: 2 },
+    { exports: [{ name: 'd', backend: new MemoryBackend({ size: MiB }) }], listen: { kind: 'tcp', host: '127.0.0.1', port: 0 }, maxConnectionsPerPeer: 2, replaceSilentMs: 0 },
     { log: silentLogger },
   );
   try {
@@ -109,6 +109,31 @@ test('a connection from another address does not replace the first desktop’s, 
       await x.client.waitClosed();
     }
     for (const x of [a, b, c, elsewhere]) x.socket.destroy();
+  } finally {
+    await server.close();
+  }
+});
+
+test('a connection still in use is not replaced: a client that opens more connections than the limit (nbdcopy) keeps them all', async () => {
+  const server = await startNbdServer(
+    { exports: [{ name: 'd', backend: new MemoryBackend({ size: MiB }) }], listen: { kind: 'tcp', host: '127.0.0.1', port: 0 }, maxConnectionsPerPeer: 1 },
+    { log: silentLogger },
+  );
+  try {
+    const clients = [];
+    for (let i = 0; i < 4; i++) {
+      const c = await connectClient({ port: port(server.address), host: '127.0.0.1' });
+      await c.client.handshake({ name: 'd' });
+      assert.equal((await c.client.read(0, 512)).error, 0);
+      clients.push(c);
+    }
+    assert.equal(server.connections().length, 4, 'none of them received nothing for 10 s: all kept');
+    for (const c of clients) assert.equal((await c.client.read(4096, 512)).error, 0, 'each still served');
+    for (const c of clients) {
+      c.client.disconnect();
+      await c.client.waitClosed();
+      c.socket.destroy();
+    }
   } finally {
     await server.close();
   }
