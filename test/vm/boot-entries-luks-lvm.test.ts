@@ -314,7 +314,7 @@ before(async () => {
     async ([vm]) => {
       await vm!.waitFor(/starting a rescue shell on the console/, BOOT_LIMIT_MS);
       vm!.send('sh /stf4l/run.sh\n');
-      const done = await vm!.waitFor(/STF4L-DONE (\S+)/, SCRIPT_LIMIT_MS);
+      const done = await vm!.waitFor(/STF4L-DONE (\S+)\r?\n/, SCRIPT_LIMIT_MS);
       await vm!.waitForExit(60_000);
       const text = readFileSync(resultsDisk, 'utf8').replace(/\0+$/, '');
       results = parseResults(text);
