@@ -170,8 +170,10 @@ stiefel_main() {
 	# connection and fails it once all are "dead" (nbd_xmit_timeout): a pulled
 	# cable, or a 30 s stall, would be I/O errors. With one connection and no
 	# timeout it waits for ever. So with several: a day.
+	attach_timeout=0
 	if [ "${STIEFEL_NBD_CONNECTIONS:-1}" -gt 1 ]; then
-		set -- "$@" -C "$STIEFEL_NBD_CONNECTIONS" -t "${STIEFEL_NBD_TIMEOUT_S:-86400}"
+		attach_timeout=${STIEFEL_NBD_TIMEOUT_S:-86400}
+		set -- "$@" -C "$STIEFEL_NBD_CONNECTIONS" -t "$attach_timeout"
 	fi
 	stiefel_say "attaching $STIEFEL_NBD_DEVICE from $host port $STIEFEL_NBD_PORT (connections: ${STIEFEL_NBD_CONNECTIONS:-1})"
 	tries=0
@@ -199,8 +201,6 @@ stiefel_main() {
 	# one dies): where the disk is, and the request timeout set here, which
 	# it puts back when it stops.
 	mkdir -p /run/stiefelsystem
-	attach_timeout=0
-	[ "${STIEFEL_NBD_CONNECTIONS:-1}" -gt 1 ] && attach_timeout=${STIEFEL_NBD_TIMEOUT_S:-86400}
 	printf 'STIEFEL_NBD_HOST=%s\nSTIEFEL_NBD_PORT=%s\nSTIEFEL_NBD_EXPORT=%s\nSTIEFEL_NBD_DEVICE=%s\nSTIEFEL_NBD_TIMEOUT_S=%s\n' \
 		"$host" "$STIEFEL_NBD_PORT" "$STIEFEL_NBD_EXPORT" "$STIEFEL_NBD_DEVICE" "$attach_timeout" > /run/stiefelsystem/nbd.conf
 	# For the goodbye at the very end of shutdown (systemd-shutdown's hook):
