@@ -10,6 +10,14 @@
 // whose EUI-64 address follows from its MAC) or from an address the laptop
 // handed out for this boot (the WireGuard tunnel address, expectDiskPeer()).
 // Everything else from another host is refused until the handoff times out.
+// The last disk connection ending frees the lock only when the desktop let
+// the disk go (its goodbye, or NBD_CMD_DISC). Otherwise (a reset, a dead
+// connection its kernel gave up, a power cut) the disk stays held for that
+// desktop, which may still have it mounted: it alone may connect again
+// (stiefel-nbd-reconnect does), or boot again (a payload request from the
+// address it fetched its payload from: the same NIC, so the same machine,
+// whose old OS is gone); everyone else is refused until the laptop stops
+// serving (its way back: R on its console).
 // Pure: time comes from `now`.
 
 import { unmapIPv4 } from '../netif/address';
@@ -21,6 +29,8 @@ export interface LockOwner {
   state: Exclude<LockState, 'free'>;
   /** When this host took the server, ms since the epoch. */
   sinceMs: number;
+  /** The disk is held for this host, which has no connection open: it left without letting the disk go. */
+  held?: true;
 }
 
 export type LockDecision = { ok: true; replacedSession?: string } | { ok: false; owner: LockOwner };
@@ -45,6 +55,9 @@ export class ClientLock {
   #openRequests = 0;
   #handoffUntil = 0;
   #diskConnections = 0;
+  #held = false;
+  /** The address the disk's desktop fetched its payload from (its NIC's), kept while the disk is held. */
+  #bootHost = '';
   readonly #expectedDiskPeers = new Set<string>();
 
   constructor(options: ClientLockOptions) {
@@ -67,6 +80,8 @@ export class ClientLock {
     this.#session = '';
     this.#openRequests = 0;
     this.#diskConnections = 0;
+    this.#held = false;
+    this.#bootHost = '';
   }
 
   #take(state: Exclude<LockState, 'free'>, host: string): void {
@@ -83,7 +98,8 @@ export class ClientLock {
 
   owner(): LockOwner | undefined {
     this.#expire();
-    return this.#state === 'free' ? undefined : { host: this.#host, state: this.#state, sinceMs: this.#since };
+    if (this.#state === 'free') return undefined;
+    return this.#held ? { host: this.#host, state: this.#state, sinceMs: this.#since, held: true } : { host: this.#host, state: this.#state, sinceMs: this.#since };
   }
 
   /** Whether a host other than `host` (or anyone, without one) holds the server. */
@@ -95,6 +111,8 @@ export class ClientLock {
   /** A payload request from `host` in client session `session` starts. */
   beginRequest(host: string, session: string): LockDecision {
     this.#expire();
+    // The desktop the disk is held for boots again: its old OS is gone.
+    if (this.#held && host === this.#bootHost) this.#free();
     if (this.#state !== 'free' && this.#host !== host) return { ok: false, owner: this.owner()! };
     let replacedSession: string | undefined;
     if (this.#state !== 'free' && this.#session && this.#session !== session) replacedSession = this.#session;
@@ -134,22 +152,36 @@ export class ClientLock {
       ((this.#state === 'payload' || this.#state === 'handoff') && (this.#host === host || this.#expectedDiskPeers.has(host))) ||
       (this.#state === 'disk' && this.#host === host);
     if (!mayTake) return { ok: false, owner: this.owner()! };
-    if (this.#state !== 'disk') this.#diskConnections = 0;
+    if (this.#state !== 'disk') {
+      this.#diskConnections = 0;
+      this.#bootHost = this.#state === 'free' ? host : this.#host;
+    }
     this.#take('disk', host);
     this.#diskConnections += 1;
+    this.#held = false;
     return { ok: true };
   }
 
-  diskClosed(host: string): void {
-    if (this.#state !== 'disk' || this.#host !== host) return;
+  /**
+   * A disk connection of `host` ended; `letGo`: the desktop let the disk go
+   * (said goodbye or detached it). True when it was the host's last.
+   */
+  diskClosed(host: string, letGo: boolean): boolean {
+    if (this.#state !== 'disk' || this.#host !== host || this.#diskConnections === 0) return false;
     this.#diskConnections -= 1;
-    if (this.#diskConnections <= 0) this.#free();
+    if (this.#diskConnections > 0) return false;
+    if (letGo) this.#free();
+    else this.#held = true;
+    return true;
   }
 }
 
 /** What the refused desktop (and the laptop's log) is told. */
 export function busyMessage(owner: LockOwner): string {
   const since = new Date(owner.sinceMs).toISOString().slice(11, 19);
+  if (owner.held) {
+    return `the laptop is busy: its disk is held for the desktop at ${owner.host}, which left without letting it go and may still have it mounted (since ${since} UTC); only that desktop may boot from it, until the laptop returns to its own OS (R on its console)`;
+  }
   const what =
     owner.state === 'disk'
       ? 'its disk is in use by'

@@ -3,7 +3,7 @@
 // (server-role.ts). It listens on the WireGuard tunnel address when the link
 // is encrypted, else on every address (the cable is link-local IPv6).
 import { readFile, stat } from 'node:fs/promises';
-import { FileBackend, startNbdServer, type NbdPeer } from '../nbd';
+import { CLIENT_DISCONNECTED, FileBackend, startNbdServer, type NbdPeer } from '../nbd';
 import { peerHost } from './client-lock';
 import type { StartDiskService } from './server-role';
 
@@ -43,12 +43,12 @@ export const startNbdDiskService: StartDiskService = async (o, ctx) => {
           const d = o.admit(peerHost(peer.address));
           return d.ok ? true : { refuse: d.message };
         },
-        onDisconnect: (connection) => {
+        onDisconnect: (connection, reason) => {
           if (connection.refused !== undefined) return;
           ended.bytesRead += connection.stats.bytesRead;
           ended.bytesWritten += connection.stats.bytesWritten;
           ended.errors += connection.stats.errors;
-          o.disconnected(peerHost(connection.peer.address));
+          o.disconnected(peerHost(connection.peer.address), { detached: reason === CLIENT_DISCONNECTED });
         },
       },
       { log: ctx.log, signal: ctx.signal },

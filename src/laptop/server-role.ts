@@ -64,8 +64,8 @@ export interface DiskServiceOptions {
   connections: number;
   /** Called for every new connection: may this peer host use the disk now? */
   admit(peerHost: string): { ok: true } | { ok: false; message: string };
-  /** Called when an admitted connection ends. */
-  disconnected(peerHost: string): void;
+  /** Called when an admitted connection ends; `detached`: its client said NBD_CMD_DISC first. */
+  disconnected(peerHost: string, how: { detached: boolean }): void;
 }
 
 export type StartDiskService = (options: DiskServiceOptions, ctx: { log: Logger; signal: AbortSignal }) => Promise<DiskService>;
@@ -326,12 +326,12 @@ export async function startBootServer(o: BootServerOptions, ctx: { log: Logger; 
             log.warn(`refused a disk connection from ${peer}: busy with ${d.owner.host}`);
             return { ok: false, message: busyMessage(d.owner) };
           },
-          disconnected: (peer) => {
-            lock.diskClosed(peer);
-            if (lock.state !== 'free') return;
+          disconnected: (peer, how) => {
+            // Without a goodbye or NBD_CMD_DISC the disk stays held for this desktop (see ClientLock).
+            if (!lock.diskClosed(peer, saidGoodbye || how.detached)) return;
             diskHolder = undefined;
-            log.info(`the desktop at ${peer} disconnected from the disk`);
-            if (!saidGoodbye) back?.vanished(peer).catch((err: Error) => log.warn(`the way back failed: ${err.message}`));
+            log.info(`the desktop at ${peer} disconnected from the disk${how.detached ? ' (it detached it)' : ''}`);
+            if (!saidGoodbye) back?.vanished(peer, how.detached).catch((err: Error) => log.warn(`the way back failed: ${err.message}`));
           },
         },
         { log: log.child('nbd'), signal },

@@ -6,9 +6,12 @@
 //   goodbye    -> stop serving the disk, check that its file systems were left
 //                 clean, then server.when_done: return (after a countdown any
 //                 key cancels), stay, or poweroff;
-//   vanished   -> the disk connection ended without a goodbye: say so, name the
-//                 risk, and wait: for the desktop to come back, or for a person
-//                 to press R to return anyway.
+//   vanished   -> the disk connection ended without a goodbye: wait a while
+//                 for the desktop to connect again (its stiefel-nbd-reconnect
+//                 replaces a connection its kernel gave up, after a pulled
+//                 cable); then say so, name the risk, and wait: for the
+//                 desktop to come back, or for a person to press R to return
+//                 anyway.
 // Returning kexecs the laptop OS's own kernel and initrd (the entry the
 // desktop booted) with its own command line; a laptop whose LUKS key is
 // sealed in the TPM returns through its firmware instead (a reboot), since
@@ -40,6 +43,8 @@ export interface WayBackActions {
 export interface WayBackOptions {
   whenDone: WhenDone;
   delayS: number;
+  /** How long a desktop that lost its connection has to connect again before the console offers R; 20 s when omitted. */
+  reconnectGraceMs?: number;
   console: ConsoleIO;
   actions: WayBackActions;
   log: Logger;
@@ -49,8 +54,11 @@ export interface WayBackOptions {
 export interface WayBack {
   /** The desktop said goodbye: `verb` is how it shuts down. */
   goodbye(host: string, verb: string): Promise<void>;
-  /** The desktop's disk connection ended without a goodbye. */
-  vanished(host: string): Promise<void>;
+  /**
+   * The desktop's disk connection ended without a goodbye; `detached`: it
+   * said NBD_CMD_DISC (it let the disk go, and will not connect again by itself).
+   */
+  vanished(host: string, detached?: boolean): Promise<void>;
   /** The desktop is back (a new disk connection): a pending wait ends. */
   returned(): void;
 }
@@ -66,6 +74,8 @@ function describeHealth(h: DiskHealth): string {
 export function createWayBack(o: WayBackOptions): WayBack {
   const { console: io, actions, log } = o;
   let waiting: AbortController | undefined;
+  /** Ends the wait for a desktop that lost its connection to connect again. */
+  let graceWaiting: (() => void) | undefined;
   let busy = false;
 
   const say = (line: string): void => log.info(line);
@@ -92,6 +102,22 @@ export function createWayBack(o: WayBackOptions): WayBack {
     say(`starting the laptop's own OS (${image.kernel})`);
     await actions.kexec(image);
   };
+
+  /** Waits up to `ms` for the desktop to connect again (returned()), unless the server stops first. */
+  const waitForReturn = (ms: number): Promise<'returned' | 'timeout' | 'stopped'> =>
+    new Promise((resolve) => {
+      if (o.signal.aborted) return resolve('stopped');
+      const end = (how: 'returned' | 'timeout' | 'stopped'): void => {
+        clearTimeout(timer);
+        o.signal.removeEventListener('abort', onAbort);
+        graceWaiting = undefined;
+        resolve(how);
+      };
+      const onAbort = (): void => end('stopped');
+      const timer = setTimeout(() => end('timeout'), ms);
+      o.signal.addEventListener('abort', onAbort, { once: true });
+      graceWaiting = () => end('returned');
+    });
 
   /** Waits for R (return anyway) while the desktop may come back; true when R was pressed. */
   const waitForPerson = async (): Promise<boolean> => {
@@ -142,10 +168,21 @@ export function createWayBack(o: WayBackOptions): WayBack {
         busy = false;
       }
     },
-    async vanished(host) {
+    async vanished(host, detached = false) {
       if (busy) return;
       busy = true;
       try {
+        if (!detached) {
+          const graceMs = o.reconnectGraceMs ?? 20_000;
+          const lostAt = Date.now();
+          say(`the desktop at ${host} lost its disk connection without a goodbye; the disk stays held for it: waiting ${Math.round(graceMs / 1000)} s for it to connect again`);
+          const grace = await waitForReturn(graceMs);
+          if (grace === 'returned') {
+            say(`the desktop at ${host} is back on the disk after ${Math.round((Date.now() - lostAt) / 1000)} s (a new connection)`);
+            return;
+          }
+          if (grace === 'stopped') return;
+        }
         say(
           `the desktop at ${host} left the disk without saying goodbye (a crash, a power cut, or the cable): it may still have the disk mounted, so this laptop does not return to its own OS by itself. ` +
             "Waiting for the desktop to come back; press R to return anyway once you are sure it is off (its last writes may be lost, the journal replays).",
@@ -159,7 +196,9 @@ export function createWayBack(o: WayBackOptions): WayBack {
       }
     },
     returned() {
-      if (waiting) {
+      if (graceWaiting) {
+        graceWaiting();
+      } else if (waiting) {
         say('the desktop is back on the disk');
         waiting.abort();
       }

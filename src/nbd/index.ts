@@ -8,6 +8,7 @@ export { readOnlyBackend } from './backend-read-only';
 export { BackendError } from './errno';
 export { parseListenAddress, formatListenAddress, nbdUri, ListenAddressError, type ListenAddress } from './listen';
 export { NBD_DEFAULT_PORT } from './protocol';
+export { CLIENT_DISCONNECTED } from './session';
 export {
   startNbdServer,
   DEFAULT_BLOCK_SIZE,

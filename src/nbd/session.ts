@@ -34,6 +34,9 @@ export type SessionPhase = SessionStats['phase'];
  * hundred bytes, so this only stops a client that sends options without
  * reading the answers (one reply batch of the transport is 256 KiB).
  */
+/** The end reason (`done`) of a session whose client said NBD_CMD_DISC: it detached the export. */
+export const CLIENT_DISCONNECTED = 'client disconnected';
+
 export const HANDSHAKE_BYTES = 512 * 1024;
 
 const MAX_OPTION_DATA = 64 * 1024;
@@ -237,7 +240,7 @@ export class NbdSession {
         send: (b, done) => this.#transport.write(b, done),
         disconnect: () => {
           this.#parser.stop();
-          this.#closeWhenIdle('client disconnected');
+          this.#closeWhenIdle(CLIENT_DISCONNECTED);
         },
         idle: () => this.#onIdle(),
       },

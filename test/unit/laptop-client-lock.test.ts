@@ -62,9 +62,9 @@ test('during handoff the disk is for the same address or the one handed out; the
   assert.deepEqual(l.admitDisk(booted), { ok: true }, 'a second connection of the same host');
   assert.equal(l.admitDisk(B).ok, false);
   assert.equal(l.beginRequest(B, 's2').ok, false);
-  l.diskClosed(booted);
+  assert.equal(l.diskClosed(booted, true), false, 'not its last connection');
   assert.equal(l.state, 'disk');
-  l.diskClosed(booted);
+  assert.equal(l.diskClosed(booted, true), true, 'its last, and it let the disk go (a goodbye, NBD_CMD_DISC)');
   assert.equal(l.state, 'free');
   assert.equal(l.admitDisk(B).ok, true);
   // The same desktop's own address is admitted during its handoff too.
@@ -73,6 +73,34 @@ test('during handoff the disk is for the same address or the one handed out; the
   second.l.endRequest(A);
   second.l.handOff(A);
   assert.equal(second.l.admitDisk(A).ok, true);
+});
+
+test('a desktop that left without letting the disk go keeps it: it may connect again or boot again, nobody else gets in', () => {
+  const { l, advance } = lock();
+  l.beginRequest(A, 's1');
+  const tunnel = 'fd53::2';
+  l.expectDiskPeer(tunnel);
+  l.endRequest(A);
+  l.handOff(A);
+  assert.equal(l.admitDisk(tunnel).ok, true);
+  assert.equal(l.diskClosed(tunnel, false), true, 'its last connection ended: a reset, or a connection its kernel gave up');
+  assert.equal(l.state, 'disk');
+  advance(3_600_000);
+  for (const refused of [l.admitDisk(B), l.beginRequest(B, 's2')]) {
+    assert.equal(refused.ok, false, 'another desktop is refused, however long it waits');
+    if (!refused.ok) {
+      assert.equal(refused.owner.held, true);
+      assert.match(busyMessage(refused.owner), /^the laptop is busy: its disk is held for the desktop at fd53::2, which left without letting it go and may still have it mounted \(since \d\d:\d\d:\d\d UTC\); only that desktop may boot from it, until the laptop returns to its own OS \(R on its console\)$/);
+    }
+  }
+  // The same desktop reconnects (stiefel-nbd-reconnect): the disk is its own again, held no more.
+  assert.equal(l.admitDisk(tunnel).ok, true);
+  assert.equal(l.owner()?.held, undefined);
+  assert.equal(l.diskClosed(B, false), false, "another host's close changes nothing");
+  l.diskClosed(tunnel, false);
+  // Or it boots again: a payload request from the address it booted from (its NIC's) takes the lock over.
+  assert.deepEqual(l.beginRequest(A, 's3'), { ok: true });
+  assert.deepEqual(l.owner() && [l.owner()!.host, l.owner()!.state, l.owner()!.held], [A, 'payload', undefined]);
 });
 
 test('after the handoff times out, the disk is anyone\'s again', () => {

@@ -8,7 +8,7 @@ import { createWayBack, type ConsoleIO, type WhenDone } from '../../src/laptop/w
 
 const clean: DiskHealth = { dirty: [], unchecked: [{ partition: 1, kind: 'vfat' as never }], clean: [2], tpmSealed: false };
 
-function world(options: { health?: DiskHealth; keys?: Array<string | undefined>; whenDone?: WhenDone; delayS?: number }) {
+function world(options: { health?: DiskHealth; keys?: Array<string | undefined>; whenDone?: WhenDone; delayS?: number; graceMs?: number }) {
   const done: string[] = [];
   const lines: string[] = [];
   const keys = [...(options.keys ?? [])];
@@ -27,6 +27,7 @@ function world(options: { health?: DiskHealth; keys?: Array<string | undefined>;
   const back = createWayBack({
     whenDone: options.whenDone ?? 'return',
     delayS: options.delayS ?? 10,
+    reconnectGraceMs: options.graceMs ?? 0,
     console,
     log: createStreamLogger({ write: (l) => lines.push(l) }),
     signal: controller.signal,
@@ -87,4 +88,39 @@ test('a desktop that vanished: the risk is named and nothing happens until R, or
   const r = world({ keys: ['r'] });
   await r.back.vanished('fe80::2');
   assert.deepEqual(r.done, ['stop disk', 'kexec /run/stiefelsystem/payload/vmlinuz root=UUID=1 ro']);
+});
+
+test('a desktop that connects again within the grace (its kernel gave a connection up and got a new one): no alarm, no R offered', async () => {
+  // An R typed meanwhile is not read: the wait is for the desktop only.
+  const w = world({ graceMs: 60_000, keys: ['r'] });
+  const waiting = w.back.vanished('fd53::2');
+  await new Promise((r) => setTimeout(r, 20));
+  assert.match(w.lines.join(''), /the desktop at fd53::2 lost its disk connection without a goodbye; the disk stays held for it: waiting 60 s for it to connect again/);
+  w.back.returned();
+  await waiting;
+  assert.match(w.lines.join(''), /the desktop at fd53::2 is back on the disk after 0 s \(a new connection\)/);
+  assert.doesNotMatch(w.lines.join(''), /without saying goodbye|press R/);
+  assert.deepEqual(w.done, []);
+  // The grace runs out: then the risk is named.
+  const late = world({ graceMs: 30 });
+  const lateWait = late.back.vanished('fd53::2');
+  await new Promise((r) => setTimeout(r, 100));
+  assert.match(late.lines.join(''), /left the disk without saying goodbye/);
+  late.back.returned();
+  await lateWait;
+  assert.match(late.lines.join(''), /the desktop is back on the disk/);
+  // A desktop that detached the disk (NBD_CMD_DISC) will not connect again by itself: no grace.
+  const detached = world({ graceMs: 60_000 });
+  const detachedWait = detached.back.vanished('fd53::2', true);
+  await new Promise((r) => setTimeout(r, 20));
+  assert.doesNotMatch(detached.lines.join(''), /waiting 60 s|stays held/);
+  assert.match(detached.lines.join(''), /left the disk without saying goodbye/);
+  detached.back.returned();
+  await detachedWait;
+  // The server stopping ends the grace quietly.
+  const stopped = world({ graceMs: 60_000 });
+  const stoppedWait = stopped.back.vanished('fd53::2');
+  stopped.stop();
+  await stoppedWait;
+  assert.doesNotMatch(stopped.lines.join(''), /without saying goodbye/);
 });
