@@ -61,9 +61,11 @@ export interface EndToEndOptions {
    * Pull the cable while the laptop OS on the desktop writes: it writes
    * `records` fsynced records, one a second; after record `atRecord` both
    * ends of the cable lose carrier (QMP set_link off on each VM's NIC) for
-   * `offSeconds`, then get it back.
+   * `offSeconds`, then get it back. With `reset`, the laptop OS then aborts
+   * its end of the disk connection (ss -K) and writes three more records:
+   * the reconnect path, which a pull takes only by chance.
    */
-  cable?: { records: number; atRecord: number; offSeconds: number };
+  cable?: { records: number; atRecord: number; offSeconds: number; reset?: boolean };
   /**
    * Cut the desktop's power while the laptop OS writes fsynced records, one
    * a second: after record `atRecord` the desktop VM is killed (SIGKILL).
@@ -96,6 +98,21 @@ export interface PowerCutResult {
   fsck: string;
 }
 
+/** The disk connection reset by the laptop OS (ss -K), and what followed. */
+export interface ResetResult {
+  /** Connections ss -K aborted. */
+  killed: number;
+  /** The three records after it: written (true) or failed. */
+  records: boolean[];
+  /** Sockets the NBD driver took from stiefel-nbd-reconnect so far (the pull's included), and the kernel's disk errors. */
+  reconnected: number;
+  diskErrors: number;
+  /** What stiefel-nbd-reconnect said after the reset. */
+  reconnectSaid: string[];
+  /** What the laptop's console said of the desktop's disk connection after it. */
+  laptopSaid: string[];
+}
+
 export interface CableResult {
   offSeconds: number;
   /** From carrier back to the next record written. */
@@ -115,6 +132,7 @@ export interface CableResult {
   desktopSaid: string[];
   /** `systemctl is-active NetworkManager` and `nmcli -t -f DEVICE,STATE device` in the laptop OS, after the records. */
   networkManager: string;
+  reset?: ResetResult;
 }
 
 export interface Stage {
@@ -210,12 +228,13 @@ export async function makeCable(netns: string): Promise<void> {
 }
 
 /** The server VM's own config, put over the image's in a cpio appended to its initrd. */
-function serverConfigOverlay(token: string, options: { wireguard: boolean; bench: boolean; cableRecords?: number; services?: boolean; thenCut?: boolean; mtu?: number; nbdConnections?: number }): Buffer {
+function serverConfigOverlay(token: string, options: { wireguard: boolean; bench: boolean; cableRecords?: number; services?: boolean; reset?: boolean; thenCut?: boolean; mtu?: number; nbdConnections?: number }): Buffer {
   const append = [
     `stiefel_e2e.token=${token}`,
     options.bench ? 'stiefel_e2e.bench=1' : '',
     options.cableRecords !== undefined ? `stiefel_e2e.cable=${options.cableRecords}` : '',
     options.services ? 'stiefel_e2e.services=1' : '',
+    options.reset ? 'stiefel_e2e.reset=1' : '',
     options.thenCut ? 'stiefel_e2e.then=cut' : '',
   ]
     .filter(Boolean)
@@ -340,6 +359,35 @@ async function pullTheCable(
   return { offSeconds: cable.offSeconds, resumedAfterSeconds, reported, onDisk: [], rootOptions: options[1]!, diskErrors: Number(errors[1]), nbdEvents: { timedOut: Number(events[1]), reconnected: Number(events[2]) }, reconnectSaid, laptopSaid, desktopSaid, networkManager: nm[1]!.trim() };
 }
 
+/** The laptop OS resets its end of the disk connection (ss -K) after the cable's records, then writes three more. */
+async function resetTheConnection(server: QemuVm, client: QemuVm, scale: number, from: number, serverFrom: number, log: (l: string) => void): Promise<ResetResult> {
+  const resetting = await client.waitFor(/STIEFEL-E2E-RESETTING\r?\n/, 120_000 * scale, from);
+  const resetAt = client.console.indexOf(resetting[0], from);
+  const reset = await client.waitFor(/STIEFEL-E2E-RESET (\d+)\r?\n/, 60_000 * scale, resetAt);
+  log(`the laptop OS reset its disk connection (ss -K aborted ${reset[1]})`);
+  // Each record may wait out one request timeout (30 s) when a request was in flight on the aborted connection.
+  const events = await client.waitFor(/STIEFEL-E2E-RESET-EVENTS reconnected=(\d+) disk-errors=(\d+)\r?\n/, 240_000 * scale, resetAt);
+  const between = client.console.slice(resetAt, client.console.indexOf(events[0], resetAt));
+  const records = [...between.matchAll(/STIEFEL-E2E-WRITE(-FAILED)? \d+\r?\n/g)].map((m) => m[1] === undefined);
+  const reconnectSaid = between.split(/\r?\n/).filter((l) => /stiefelsystem: nbd\d+ (lost its connection|reconnected)|stiefelsystem: nbd\d+: the laptop is still unreachable/.test(l));
+  // The laptop saw the reset at once (and may have lost a connection in the
+  // pull too): each loss must be followed by the desktop's return, within
+  // the 20 s the way back gives it before it offers R.
+  const count = (re: RegExp): number => server.console.slice(serverFrom).match(re)?.length ?? 0;
+  const lostLine = /the desktop at \S+ lost its disk connection without a goodbye/g;
+  const backLine = /the desktop at \S+ is back on the disk after \d+ s/g;
+  for (const deadline = Date.now() + 60_000 * scale; count(lostLine) === 0 || count(backLine) < count(lostLine); ) {
+    if (Date.now() > deadline) break;
+    await new Promise((r) => setTimeout(r, 500));
+  }
+  const laptopSaid = server.console
+    .slice(serverFrom)
+    .split(/\r?\n/)
+    .filter((l) => /the desktop at \S+ (lost its disk connection|is back on the disk|left the disk|connected to the disk|disconnected from the disk)/.test(l));
+  log(`after the reset: ${records.length} records (${records.filter((r) => !r).length} failed), ${events[1]} reconnects in all; laptop: ${laptopSaid.join(' | ')}`);
+  return { killed: Number(reset[1]), records, reconnected: Number(events[1]), diskErrors: Number(events[2]), reconnectSaid, laptopSaid };
+}
+
 /**
  * The power cut: once the laptop OS reported record `atRecord`, the desktop
  * VM is killed; the laptop must say it no longer hears the desktop, and is
@@ -442,7 +490,7 @@ export async function runEndToEnd(options: EndToEndOptions): Promise<EndToEndRes
     await run('cp', ['--sparse=always', laptop.path, disk]);
     const token = randomBytes(12).toString('hex');
     const serverInitrd = join(work, 'server-initrd.img');
-    await initrdWithOverlay(serverOs.initrd, serverConfigOverlay(token, { wireguard, bench: options.bench ?? false, cableRecords: options.cable?.records ?? (options.powerCut ? 0 : undefined), services: options.cable !== undefined, thenCut: options.powerCut !== undefined, mtu: options.mtu, nbdConnections: options.nbdConnections }), serverInitrd);
+    await initrdWithOverlay(serverOs.initrd, serverConfigOverlay(token, { wireguard, bench: options.bench ?? false, cableRecords: options.cable?.records ?? (options.powerCut ? 0 : undefined), services: options.cable !== undefined, reset: options.cable?.reset, thenCut: options.powerCut !== undefined, mtu: options.mtu, nbdConnections: options.nbdConnections }), serverInitrd);
     log(`prepared in ${((Date.now() - t0) / 1000).toFixed(1)} s; token ${token}`);
 
     // The cable: a bridge with one tap per VM, in a network namespace of
@@ -544,7 +592,9 @@ export async function runEndToEnd(options: EndToEndOptions): Promise<EndToEndRes
       const readPair = /STIEFEL-E2E-BENCH read2 (.*)/.exec(client.console)?.[1] ?? '';
       bench = { read, write, readPair };
     }
+    const serverBeforeCable = server.console.length;
     const cable = options.cable && (await pullTheCable(options.cable, server, client, scale, kexecAt, log));
+    if (cable && options.cable?.reset) cable.reset = await resetTheConnection(server, client, scale, kexecAt, serverBeforeCable, log);
     const root = /STIEFEL-E2E-ROOT (\S+)/.exec(client.console)?.[1];
     if (root !== '/dev/nbd0p2') throw new Error(`the laptop OS's root was ${root ?? 'not reported'}, not /dev/nbd0p2`);
     const connected = [...server.console.matchAll(/the desktop at (\S+) connected to the disk/g)];

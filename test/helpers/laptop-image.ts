@@ -171,13 +171,15 @@ const MARKER_SCRIPT = `#!/bin/sh
 # stiefel_e2e.cable=N it first writes N records, one a second, each fsynced
 # before it is reported (the cable scenario pulls the cable meanwhile), and
 # reports the root's mount options and the kernel's disk errors; with
-# stiefel_e2e.then=cut it then goes on writing records until the desktop's
-# power is cut (it never powers off).
+# stiefel_e2e.reset=1 it then resets its end of the disk connection (ss -K)
+# and writes three more; with stiefel_e2e.then=cut it then goes on writing
+# records until the desktop's power is cut (it never powers off).
 set -u
 token=
 bench=
 cable=
 services=
+reset=
 afterwards=
 for w in $(cat /proc/cmdline); do
   case "$w" in
@@ -185,6 +187,7 @@ for w in $(cat /proc/cmdline); do
     stiefel_e2e.bench=*) bench=\${w#stiefel_e2e.bench=} ;;
     stiefel_e2e.cable=*) cable=\${w#stiefel_e2e.cable=} ;;
     stiefel_e2e.services=1) services=1 ;;
+    stiefel_e2e.reset=1) reset=1 ;;
     stiefel_e2e.then=*) afterwards=\${w#stiefel_e2e.then=} ;;
   esac
 done
@@ -250,6 +253,19 @@ if [ -n "$cable" ]; then
   say "STIEFEL-E2E-DISK-ERRORS $(dmesg | grep -c -E 'I/O error|EXT4-fs (error|warning)|Remounting filesystem read-only')"
   # What the NBD driver saw of the connection: given up (request timeout) and replaced (stiefel-nbd-reconnect).
   say "STIEFEL-E2E-NBD-EVENTS timed-out=$(dmesg | grep -c -E 'nbd[0-9]+: Connection timed out') reconnected=$(dmesg | grep -c -E 'nbd[0-9]+: reconnected socket')"
+  if [ "$reset" = 1 ]; then
+    # The reconnect path for certain (a pulled cable may be ridden out by
+    # TCP): the desktop's end of the disk connection is aborted (ss -K; the
+    # kernel sends the laptop a reset), the NBD driver finds it dead and
+    # stiefel-nbd-reconnect hands it a new one, while the records go on.
+    . /run/stiefelsystem/nbd.conf
+    # Said first: the helper's lines may come before ss has returned.
+    say "STIEFEL-E2E-RESETTING"
+    say "STIEFEL-E2E-RESET $(ss -K -H -t -n state established "( dport = :$STIEFEL_NBD_PORT )" | wc -l)"
+    i=0
+    while [ "$i" -lt 3 ]; do record; i=$((i + 1)); done
+    say "STIEFEL-E2E-RESET-EVENTS reconnected=$(dmesg | grep -c -E 'nbd[0-9]+: reconnected socket') disk-errors=$(dmesg | grep -c -E 'I/O error|EXT4-fs (error|warning)|Remounting filesystem read-only')"
+  fi
   if [ "$afterwards" = cut ]; then
     while :; do record; done
   fi

@@ -13,6 +13,10 @@
 // or be ridden out by TCP on the old one, by chance (see the assertions); the laptop's console says it
 // lost the desktop and heard it again, and the desktop's console (the laptop
 // OS's stiefel-laptop-watch) that the laptop was gone and is back.
+// Then the reconnect path for certain: the laptop OS aborts its end of the
+// disk connection (ss -K), its kernel finds the connection dead and takes a
+// new one from stiefel-nbd-reconnect, the laptop keeps the disk for that
+// desktop meanwhile and says it is back; three records go through.
 // Then a dying desktop, in the same run (a boot of its own would cost the
 // suite three minutes): the records go on, and after three more the desktop
 // VM is killed (a power cut). The laptop's console must say it no longer
@@ -26,7 +30,8 @@ import { requireRoot, requireTool } from '../helpers/tools';
 
 const RECORDS = 20;
 const AT_RECORD = 5;
-const CUT_AT_RECORD = RECORDS + 3;
+// After the cable's records, three around the reset, then three more.
+const CUT_AT_RECORD = RECORDS + 6;
 // 60 s in every run; longer pulls by hand (STIEFEL_E2E_CABLE_OFF_S=300 npm run e2e -- cable), as they would not fit the suite's time.
 const OFF_SECONDS = Number(process.env.STIEFEL_E2E_CABLE_OFF_S ?? 60);
 
@@ -38,7 +43,7 @@ test(`the cable pulled for ${OFF_SECONDS} s while the laptop OS writes: its I/O 
     family: 'initramfs-tools',
     cacheDir: E2E_CACHE_DIR,
     wireguard: true,
-    cable: { records: RECORDS, atRecord: AT_RECORD, offSeconds: OFF_SECONDS },
+    cable: { records: RECORDS, atRecord: AT_RECORD, offSeconds: OFF_SECONDS, reset: true },
     powerCut: { atRecord: CUT_AT_RECORD },
     log: (line) => console.log(`[e2e cable ${((Date.now() - started) / 1000).toFixed(0)}s] ${line}`),
     timeScale: 3,
@@ -52,8 +57,9 @@ test(`the cable pulled for ${OFF_SECONDS} s while the laptop OS writes: its I/O 
   );
   assert.match(result.diskPeer, /^fd[0-9a-f]{2}:[0-9a-f:]+$/);
   assert.equal(result.desktopMtu, '1500 1420', "the MTUs of the desktop's link and tunnel: Ethernet's, and WireGuard's default");
-  // One disk connection, and one more for each the laptop OS's kernel took from stiefel-nbd-reconnect.
-  assert.equal(result.diskConnections, 1 + result.cable!.nbdEvents.reconnected, `disk connections: ${result.diskConnections}, reconnects: ${result.cable!.nbdEvents.reconnected}`);
+  // One disk connection, and one more for each the laptop OS's kernel took from stiefel-nbd-reconnect (the pull's, the reset's).
+  const reset = result.cable!.reset!;
+  assert.equal(result.diskConnections, 1 + reset.reconnected, `disk connections: ${result.diskConnections}, reconnects: ${reset.reconnected}`);
   assert.equal(result.diskRequestTimeoutS, undefined, 'one connection: no request timeout, the kernel waits');
   console.log(`[e2e cable] ${result.stages.map((s) => `${s.name} ${s.seconds.toFixed(1)} s`).join(', ')}; total ${result.totalSeconds.toFixed(1)} s`);
   const cable = result.cable!;
@@ -89,6 +95,21 @@ test(`the cable pulled for ${OFF_SECONDS} s while the laptop OS writes: its I/O 
   const desk = cable.desktopSaid.join('\n');
   assert.match(desk, /the laptop at \S+ has not answered for [3-5]\d s: the cable is out or the laptop is off; programs that use the disk wait until it is back/);
   assert.match(desk, /the laptop at \S+ answers again, after \d+ (s|min)/);
+  // The reset: the one disk connection aborted; the kernel took a new one
+  // (one more than after the pull), the records went on, no disk error.
+  console.log(`[e2e cable] reset: ${JSON.stringify(reset)}`);
+  assert.equal(reset.killed, 1, 'ss -K aborted the one disk connection');
+  assert.deepEqual(reset.records, [true, true, true], 'the three records after the reset were fsynced');
+  assert.equal(reset.reconnected, cable.nbdEvents.reconnected + 1, 'the NBD driver took one new socket after the reset');
+  assert.equal(reset.diskErrors, 0, 'no disk error after the reset');
+  const mendedAfter = reset.reconnectSaid.join('\n');
+  assert.match(mendedAfter, /stiefelsystem: nbd0 lost its connection to the laptop \(\S+ port \d+\); reconnecting/, mendedAfter);
+  assert.match(mendedAfter, /stiefelsystem: nbd0 reconnected to the laptop after [\d.]+ s \(attempt \d+\)/, mendedAfter);
+  // The laptop held the disk for the desktop and said it was back, without offering R.
+  const heldSaid = reset.laptopSaid.join('\n');
+  assert.match(heldSaid, /the desktop at \S+ lost its disk connection without a goodbye; the disk stays held for it: waiting 20 s for it to connect again/, heldSaid);
+  assert.match(heldSaid, /the desktop at \S+ is back on the disk after \d+ s \(a new connection\)/, heldSaid);
+  assert.doesNotMatch(heldSaid, /left the disk without saying goodbye/, heldSaid);
   // The power cut: every record reported (fsynced) before it is there, at most the one in flight more.
   const cut = result.powerCut!;
   console.log(`[e2e cable] power cut: ${JSON.stringify(cut)}`);
