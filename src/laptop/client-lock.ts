@@ -99,7 +99,7 @@ export class ClientLock {
   owner(): LockOwner | undefined {
     this.#expire();
     if (this.#state === 'free') return undefined;
-    return this.#held ? { host: this.#host, state: this.#state, sinceMs: this.#since, held: true } : { host: this.#host, state: this.#state, sinceMs: this.#since };
+    return { host: this.#host, state: this.#state, sinceMs: this.#since, ...(this.#held && { held: true as const }) };
   }
 
   /** Whether a host other than `host` (or anyone, without one) holds the server. */

@@ -29,14 +29,14 @@ export interface SessionOptions {
 
 export type SessionPhase = SessionStats['phase'];
 
+/** The end reason (`done`) of a session whose client said NBD_CMD_DISC: it detached the export. */
+export const CLIENT_DISCONNECTED = 'client disconnected';
+
 /**
  * What a connection may hold during the handshake: option replies are a few
  * hundred bytes, so this only stops a client that sends options without
  * reading the answers (one reply batch of the transport is 256 KiB).
  */
-/** The end reason (`done`) of a session whose client said NBD_CMD_DISC: it detached the export. */
-export const CLIENT_DISCONNECTED = 'client disconnected';
-
 export const HANDSHAKE_BYTES = 512 * 1024;
 
 const MAX_OPTION_DATA = 64 * 1024;

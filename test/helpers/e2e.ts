@@ -376,10 +376,8 @@ async function resetTheConnection(server: QemuVm, client: QemuVm, scale: number,
   const count = (re: RegExp): number => server.console.slice(serverFrom).match(re)?.length ?? 0;
   const lostLine = /the desktop at \S+ lost its disk connection without a goodbye/g;
   const backLine = /the desktop at \S+ is back on the disk after \d+ s/g;
-  for (const deadline = Date.now() + 60_000 * scale; count(lostLine) === 0 || count(backLine) < count(lostLine); ) {
-    if (Date.now() > deadline) break;
-    await new Promise((r) => setTimeout(r, 500));
-  }
+  const deadline = Date.now() + 60_000 * scale;
+  while ((count(lostLine) === 0 || count(backLine) < count(lostLine)) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 500));
   const laptopSaid = server.console
     .slice(serverFrom)
     .split(/\r?\n/)

@@ -238,6 +238,9 @@ if [ -n "$cable" ]; then
     done
     say "STIEFEL-E2E-SERVICES after $i s: NetworkManager $(systemctl is-active NetworkManager), stiefel-laptop-watch $(systemctl is-active stiefel-laptop-watch), stiefel-nbd-reconnect $(systemctl is-active stiefel-nbd-reconnect)"
   fi
+  # The kernel's disk errors, and the sockets the NBD driver took from stiefel-nbd-reconnect.
+  disk_errors() { dmesg | grep -c -E 'I/O error|EXT4-fs (error|warning)|Remounting filesystem read-only'; }
+  nbd_reconnects() { dmesg | grep -c -E 'nbd[0-9]+: reconnected socket'; }
   n=0
   record() {
     n=$((n + 1))
@@ -250,9 +253,9 @@ if [ -n "$cable" ]; then
   # NetworkManager ran meanwhile, and left the link and the tunnel alone.
   say "STIEFEL-E2E-NM $(systemctl is-active NetworkManager) $(nmcli -t -f DEVICE,STATE device 2>&1 | tr '\\n' ' ')"
   say "STIEFEL-E2E-ROOT-OPTIONS $(findmnt -n -o OPTIONS /)"
-  say "STIEFEL-E2E-DISK-ERRORS $(dmesg | grep -c -E 'I/O error|EXT4-fs (error|warning)|Remounting filesystem read-only')"
+  say "STIEFEL-E2E-DISK-ERRORS $(disk_errors)"
   # What the NBD driver saw of the connection: given up (request timeout) and replaced (stiefel-nbd-reconnect).
-  say "STIEFEL-E2E-NBD-EVENTS timed-out=$(dmesg | grep -c -E 'nbd[0-9]+: Connection timed out') reconnected=$(dmesg | grep -c -E 'nbd[0-9]+: reconnected socket')"
+  say "STIEFEL-E2E-NBD-EVENTS timed-out=$(dmesg | grep -c -E 'nbd[0-9]+: Connection timed out') reconnected=$(nbd_reconnects)"
   if [ "$reset" = 1 ]; then
     # The reconnect path for certain (a pulled cable may be ridden out by
     # TCP): the desktop's end of the disk connection is aborted (ss -K; the
@@ -264,7 +267,7 @@ if [ -n "$cable" ]; then
     say "STIEFEL-E2E-RESET $(ss -K -H -t -n state established "( dport = :$STIEFEL_NBD_PORT )" | wc -l)"
     i=0
     while [ "$i" -lt 3 ]; do record; i=$((i + 1)); done
-    say "STIEFEL-E2E-RESET-EVENTS reconnected=$(dmesg | grep -c -E 'nbd[0-9]+: reconnected socket') disk-errors=$(dmesg | grep -c -E 'I/O error|EXT4-fs (error|warning)|Remounting filesystem read-only')"
+    say "STIEFEL-E2E-RESET-EVENTS reconnected=$(nbd_reconnects) disk-errors=$(disk_errors)"
   fi
   if [ "$afterwards" = cut ]; then
     while :; do record; done
