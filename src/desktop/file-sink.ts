@@ -5,11 +5,15 @@
 // Hashing and writing run on worker threads, one piece per worker at a time,
 // so that the main thread only decrypts TLS and SHA-256 uses several cores:
 // it costs more CPU per byte than TLS reception on CPUs without SHA
-// extensions. Memory is bounded: network chunks (TLS records, at most
+// extensions. With one CPU there is no other core to use, and handing every
+// batch to a thread and back only adds work (measured under emulation, see
+// BENCHMARKS.md): then batches are hashed and written on the calling thread,
+// by the same code. Memory is bounded: network chunks (TLS records, at most
 // 16 KiB) are copied into batches of BATCH_SIZE, at most IN_FLIGHT_PER_WORKER
 // batches per worker are under way, and workers hand every batch's memory
 // back to be refilled (transferred both ways, never copied, never left to the GC).
-import { constants, promises as fs } from 'node:fs';
+import { createHash, timingSafeEqual, type Hash } from 'node:crypto';
+import { constants, promises as fs, writeSync } from 'node:fs';
 import { availableParallelism } from 'node:os';
 import { Worker } from 'node:worker_threads';
 import { StiefelError } from '../errors';
@@ -26,34 +30,67 @@ export interface ExpectedFile {
   pieceSha256: readonly string[];
 }
 
-// Plain JavaScript, evaluated as a worker: the bundle is one file, so the
-// worker cannot be a separate module. One message per batch:
-// {sink, fd, piece, buf, len, pos, expect} (buf transferred; expect, the
-// piece's digest, only on its last batch); the reply gives buf back.
-const WORKER_SOURCE = `
-const { parentPort } = require('node:worker_threads');
-const { createHash, timingSafeEqual } = require('node:crypto');
-const { writeSync } = require('node:fs');
-const hashes = new Map();
-parentPort.on('message', (m) => {
+/** One batch of a file: `len` bytes of `buf` at `pos`, in piece `piece`; `expect`, the piece's digest, only on its last batch. */
+interface BatchMessage {
+  sink: number;
+  fd: number;
+  piece: number;
+  buf: ArrayBuffer;
+  len: number;
+  pos: number;
+  expect: string | undefined;
+}
+
+interface BatchLib {
+  createHash: typeof createHash;
+  timingSafeEqual: typeof timingSafeEqual;
+  writeSync: typeof writeSync;
+}
+
+/**
+ * Hashes a batch into its piece's digest and writes it; on the piece's last
+ * batch, compares the digest. The reply gives `buf` back. Runs on a worker
+ * (WORKER_SOURCE carries its source text) or on the calling thread, so it
+ * uses only its parameters and globals, and holds no inner functions (a
+ * transpiler would add helpers to those).
+ */
+function handleBatch(m: BatchMessage, hashes: Map<string, Hash>, lib: BatchLib): WorkerReply {
   const key = m.sink + ':' + m.piece;
   try {
     const buf = Buffer.from(m.buf, 0, m.len);
     let h = hashes.get(key);
-    if (!h) { h = createHash('sha256'); hashes.set(key, h); }
+    if (!h) {
+      h = lib.createHash('sha256');
+      hashes.set(key, h);
+    }
     h.update(buf);
     let done = 0;
-    while (done < m.len) done += writeSync(m.fd, buf, done, m.len - done, m.pos + done);
-    let verified;
+    while (done < m.len) done += lib.writeSync(m.fd, buf, done, m.len - done, m.pos + done);
+    let verified: boolean | undefined;
     if (m.expect !== undefined) {
       hashes.delete(key);
-      verified = timingSafeEqual(h.digest(), Buffer.from(m.expect, 'hex'));
+      verified = lib.timingSafeEqual(h.digest(), Buffer.from(m.expect, 'hex'));
     }
-    parentPort.postMessage({ sink: m.sink, buf: m.buf, piece: m.piece, verified }, [m.buf]);
+    return { sink: m.sink, buf: m.buf, piece: m.piece, verified };
   } catch (err) {
     hashes.delete(key);
-    parentPort.postMessage({ sink: m.sink, buf: m.buf, error: String((err && err.message) || err) }, [m.buf]);
+    return { sink: m.sink, buf: m.buf, error: String((err as Error | undefined)?.message ?? err) };
   }
+}
+
+// Plain JavaScript, evaluated as a worker: the bundle is one file, so the
+// worker cannot be a separate module. One message (a BatchMessage, buf
+// transferred) per batch.
+const WORKER_SOURCE = `
+const { parentPort } = require('node:worker_threads');
+const { createHash, timingSafeEqual } = require('node:crypto');
+const { writeSync } = require('node:fs');
+const handleBatch = ${handleBatch.toString()};
+const lib = { createHash, timingSafeEqual, writeSync };
+const hashes = new Map();
+parentPort.on('message', (m) => {
+  const reply = handleBatch(m, hashes, lib);
+  parentPort.postMessage(reply, [reply.buf]);
 });
 `;
 
@@ -65,8 +102,9 @@ interface WorkerReply {
   error?: string;
 }
 
-export function defaultWorkerCount(): number {
-  return Math.max(1, Math.min(4, availableParallelism()));
+/** Up to 4 workers, one per CPU; none (batches handled on the calling thread) with one CPU. */
+export function defaultWorkerCount(cpus: number = availableParallelism()): number {
+  return cpus <= 1 ? 0 : Math.min(4, cpus);
 }
 
 /**
@@ -77,6 +115,8 @@ export function defaultWorkerCount(): number {
 export class HashWorkerPool {
   readonly #workers: Worker[] = [];
   readonly #sinks = new Map<number, (m: WorkerReply) => void>();
+  /** The digests in progress when there are no workers. */
+  readonly #hashes = new Map<string, Hash>();
   #failure: Error | undefined;
   #nextId = 1;
 
@@ -92,8 +132,9 @@ export class HashWorkerPool {
     }
   }
 
+  /** Batches handled at once: one per worker, or the calling thread's one. */
   get size(): number {
-    return this.#workers.length;
+    return Math.max(1, this.#workers.length);
   }
 
   register(handler: (m: WorkerReply) => void): number {
@@ -107,8 +148,14 @@ export class HashWorkerPool {
     this.#sinks.delete(id);
   }
 
-  post(index: number, message: Record<string, unknown> & { buf: ArrayBuffer }): void {
-    this.#workers[index % this.#workers.length]!.postMessage(message, [message.buf]);
+  /** Hands a batch to a worker (by `index`: one piece's batches to the same one), or handles it now; the reply comes later. */
+  post(index: number, message: BatchMessage): void {
+    if (this.#workers.length > 0) {
+      this.#workers[index % this.#workers.length]!.postMessage(message, [message.buf]);
+      return;
+    }
+    const reply = handleBatch(message, this.#hashes, { createHash, timingSafeEqual, writeSync });
+    queueMicrotask(() => this.#sinks.get(reply.sink)?.(reply));
   }
 
   async close(): Promise<void> {

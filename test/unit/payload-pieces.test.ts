@@ -7,7 +7,7 @@ import { join } from 'node:path';
 import { Readable } from 'node:stream';
 import fc from 'fast-check';
 import { payloadFileFromParts } from '../../src/laptop/payload-source';
-import { FileSink, HashWorkerPool, PayloadVerifyError } from '../../src/desktop/file-sink';
+import { defaultWorkerCount, FileSink, HashWorkerPool, PayloadVerifyError } from '../../src/desktop/file-sink';
 import { MAX_PIECES, MIN_PIECE_SIZE, PieceHasher, pieceCount, pieceDigests, pieceRange, pieceSizeFor } from '../../src/payload/pieces';
 
 test('piece size: 8 MiB, doubled until a file has at most 512 pieces', () => {
@@ -47,38 +47,47 @@ async function feed(sink: FileSink, data: Buffer, chunk = 16 * 1024 + 3): Promis
   for (let off = 0; off < data.length; off += chunk) await sink.write(data.subarray(off, off + chunk));
 }
 
-test('the sink writes the file (0600) and verifies every piece on several workers', () =>
-  withDir(async (dir) => {
-    const data = randomBytes(3 * MIN_PIECE_SIZE + 12345);
-    const path = join(dir, 'f');
-    const sink = await FileSink.create(path, 'initrd', { size: data.length, pieceSize: MIN_PIECE_SIZE, pieceSha256: pieceDigests(data, MIN_PIECE_SIZE) }, { workers: 3 });
-    await feed(sink, data);
-    await sink.finish();
-    assert.deepEqual(readFileSync(path), data);
-    assert.equal(statSync(path).mode & 0o777, 0o600);
-  }));
+// 3 and 2 workers, and 0: one CPU, batches handled on the calling thread.
+for (const workers of [3, 0]) {
+  test(`the sink writes the file (0600) and verifies every piece, ${workers} workers`, () =>
+    withDir(async (dir) => {
+      const data = randomBytes(3 * MIN_PIECE_SIZE + 12345);
+      const path = join(dir, 'f');
+      const sink = await FileSink.create(path, 'initrd', { size: data.length, pieceSize: MIN_PIECE_SIZE, pieceSha256: pieceDigests(data, MIN_PIECE_SIZE) }, { workers });
+      await feed(sink, data);
+      await sink.finish();
+      assert.deepEqual(readFileSync(path), data);
+      assert.equal(statSync(path).mode & 0o777, 0o600);
+    }));
+}
 
-test('one changed byte in any piece is caught, naming the byte range', () =>
-  withDir(async (dir) => {
-    const data = randomBytes(2 * MIN_PIECE_SIZE + 7);
-    const digests = pieceDigests(data, MIN_PIECE_SIZE);
-    for (const at of [0, MIN_PIECE_SIZE + 5, data.length - 1]) {
-      const bad = Buffer.from(data);
-      bad[at]! ^= 0x40;
-      const sink = await FileSink.create(join(dir, `f${at}`), 'initrd', { size: data.length, pieceSize: MIN_PIECE_SIZE, pieceSha256: digests }, { workers: 2 });
-      const piece = Math.floor(at / MIN_PIECE_SIZE);
-      const end = Math.min(data.length, (piece + 1) * MIN_PIECE_SIZE) - 1;
-      const pattern = new RegExp(`^the initrd does not match the SHA-256 digests in the signed manifest \\(bytes ${piece * MIN_PIECE_SIZE} to ${end}\\)`);
-      await assert.rejects(
-        (async () => {
-          await feed(sink, bad);
-          await sink.finish();
-        })(),
-        (e: Error) => e instanceof PayloadVerifyError && e.code === 'E_PAYLOAD_DIGEST' && pattern.test(e.message),
-      );
-      await sink.abandon();
-    }
-  }));
+for (const workers of [2, 0]) {
+  test(`one changed byte in any piece is caught, naming the byte range, ${workers} workers`, () =>
+    withDir(async (dir) => {
+      const data = randomBytes(2 * MIN_PIECE_SIZE + 7);
+      const digests = pieceDigests(data, MIN_PIECE_SIZE);
+      for (const at of [0, MIN_PIECE_SIZE + 5, data.length - 1]) {
+        const bad = Buffer.from(data);
+        bad[at]! ^= 0x40;
+        const sink = await FileSink.create(join(dir, `f${at}`), 'initrd', { size: data.length, pieceSize: MIN_PIECE_SIZE, pieceSha256: digests }, { workers });
+        const piece = Math.floor(at / MIN_PIECE_SIZE);
+        const end = Math.min(data.length, (piece + 1) * MIN_PIECE_SIZE) - 1;
+        const pattern = new RegExp(`^the initrd does not match the SHA-256 digests in the signed manifest \\(bytes ${piece * MIN_PIECE_SIZE} to ${end}\\)`);
+        await assert.rejects(
+          (async () => {
+            await feed(sink, bad);
+            await sink.finish();
+          })(),
+          (e: Error) => e instanceof PayloadVerifyError && e.code === 'E_PAYLOAD_DIGEST' && pattern.test(e.message),
+        );
+        await sink.abandon();
+      }
+    }));
+}
+
+test('workers: one per CPU up to 4, none with one CPU', () => {
+  assert.deepEqual([1, 2, 3, 4, 8].map((cpus) => defaultWorkerCount(cpus)), [0, 2, 3, 4, 4]);
+});
 
 test('too few or too many bytes are refused', () =>
   withDir(async (dir) => {
@@ -118,21 +127,23 @@ test('a payload file from re-openable parts: concatenated, digested once, checke
   }, /part 2 of initrd of entry x gave 8388617 bytes, not 8388618/);
 });
 
-test('sinks sharing a worker pool: an abandoned file never spills into the next one', () =>
-  withDir(async (dir) => {
-    const pool = new HashWorkerPool(2);
-    try {
-      const a = randomBytes(3 * MIN_PIECE_SIZE);
-      const b = randomBytes(2 * MIN_PIECE_SIZE + 99);
-      const sa = await FileSink.create(join(dir, 'a'), 'kernel', { size: a.length, pieceSize: MIN_PIECE_SIZE, pieceSha256: pieceDigests(a, MIN_PIECE_SIZE) }, { pool });
-      await feed(sa, a.subarray(0, MIN_PIECE_SIZE + 4096));
-      await sa.abandon();
-      const sb = await FileSink.create(join(dir, 'b'), 'initrd', { size: b.length, pieceSize: MIN_PIECE_SIZE, pieceSha256: pieceDigests(b, MIN_PIECE_SIZE) }, { pool });
-      await feed(sb, b);
-      await sb.finish();
-      assert.deepEqual(readFileSync(join(dir, 'b')), b);
-      assert.ok(statSync(join(dir, 'a')).size <= MIN_PIECE_SIZE + 4096);
-    } finally {
-      await pool.close();
-    }
-  }));
+for (const workers of [2, 0]) {
+  test(`sinks sharing a worker pool: an abandoned file never spills into the next one, ${workers} workers`, () =>
+    withDir(async (dir) => {
+      const pool = new HashWorkerPool(workers);
+      try {
+        const a = randomBytes(3 * MIN_PIECE_SIZE);
+        const b = randomBytes(2 * MIN_PIECE_SIZE + 99);
+        const sa = await FileSink.create(join(dir, 'a'), 'kernel', { size: a.length, pieceSize: MIN_PIECE_SIZE, pieceSha256: pieceDigests(a, MIN_PIECE_SIZE) }, { pool });
+        await feed(sa, a.subarray(0, MIN_PIECE_SIZE + 4096));
+        await sa.abandon();
+        const sb = await FileSink.create(join(dir, 'b'), 'initrd', { size: b.length, pieceSize: MIN_PIECE_SIZE, pieceSha256: pieceDigests(b, MIN_PIECE_SIZE) }, { pool });
+        await feed(sb, b);
+        await sb.finish();
+        assert.deepEqual(readFileSync(join(dir, 'b')), b);
+        assert.ok(statSync(join(dir, 'a')).size <= MIN_PIECE_SIZE + 4096);
+      } finally {
+        await pool.close();
+      }
+    }));
+}
