@@ -11,7 +11,10 @@
 //     over TLS and verify"), and sha256sum of the file alone (the CPU floor
 //     for verification on this machine).
 //
-// Options: --runs N (default 7), --size MB (default 100), --json
+// Options: --runs N (default 7), --size MB (default 100), --json, --emulate
+// (bench/emulate.ts: the server and the OpenSSL s_server under qemu-user on
+// CPU 0, the client, s_client and the digests under qemu-user on CPU 1: two
+// one-CPU emulated machines, as the VM tests' laptop and desktop)
 import { execFileSync } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -20,14 +23,18 @@ import { parseArgs } from 'node:util';
 import { deriveSubKeys } from '../src/crypto/keys';
 import { PAYLOAD_CIPHER, PSK_IDENTITY } from '../src/payload/tls';
 import { cliPath } from '../test/helpers/cli';
+import { emulated, emulatedWords } from './emulate';
 import { NetnsLab, type LabProcess } from '../test/helpers/netns';
 import { writeKernelFile, writePayloadFile } from '../test/net/fixtures/payload-files';
 import { watchPeakRss, writeConfig, writeSecret } from '../test/net/fixtures/world';
 
 const { values } = parseArgs({
-  options: { runs: { type: 'string', default: '7' }, size: { type: 'string', default: '100' }, json: { type: 'boolean' }, 'no-big': { type: 'boolean' } },
+  options: { runs: { type: 'string', default: '7' }, size: { type: 'string', default: '100' }, json: { type: 'boolean' }, emulate: { type: 'boolean', default: false }, 'no-big': { type: 'boolean' } },
 });
 const RUNS = Number(values.runs);
+const EMULATE = values.emulate;
+const onServer = (file: string, args: string[]): [string, string[]] => emulated(EMULATE, 0, file, args);
+const onClient = (file: string, args: string[]): [string, string[]] => emulated(EMULATE, 1, file, args);
 const TOTAL = Number(values.size) * 1_000_000;
 
 const median = (xs: number[]): number => {
@@ -61,10 +68,10 @@ async function main(): Promise<void> {
     writeConfig(join(dir, 'server.yaml'), { secret: 'secret', kernel, initrd });
     writeConfig(join(dir, 'client.yaml'), { secret: 'secret', timeoutS: 30 });
     const runClient = (i: number): LabProcess =>
-      lab.spawn(c, process.execPath, [cli, 'client', '--config', join(dir, 'client.yaml'), '--no-kexec', '--out', join(dir, `out-${i}`)], { label: 'client' });
+      lab.spawn(c, ...onClient(process.execPath, [cli, 'client', '--config', join(dir, 'client.yaml'), '--no-kexec', '--out', join(dir, `out-${i}`)]), { label: 'client' });
 
     // 1. Server running; client start -> payload verified.
-    const server = lab.spawn(s, process.execPath, [cli, 'server', '--config', join(dir, 'server.yaml')], { label: 'server' });
+    const server = lab.spawn(s, ...onServer(process.execPath, [cli, 'server', '--config', join(dir, 'server.yaml')]), { label: 'server' });
     await server.waitFor(/boot payload ready/);
     const wall: number[] = [];
     const inside: number[] = [];
@@ -98,7 +105,7 @@ async function main(): Promise<void> {
       const p = runClient(100 + i);
       await p.waitFor(/looking for the laptop/);
       await new Promise((r) => setTimeout(r, 300));
-      const srv = lab.spawn(s, process.execPath, [cli, 'server', '--config', join(dir, 'server.yaml')], { label: 'server' });
+      const srv = lab.spawn(s, ...onServer(process.execPath, [cli, 'server', '--config', join(dir, 'server.yaml')]), { label: 'server' });
       const up = await when(srv, /serving '/);
       const seen = await when(p, /found the laptop/);
       found.push(seen - up);
@@ -112,12 +119,13 @@ async function main(): Promise<void> {
     // 3. Peers: OpenSSL's tools, same suite and PSK, and sha256sum alone.
     const psk = deriveSubKeys(secret).payloadPsk.toString('hex');
     const opensslS: number[] = [];
+    const ossl = emulatedWords(EMULATE, 1, 'openssl').join(' ');
     const ll = await lab.linkLocal(s, 'stf3bs0');
     for (let i = 0; i < RUNS; i++) {
-      const srv = lab.spawn(s, 'openssl', ['s_server', '-accept', '[::]:4700', '-nocert', '-tls1_2', '-psk', psk, '-psk_identity', PSK_IDENTITY, '-cipher', PAYLOAD_CIPHER, '-WWW', '-naccept', '1', '-quiet'], { cwd: dir, label: 'openssl s_server' });
+      const srv = lab.spawn(s, ...onServer('openssl', ['s_server', '-accept', '[::]:4700', '-nocert', '-tls1_2', '-psk', psk, '-psk_identity', PSK_IDENTITY, '-cipher', PAYLOAD_CIPHER, '-WWW', '-naccept', '1', '-quiet']), { cwd: dir, label: 'openssl s_server' });
       await new Promise((r) => setTimeout(r, 300));
       const t0 = performance.now();
-      const sh = `printf 'GET /initrd.img HTTP/1.0\\r\\n\\r\\n' | openssl s_client -connect '[${ll}%stf3bc0]:4700' -tls1_2 -psk ${psk} -psk_identity ${PSK_IDENTITY} -cipher ${PAYLOAD_CIPHER} -quiet -ign_eof 2>/dev/null | openssl dgst -sha256`;
+      const sh = `printf 'GET /initrd.img HTTP/1.0\\r\\n\\r\\n' | ${ossl} s_client -connect '[${ll}%stf3bc0]:4700' -tls1_2 -psk ${psk} -psk_identity ${PSK_IDENTITY} -cipher ${PAYLOAD_CIPHER} -quiet -ign_eof 2>/dev/null | ${ossl} dgst -sha256`;
       await lab.exec(c, 'sh', ['-c', sh], { timeoutMs: 60_000 });
       opensslS.push((performance.now() - t0) / 1000);
       await srv.stop();
@@ -128,10 +136,10 @@ async function main(): Promise<void> {
     const dgstRates: number[] = [];
     for (let i = 0; i < RUNS; i++) {
       let t0 = performance.now();
-      execFileSync('sha256sum', [initrd]);
+      execFileSync(...onClient('sha256sum', [initrd]));
       shaRates.push(initrdMB / ((performance.now() - t0) / 1000));
       t0 = performance.now();
-      execFileSync('openssl', ['dgst', '-sha256', initrd]);
+      execFileSync(...onClient('openssl', ['dgst', '-sha256', initrd]));
       dgstRates.push(initrdMB / ((performance.now() - t0) / 1000));
     }
     result.peerOpensslMBps = median(opensslRates);
@@ -151,7 +159,7 @@ async function main(): Promise<void> {
       const big = join(dir, 'initrd-big.img');
       writePayloadFile(big, 1024 ** 3);
       writeConfig(join(dir, 'server-big.yaml'), { secret: 'secret', kernel, initrd: big });
-      const srv = lab.spawn(s, process.execPath, [cli, 'server', '--config', join(dir, 'server-big.yaml')], { label: 'server' });
+      const srv = lab.spawn(s, ...onServer(process.execPath, [cli, 'server', '--config', join(dir, 'server-big.yaml')]), { label: 'server' });
       const srvRss = watchPeakRss(srv);
       await srv.waitFor(/boot payload ready/, 120_000);
       const p = runClient(999);

@@ -1,6 +1,10 @@
 // npm run bench:nbd -- [--rounds N] [--seconds S] [--size-mib M] [--peers nbdkit,nbd-server]
 //                      [--workloads 'seq read,seq write,rand read,rand write'] [--baseline OLD.js]
-//                      [--workers N]
+//                      [--workers N] [--emulate]
+//
+// --emulate runs every server under qemu-user on CPU 0 and the clients on
+// CPU 1 (bench/emulate.ts): the cost of each server's user space per
+// request, weighted as in the VM tests' emulated laptop.
 //
 // --workers N adds our server once more as "ours-wN", serving its
 // connections in N worker processes (`nbd-serve --workers N`).
@@ -49,6 +53,7 @@ import {
   type FloodTarget,
 } from '../test/helpers/nbd-floods';
 import { makeExtentImage } from '../test/helpers/nbd-images';
+import { EMULATOR, emulated, pinned } from './emulate';
 
 const { values } = parseArgs({
   options: {
@@ -61,8 +66,10 @@ const { values } = parseArgs({
     floods: { type: 'boolean', default: false },
     flood: { type: 'string' },
     workers: { type: 'string' },
+    emulate: { type: 'boolean', default: false },
   },
 });
+const EMULATE = values.emulate;
 const PEERS = values.peers.split(',').filter(Boolean);
 /** Other builds of stiefelctl to compare: [name, bundle]. */
 const BASELINES: Array<[string, string]> = (values.baseline ?? '')
@@ -133,7 +140,8 @@ function cpuSeconds(pid: number): number {
 
 async function startOurs(file: string, bundle = join(ROOT, 'dist', 'stiefelctl.js'), name = 'ours', extra: string[] = []): Promise<Server> {
   const port = await freePort();
-  const proc = spawn(process.execPath, [bundle, 'nbd-serve', file, '--listen', `127.0.0.1:${port}`, '--name', 'bench', ...extra], {
+  const [cmd, args] = emulated(EMULATE, 0, process.execPath, [bundle, 'nbd-serve', file, '--listen', `127.0.0.1:${port}`, '--name', 'bench', ...extra]);
+  const proc = spawn(cmd, args, {
     stdio: ['ignore', 'ignore', 'ignore'],
   });
   await waitPort(port);
@@ -143,7 +151,8 @@ async function startOurs(file: string, bundle = join(ROOT, 'dist', 'stiefelctl.j
 /** nbdkit; `logTail` keeps the end of its stderr instead of showing it (floods make it log per request). */
 async function startNbdkit(file: string, logTail?: { text: string }): Promise<Server> {
   const port = await freePort();
-  const proc = spawn('nbdkit', ['-f', '-i', '127.0.0.1', '-p', String(port), 'file', file], { stdio: ['ignore', 'ignore', logTail ? 'pipe' : 'inherit'] });
+  const [cmd, args] = emulated(EMULATE, 0, 'nbdkit', ['-f', '-i', '127.0.0.1', '-p', String(port), 'file', file]);
+  const proc = spawn(cmd, args, { stdio: ['ignore', 'ignore', logTail ? 'pipe' : 'inherit'] });
   proc.stderr?.setEncoding('utf8').on('data', (d: string) => {
     if (logTail) logTail.text = (logTail.text + d).slice(-2000);
   });
@@ -156,7 +165,7 @@ async function startNbdServer(file: string, dir: string): Promise<Server> {
   const conf = join(dir, 'nbd-server.conf');
   const pidFile = join(dir, 'nbd-server.pid');
   writeFileSync(conf, `[generic]\n  listenaddr = 127.0.0.1\n  port = ${port}\n[bench]\n  exportname = ${file}\n  flush = true\n  fua = true\n  trim = true\n`);
-  execFileSync('nbd-server', ['-C', conf, '-p', pidFile], { stdio: 'ignore' });
+  execFileSync(...emulated(EMULATE, 0, 'nbd-server', ['-C', conf, '-p', pidFile]), { stdio: 'ignore' });
   await waitPort(port);
   const pid = (): number => Number(readFileSync(pidFile, 'utf8').trim());
   return { name: 'nbd-server', uri: `nbd://127.0.0.1:${port}/bench`, pid, stop: () => process.kill(pid(), 'SIGTERM') };
@@ -185,15 +194,14 @@ function run(w: Workload, s: Server, src: string): Sample {
   let bytes = 0;
   let latency: { p50: number; p99: number } | undefined;
   if (w === 'seq read') {
-    execFileSync('nbdcopy', [s.uri, 'null:'], { stdio: 'inherit' });
+    execFileSync(...pinned(EMULATE, 1, 'nbdcopy', [s.uri, 'null:']), { stdio: 'inherit' });
     bytes = SIZE;
   } else if (w === 'seq write') {
-    execFileSync('nbdcopy', [src, s.uri], { stdio: 'inherit' });
+    execFileSync(...pinned(EMULATE, 1, 'nbdcopy', [src, s.uri]), { stdio: 'inherit' });
     bytes = SIZE;
   } else {
     const out = execFileSync(
-      'fio',
-      [
+      ...pinned(EMULATE, 1, 'fio', [
         '--name=b',
         '--ioengine=nbd',
         `--uri=${s.uri}`,
@@ -204,7 +212,7 @@ function run(w: Workload, s: Server, src: string): Sample {
         `--runtime=${SECONDS}`,
         '--time_based',
         '--output-format=json',
-      ],
+      ]),
       { encoding: 'utf8' },
     );
     const job = JSON.parse(out.slice(out.indexOf('{'))).jobs[0];
@@ -229,7 +237,7 @@ const median = (xs: number[]): number => {
 };
 
 async function main(): Promise<void> {
-  for (const tool of [...PEERS, 'nbdcopy', 'fio']) execFileSync('sh', ['-c', `command -v ${tool}`], { stdio: 'ignore' });
+  for (const tool of [...PEERS, 'nbdcopy', 'fio', ...(EMULATE ? [EMULATOR, 'taskset'] : [])]) execFileSync('sh', ['-c', `command -v ${tool}`], { stdio: 'ignore' });
   const dir = mkdtempSync(join(tmpdir(), 'stf2-bench-'));
   const servers: Server[] = [];
   try {

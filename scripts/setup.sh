@@ -15,7 +15,7 @@ PACKAGES="
   curl isc-dhcp-client openssl tftp-hpa
   libnbd-bin python3-libnbd qemu-utils fio
   nbdkit nbd-server
-  qemu-system-x86 linux-image-amd64 ovmf
+  qemu-system-x86 qemu-user linux-image-amd64 ovmf
   busybox-static cryptsetup-bin dnsmasq-base ipxe kexec-tools lvm2 wireguard-tools gpgv gnupg
   systemd-boot-efi dosfstools mtools fdisk gdisk isolinux syslinux syslinux-common xorriso
   debootstrap patch squashfs-tools python3 strace
