@@ -12,12 +12,17 @@ import { execFileSync } from 'node:child_process';
 export const EMULATOR = 'qemu-x86_64';
 
 function absolute(file: string): string {
-  return file.startsWith('/') ? file : execFileSync('sh', ['-c', `command -v ${file}`], { encoding: 'utf8' }).trim();
+  if (file.startsWith('/')) return file;
+  try {
+    return execFileSync('sh', ['-c', `command -v ${file}`], { encoding: 'utf8' }).trim();
+  } catch {
+    throw new Error(`--emulate: ${file} is not installed (${file === EMULATOR ? 'qemu-user' : 'its package'}): run scripts/setup.sh`);
+  }
 }
 
 /** The words that start `file` emulated on `cpu` (just `file` when `on` is false), for a shell line. */
 export function emulatedWords(on: boolean, cpu: number, file: string): string[] {
-  return on ? ['taskset', '-c', String(cpu), EMULATOR, '-cpu', 'max', absolute(file)] : [file];
+  return on ? ['taskset', '-c', String(cpu), absolute(EMULATOR), '-cpu', 'max', absolute(file)] : [file];
 }
 
 /** The command that runs `file args` emulated on `cpu`, or as it is when `on` is false. */

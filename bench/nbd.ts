@@ -53,7 +53,7 @@ import {
   type FloodTarget,
 } from '../test/helpers/nbd-floods';
 import { makeExtentImage } from '../test/helpers/nbd-images';
-import { EMULATOR, emulated, pinned } from './emulate';
+import { emulated, pinned } from './emulate';
 
 const { values } = parseArgs({
   options: {
@@ -237,7 +237,7 @@ const median = (xs: number[]): number => {
 };
 
 async function main(): Promise<void> {
-  for (const tool of [...PEERS, 'nbdcopy', 'fio', ...(EMULATE ? [EMULATOR, 'taskset'] : [])]) execFileSync('sh', ['-c', `command -v ${tool}`], { stdio: 'ignore' });
+  for (const tool of [...PEERS, 'nbdcopy', 'fio']) execFileSync('sh', ['-c', `command -v ${tool}`], { stdio: 'ignore' });
   const dir = mkdtempSync(join(tmpdir(), 'stf2-bench-'));
   const servers: Server[] = [];
   try {

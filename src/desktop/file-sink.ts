@@ -47,6 +47,9 @@ interface BatchLib {
   writeSync: typeof writeSync;
 }
 
+/** What handleBatch uses, on the calling thread (a worker builds its own). */
+const LIB: BatchLib = { createHash, timingSafeEqual, writeSync };
+
 /**
  * Hashes a batch into its piece's digest and writes it; on the piece's last
  * batch, compares the digest. The reply gives `buf` back. Runs on a worker
@@ -154,7 +157,7 @@ export class HashWorkerPool {
       this.#workers[index % this.#workers.length]!.postMessage(message, [message.buf]);
       return;
     }
-    const reply = handleBatch(message, this.#hashes, { createHash, timingSafeEqual, writeSync });
+    const reply = handleBatch(message, this.#hashes, LIB);
     queueMicrotask(() => this.#sinks.get(reply.sink)?.(reply));
   }
 
